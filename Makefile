@@ -1,0 +1,69 @@
+# cemp-hfs: every target sets up what it needs. The README's two commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SIZE   ?= small
+
+.PHONY: setup demo test test-nbs test-py check-sync readme export clean-nbs docs bench bench-mock bench-preprocess bench-inference clean
+
+# One virtual environment with the package (editable) and its dev extras. torch is installed first and pinned by
+# constraints.txt to the local CPU wheel, so that fastai's torchvision requirement cannot pull a CUDA build of torch.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+setup: $(STAMP)
+
+## The main job: a small end-to-end run into demo_out/
+demo: $(STAMP)
+	$(BIN)/cemp-hfs demo --out demo_out
+
+## Every test: the package agrees with the notebooks, notebooks are clean, notebook tests, then pytest.
+test: $(STAMP) check-sync test-nbs test-py
+
+check-sync: $(STAMP)
+	$(BIN)/nbdev-export
+	$(BIN)/nbdev-clean
+	$(BIN)/python tools/render_readme.py --check
+	@if ! git diff --quiet -- cemp_hfs nbs README.md || [ -n "$$(git ls-files --others --exclude-standard -- cemp_hfs nbs)" ]; then \
+		echo "Notebooks and package/README disagree, or notebooks are not clean (run make export, make clean-nbs, make readme):"; \
+		git status --short -- cemp_hfs nbs README.md; git --no-pager diff --stat -- cemp_hfs nbs README.md; exit 1; fi
+	@echo "check-sync: cemp_hfs/, nbs/ and README.md are in sync"
+
+test-nbs: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/nbdev-test --n-workers 2 --timing
+
+test-py: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python -m pytest -q
+
+## Developer targets
+export: $(STAMP)
+	$(BIN)/nbdev-export
+
+clean-nbs: $(STAMP)
+	$(BIN)/nbdev-clean
+
+readme: $(STAMP)
+	$(BIN)/python tools/render_readme.py
+
+# Full docs need Quarto (not installable on the project's machines); use it where you have it.
+docs: $(STAMP)
+	$(BIN)/nbdev-docs
+
+bench: bench-mock bench-preprocess bench-inference
+
+bench-mock: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python benchmarks/mock_realism.py
+
+bench-preprocess: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python benchmarks/preprocess.py
+
+bench-inference: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python benchmarks/inference.py
+
+clean:
+	rm -rf $(VENV) demo_out _docs _proc .pytest_cache
