@@ -300,7 +300,7 @@ def read_catalog(path, format=None, fill_values=(-9999,)) -> Table:
             for fv in fill_values: t[c].mask |= np.asarray(t[c].data.data == fv)
     return _lower_columns(t, str(path))
 
-# %% ../nbs/00_io.ipynb #c031
+# %% ../nbs/00_io.ipynb #c032
 _RA_NAMES = ('ra', 'raj2000', 'ra_icrs', 'ra_obs', 'ra_deg', 'radeg', 'combined_ra_obs', 'ra_1')
 _DEC_NAMES = ('dec', 'dej2000', 'decj2000', 'de_icrs', 'dec_icrs', 'dec_obs', 'dec_deg', 'decdeg', 'combined_dec_obs', 'dec_1')
 
@@ -338,7 +338,7 @@ def crossmatch(left: Table, right: Table, radius=3 * u.arcsec, ra=None, dec=None
                       f"{out.meta['n_unmatched']} unmatched ({int((~lok).sum())} without coordinates)")
     return (out, left[~matched]) if return_unmatched else out
 
-# %% ../nbs/00_io.ipynb #c034
+# %% ../nbs/00_io.ipynb #c035
 QUALITY_COLUMNS = dict(snrg=('snrg', 'sn_g', 'snr_g'), snri=('snri', 'sn_i', 'snr_i'), rv_err=('rv_err', 'rv_error', 'e_rv'),
                        teff_err=('teff_err', 'e_teff', 'teff_error'), logg_err=('logg_err', 'e_logg', 'logg_error'),
                        feh_err=('feh_err', 'e_feh', 'fe_h_err', 'feh_error'))
@@ -371,7 +371,7 @@ def quality_cuts(t: Table, snrg_min=20., snri_min=20., rv_err_max=20., teff_err_
     funnel = Table(rows=rows, names=('cut', 'removed', 'remaining'))
     return t[keep], funnel
 
-# %% ../nbs/00_io.ipynb #c037
+# %% ../nbs/00_io.ipynb #c038
 BANDS = {'g': (4000., 5500.), 'i': (6800., 8300.)}  # approximate SDSS g and i ranges (Angstrom), used for SNRG/SNRI
 
 def plot_spectrum(s: LamostSpectrum, ax=None, bands=('g', 'i')):
