@@ -168,12 +168,18 @@ def _clean_ivar(flux, ivar):
     return np.where(bad, 0, ivar)
 
 # %% ../nbs/00_io.ipynb #c014
+def _truncation(caught):
+    "The reason, if astropy warned that the file is shorter than its headers say."
+    msgs = [str(w.message) for w in caught if 'truncat' in str(w.message).lower()]
+    return f"truncated file ({msgs[0]})" if msgs else None
+
 def read_lamost(path) -> LamostSpectrum:
     "Read one LAMOST LRS spectrum (any release DR1-DR10, `.fits` or `.fits.gz`) into a `LamostSpectrum`."
     path = Path(path)
     if not path.exists(): raise LamostFormatError(path, "no such file")
     if path.is_dir(): raise LamostFormatError(path, "is a directory, not a FITS file")
     if path.stat().st_size == 0: raise LamostFormatError(path, "empty file")
+    caught = []
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
@@ -185,12 +191,11 @@ def read_lamost(path) -> LamostSpectrum:
                 else: raise LamostFormatError(path, "no spectrum: no primary image and no COADD table")
                 arrs = {k: (None if v is None else np.array(v, dtype=np.float64)) for k, v in arrs.items()}
                 meta = lamost_meta(hdr, path)
-        trunc = [w for w in caught if 'truncat' in str(w.message).lower()]
-        if trunc: raise LamostFormatError(path, f"truncated file ({trunc[0].message})")
+        if _truncation(caught): raise LamostFormatError(path, _truncation(caught))
     except LamostFormatError: raise
     except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, zlib.error, gzip.BadGzipFile,
             fits.verify.VerifyError, Warning) as e:
-        raise LamostFormatError(path, f"unreadable FITS ({type(e).__name__}: {e})") from e
+        raise LamostFormatError(path, _truncation(caught) or f"unreadable FITS ({type(e).__name__}: {e})") from e
     meta['filename'] = path.name
     try: s = LamostSpectrum(**arrs, meta=meta)
     except LamostFormatError as e: raise LamostFormatError(path, e.reason) from None
