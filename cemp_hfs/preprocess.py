@@ -25,8 +25,8 @@ from .io import LamostSpectrum, LamostFormatError, read_lamost, read_catalog, fi
 __all__ = ['SEGMENTS', 'LABELS', 'FILE_COLUMNS', 'LABEL_ALIASES', 'META_COLUMNS', 'ARRAYS', 'FEH_BINS', 'PreprocessConfig',
            'load_preprocess_config', 'config_dict', 'save_preprocess_config', 'output_grid', 'internal_grids',
            'PreprocessError', 'spectrum_name', 'redshift', 'to_rest_grid', 'wavelet_denoise', 'fit_continuum',
-           'resample', 'Preprocessed', 'preprocess', 'assign_splits', 'balanced_indices', 'build_dataset',
-           'LamostDataset', 'load_dataset']
+           'resample', 'Preprocessed', 'preprocess', 'native_continuum', 'assign_splits', 'balanced_indices',
+           'build_dataset', 'LamostDataset', 'load_dataset']
 
 # %% ../nbs/01_preprocess.ipynb #c005
 SEGMENTS = ((3800., 5700.), (5900., 8000.))  # the paper's rest-frame ranges (Angstrom)
@@ -267,16 +267,21 @@ class Preprocessed:
         return self.continuum * np.asarray(self.continuum_scale)[..., None]
 
 # %% ../nbs/01_preprocess.ipynb #c026
-def _process_aligned(flux, bad, c):
-    "Steps 4-6 on aligned segments: lists (per segment) of (n, m) flux and bad arrays -> output arrays."
-    conts, norms, bads, noise = [], [], [], []
+def _denoise_and_fit(flux, bad, c):
+    "Steps 4-5 per segment on aligned `(n, m)` arrays: lists of denoised flux, continuum (NaN where not positive), noise."
+    dens, conts, noise = [], [], []
     for f, b, x in zip(flux, bad, internal_grids(c)):
         den, sig = wavelet_denoise(f, c)
         cont = fit_continuum(den, x, good=~b, cfg=c)
-        cont = np.where(cont > 0, cont, np.nan)
-        conts.append(cont); norms.append(den / cont); bads.append(b.astype(np.float64)); noise.append(sig)
-    cont, norm = resample(np.concatenate(conts, 1), c), resample(np.concatenate(norms, 1), c)
-    mask = resample(np.concatenate(bads, 1), c) > 0
+        dens.append(den); conts.append(np.where(cont > 0, cont, np.nan)); noise.append(sig)
+    return dens, conts, noise
+
+def _process_aligned(flux, bad, c):
+    "Steps 4-6 on aligned segments: lists (per segment) of (n, m) flux and bad arrays -> output arrays."
+    dens, conts, noise = _denoise_and_fit(flux, bad, c)
+    cont = resample(np.concatenate(conts, 1), c)
+    norm = resample(np.concatenate([d / k for d, k in zip(dens, conts)], 1), c)
+    mask = resample(np.concatenate([b.astype(np.float64) for b in bad], 1), c) > 0
     return cont, norm, mask, np.stack(noise, 1)
 
 def preprocess(spectra, cfg=None, z=None, errors=None) -> Preprocessed:
@@ -318,7 +323,27 @@ def preprocess(spectra, cfg=None, z=None, errors=None) -> Preprocessed:
         res.continuum_scale = res.continuum_scale[0]
     return res
 
-# %% ../nbs/01_preprocess.ipynb #c032
+# %% ../nbs/01_preprocess.ipynb #c030
+def native_continuum(spectra, cfg=None, z=None) -> list[np.ndarray]:
+    "Our continuum (steps 2-5) on each spectrum's own observed pixels, NaN outside the segments; errors raise."
+    c = load_preprocess_config(cfg)
+    single = isinstance(spectra, LamostSpectrum)
+    spectra = [spectra] if single else list(spectra)
+    zs = [None] * len(spectra) if z is None else list(np.broadcast_to(np.asarray(z, dtype=object), (len(spectra),)))
+    aligned = [to_rest_grid(s, zi, c, spectrum_name(s, i)) for i, (s, zi) in enumerate(zip(spectra, zs))]
+    _, conts, _ = _denoise_and_fit([np.stack([a[k][0] for a in aligned]) for k in range(len(c.segments))],
+                                   [np.stack([a[k][1] for a in aligned]) for k in range(len(c.segments))], c)
+    out = []
+    for i, (s, zi) in enumerate(zip(spectra, zs)):
+        rest = s.wave / (1 + redshift(s, zi, c))
+        cn = np.full(len(s), np.nan)
+        for (lo, hi), x, ck in zip(c.segments, internal_grids(c), conts):
+            sel = (rest >= lo) & (rest <= hi)
+            cn[sel] = np.interp(rest[sel], x, ck[i])
+        out.append(cn)
+    return out[0] if single else out
+
+# %% ../nbs/01_preprocess.ipynb #c035
 LABELS = ('teff', 'logg', 'feh', 'cfe')
 FILE_COLUMNS = ('filename', 'file', 'path', 'fits', 'combined_file', 'spec_file')
 LABEL_ALIASES = dict(teff=('teff', 'teff_2', 't_eff'), logg=('logg', 'logg_2', 'log_g'), feh=('feh', 'feh_2', 'fe_h', 'fe/h', '[fe/h]'),
@@ -344,7 +369,7 @@ def _catalog(catalog, root):
     t = Table(catalog, copy=False)
     return t, Path(root) if root is not None else Path('.'), find_column(t, FILE_COLUMNS, 'file', 'catalogue')
 
-# %% ../nbs/01_preprocess.ipynb #c033
+# %% ../nbs/01_preprocess.ipynb #c036
 def _chunk_dir(work, k): return Path(work) / f'chunk_{k:06d}'
 
 def _build_chunk(k, rows, files, zs, cfg_dict, work):
@@ -375,7 +400,7 @@ def _jsonable(v):
     if isinstance(v, (float, np.floating)): return float(v) if np.isfinite(v) else None
     return v
 
-# %% ../nbs/01_preprocess.ipynb #c034
+# %% ../nbs/01_preprocess.ipynb #c037
 FEH_BINS = tuple(np.arange(-4.0, 1.01, 0.5).round(2))  # [Fe/H] bin edges for stratified splits and balancing
 
 def _feh_stratum(feh, bins):
@@ -416,7 +441,7 @@ def balanced_indices(labels, split='train', bins=FEH_BINS, n_per_bin=None, seed=
     out = np.concatenate([rng.choice(m, n, replace=len(m) < n) for m in members])
     return rng.permutation(out)
 
-# %% ../nbs/01_preprocess.ipynb #c037
+# %% ../nbs/01_preprocess.ipynb #c040
 def _manifest(t, fcol, cfg, chunk_size):
     "What identifies a build: the input rows (files, in order), the config and the chunking."
     h = hashlib.sha256('\n'.join(map(str, t[fcol])).encode()).hexdigest()
@@ -463,7 +488,7 @@ def build_dataset(catalog, out_dir, root=None, cfg=None, chunk_size=256, n_worke
     if not keep_chunks: shutil.rmtree(work)
     return out
 
-# %% ../nbs/01_preprocess.ipynb #c038
+# %% ../nbs/01_preprocess.ipynb #c041
 def _labels_table(t, fcol, rows, meta, scale, noise):
     "One label row per array row: catalogue columns, header metadata where the catalogue lacks it, the contract columns."
     n = len(rows)
@@ -526,7 +551,7 @@ def _assemble(t, fcol, out, work, n_chunks, c, seed, fractions, bins):
         w = csv.writer(fh); w.writerow(['file', 'reason', 'row'])
         for r, f, why in sorted(rejects): w.writerow([f, why, r])
 
-# %% ../nbs/01_preprocess.ipynb #c039
+# %% ../nbs/01_preprocess.ipynb #c042
 @dataclass
 class LamostDataset:
     "A built dataset: memory-mapped `continuum`, `normalized`, `mask` (N, P), `wave` (P,), `labels`, `config`, `rejects`."
