@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import yaml
 import matplotlib.pyplot as plt
 from matplotlib.patches import FancyBboxPatch
+from torch.utils.flop_counter import FlopCounterMode
 
 from .pyramid import MultiScalePyramidBranch
 from .moe import CustomMoEBranch
@@ -24,7 +25,7 @@ from .moe import CustomMoEBranch
 # %% auto #0
 __all__ = ['LABELS', 'CONFIG_KEYS', 'REGISTRY', 'FORMAT', 'ConfigError', 'register', 'AddFusion', 'ConcatFusion', 'MultiTaskHead',
            'shipped_configs', 'check_config', 'load_config', 'build_component', 'HFSNet', 'toy_batch', 'save_model',
-           'load_model']
+           'load_model', 'draw_architecture', 'component_costs', 'format_costs']
 
 # %% ../nbs/04_hfsnet.ipynb #c005
 LABELS = ('teff', 'logg', 'feh', 'cfe')
@@ -132,8 +133,14 @@ _INT_KEYS = {'n_pixels', 'length', 'channels', 'pooled_length', 'n_fft', 'hop_le
 _INT_LIST_KEYS = {'channels', 'conv_channels', 'ffn', 'kernel_sizes'}
 
 def shipped_configs() -> list[str]:
-    "Names of the configs shipped in `cemp_hfs/configs/`."
-    return sorted(p.name[:-5] for p in files('cemp_hfs').joinpath('configs').iterdir() if p.name.endswith('.yaml'))
+    "Names of the HFS-Net configs shipped in `cemp_hfs/configs/` (YAML files with a `fusion` and a `head`)."
+    names = []
+    for p in files('cemp_hfs').joinpath('configs').iterdir():
+        if not p.name.endswith('.yaml'): continue
+        try: d = yaml.safe_load(p.read_text())
+        except yaml.YAMLError: continue
+        if isinstance(d, dict) and 'fusion' in d and 'head' in d: names.append(p.name[:-5])
+    return sorted(names)
 
 def _is_int(v): return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
@@ -306,3 +313,108 @@ def load_model(path:str|Path, # file written by `save_model`
     model = HFSNet(obj['config'])
     model.load_state_dict(obj['state_dict'])
     return model.to(map_location).eval(), obj['extra']
+
+# %% ../nbs/04_hfsnet.ipynb #c033
+def _branch_boxes(branch, n_pixels, name):
+    "(title, detail) boxes describing one branch."
+    boxes = [(name, f"1 x {n_pixels}")]
+    shape = f"{branch.out_channels} x {branch.out_length(n_pixels)}"
+    if isinstance(branch, CustomMoEBranch):
+        e = branch.experts[0]
+        boxes += [('STFT magnitude', f"n_fft {branch.n_fft}, hop {branch.hop_length}\n{branch.n_freq} x {branch.n_frames(n_pixels)}"),
+                  ('gating network', f"top-{branch.k} of {branch.n_experts}\nsoftmax over top-{branch.k}"),
+                  (f"{branch.n_experts} experts (sparse)", f"{len(e.channels)}-layer CNN pyramid\n{e.channels}, k {e.kernel_sizes}\n-> {shape}")]
+    elif isinstance(branch, MultiScalePyramidBranch):
+        boxes += [('multi-scale pyramid', f"{len(branch.channels)} layers {branch.channels}\nkernels {branch.kernel_sizes} ({branch.channel_mode})\n-> {shape}")]
+    else: boxes += [(type(branch).__name__, f"-> {shape}")]
+    return boxes
+
+def _tail_boxes(model):
+    "(title, detail) boxes of the fusion and the head."
+    f, h, cfg = model.fusion, model.head, model.config
+    boxes = [(f"fusion: {cfg['fusion']['type']}", f"adaptive pool -> {f.length}\n1x1 conv -> {f.out_channels}")]
+    if isinstance(h, MultiTaskHead):
+        p = h.pyramid
+        boxes += [('head: conv pyramid', f"{len(p.channels)} layers\n{p.channels}\n-> {p.out_channels} x {p.out_length(f.length)}"),
+                  ('pool + flatten', f"{p.out_channels} x {h.pooled_length}\n= {h.ffn[0].in_features}"),
+                  ('FFN', f"{[m.out_features for m in h.ffn if isinstance(m, nn.Linear)][:-1]}\ndropout {cfg['head'].get('dropout', 0.3)}")]
+    else: boxes += [(f"head: {type(h).__name__}", '')]
+    out = ', '.join(model.labels[:2]) + '\n' + ', '.join(model.labels[2:]) + ('\n(+ log-variances)' if model.heteroscedastic else '')
+    return boxes + [('outputs', out)]
+
+def draw_architecture(cfg:str|Path|dict|HFSNet='paper', # config (name, path, dict) or a built model
+                      ax=None, # matplotlib axes (a new figure if None)
+                     ):
+    "Draw the HFS-Net built from `cfg` as boxes and arrows; returns the axes."
+    model = cfg if isinstance(cfg, HFSNet) else HFSNet(cfg)
+    rows = [_branch_boxes(b, model.n_pixels, inp) for key, inp in (('continuum_branch', 'continuum'), ('normalized_branch', 'normalized'))
+            if (b := getattr(model, key)) is not None]
+    tail = _tail_boxes(model)
+    ncol = max(len(r) for r in rows)
+    if ax is None: _, ax = plt.subplots(figsize=(1.95 * (ncol + len(tail)), 3.4))
+    w, hgt, dx = 1.65, 1.05, 1.95
+    colors = {'continuum': '#f4a582', 'normalized': '#92c5de'}
+    def box(x, y, title, detail, color):
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - hgt / 2), w, hgt, boxstyle='round,pad=0.03', fc=color, ec='0.3'))
+        ax.text(x, y + 0.34, title, ha='center', va='center', fontsize=7.5, weight='bold')
+        ax.text(x, y - 0.12, detail, ha='center', va='center', fontsize=6.5)
+    def arrow(x0, y0, x1, y1):
+        ax.annotate('', (x1 - w / 2, y1), (x0 + w / 2, y0), arrowprops=dict(arrowstyle='->', color='0.3'))
+    ys = [1.4, 0.0][:len(rows)] if len(rows) == 2 else [0.7]
+    yf = float(np.mean(ys))
+    for r, y in zip(rows, ys):
+        # the first box (input) on the left, the last (branch output) in the last branch column
+        xs = [0.0] + [dx * (ncol - len(r) + i) for i in range(1, len(r))]
+        for i, (t, d) in enumerate(r):
+            box(xs[i], y, t, d, colors.get(r[0][0], '#dddddd'))
+            if i: arrow(xs[i - 1], y, xs[i], y)
+        arrow(xs[-1], y, dx * ncol, yf)
+    for i, (t, d) in enumerate(tail):
+        x = dx * (ncol + i)
+        box(x, yf, t, d, '#c2a5cf' if i == 0 else '#a6dba0')
+        if i: arrow(x - dx, yf, x, yf)
+    ax.set_xlim(-w, dx * (ncol + len(tail) - 1) + w); ax.set_ylim(min(ys) - 0.8, max(ys) + 0.8)
+    ax.set_aspect('equal'); ax.axis('off')
+    ax.set_title(f"HFS-Net, config '{model.config.get('name', '?')}'", fontsize=9)
+    return ax
+
+# %% ../nbs/04_hfsnet.ipynb #c038
+def component_costs(model:HFSNet, # the network
+                    n:int=8, # toy spectra to count on
+                    seed:int=0, # seed of the toy batch
+                   ) -> list[dict]:
+    "Parameters and forward FLOPs per spectrum of each component of `model` (eval mode)."
+    c, x = toy_batch(n, model.n_pixels, seed)
+    was = model.training; model.eval()
+    with FlopCounterMode(display=False) as fc, torch.inference_mode(): model(c, x)
+    model.train(was)
+    counts = {k: sum(v.values()) for k, v in fc.get_flop_counts().items()}
+    root = type(model).__name__
+    def row(name, mods, paths, note=''):
+        return dict(component=name, params=sum(p.numel() for m in mods for p in m.parameters()),
+                    flops=sum(counts.get(f"{root}.{p}", 0) for p in paths) / n, note=note)
+    rows = []
+    for key in ('continuum_branch', 'normalized_branch'):
+        b = getattr(model, key)
+        if b is None: continue
+        if isinstance(b, CustomMoEBranch):
+            frames = b.n_frames(model.n_pixels)
+            rows.append(dict(component=f"{key}: STFT", params=0, flops=2.5 * b.n_fft * np.log2(b.n_fft) * frames, note='estimate, not counted'))
+            rows.append(row(f"{key}: norm + gate", [b.input_norm, b.gate], [f"{key}.input_norm", f"{key}.gate"]))
+            rows.append(row(f"{key}: {b.n_experts} experts", [b.experts], [f"{key}.experts.{i}" for i in range(b.n_experts)], f"top-{b.k} run per spectrum"))
+        else: rows.append(row(key, [b], [key]))
+    rows.append(row('fusion', [model.fusion], ['fusion']))
+    if isinstance(model.head, MultiTaskHead):
+        rows.append(row('head: conv pyramid', [model.head.pyramid], ['head.pyramid']))
+        rows.append(row('head: FFN', [model.head.ffn], ['head.ffn']))
+    else: rows.append(row('head', [model.head], ['head']))
+    counted = counts.get('Global', 0) / n
+    rows.append(dict(component='total', params=sum(p.numel() for p in model.parameters()),
+                     flops=counted + sum(r['flops'] for r in rows if r['note'].startswith('estimate')), note=''))
+    return rows
+
+def format_costs(rows:list[dict]) -> str:
+    "Markdown table of `component_costs` rows."
+    lines = ['| component | parameters | MFLOP / spectrum | note |', '| --- | ---: | ---: | --- |']
+    lines += [f"| {r['component']} | {r['params']:,} | {r['flops'] / 1e6:.2f} | {r['note']} |" for r in rows]
+    return '\n'.join(lines)

@@ -41,7 +41,7 @@ class MultiScaleConv(nn.Module):
 
     def forward(self, x):
         y = self.convs[0](x) if len(self.convs) == 1 else torch.cat([c(x) for c in self.convs], 1)
-        y = F.relu(self.bn(y))
+        y = F.relu(self.bn(y), inplace=True)  # in place: saves a full-size allocation (BN backward does not need its output)
         return F.max_pool1d(y, self.pool) if self.pool > 1 else y
 
 # %% ../nbs/03_pyramid_branch.ipynb #c010
