@@ -22,11 +22,12 @@ from fastprogress.fastprogress import progress_bar
 from .io import LamostSpectrum, LamostFormatError, read_lamost, read_catalog, find_column
 
 # %% auto #0
-__all__ = ['SEGMENTS', 'LABELS', 'FILE_COLUMNS', 'LABEL_ALIASES', 'META_COLUMNS', 'ARRAYS', 'FEH_BINS', 'PreprocessConfig',
-           'load_preprocess_config', 'config_dict', 'save_preprocess_config', 'output_grid', 'internal_grids',
-           'PreprocessError', 'spectrum_name', 'redshift', 'to_rest_grid', 'wavelet_denoise', 'fit_continuum',
-           'resample', 'Preprocessed', 'preprocess', 'native_continuum', 'assign_splits', 'balanced_indices',
-           'build_dataset', 'LamostDataset', 'load_dataset']
+__all__ = ['SEGMENTS', 'LABELS', 'FILE_COLUMNS', 'LABEL_ALIASES', 'META_COLUMNS', 'ARRAYS', 'FEH_BINS', 'GBAND',
+           'PreprocessConfig', 'load_preprocess_config', 'config_dict', 'save_preprocess_config', 'output_grid',
+           'internal_grids', 'PreprocessError', 'spectrum_name', 'redshift', 'to_rest_grid', 'wavelet_denoise',
+           'fit_continuum', 'resample', 'Preprocessed', 'preprocess', 'native_continuum', 'assign_splits',
+           'balanced_indices', 'build_dataset', 'LamostDataset', 'load_dataset', 'preprocess_steps', 'plot_steps',
+           'plot_wavelet_coeffs', 'plot_balance']
 
 # %% ../nbs/01_preprocess.ipynb #c005
 SEGMENTS = ((3800., 5700.), (5900., 8000.))  # the paper's rest-frame ranges (Angstrom)
@@ -57,7 +58,9 @@ _THRESHOLDS = ('bayes', 'universal', 'none')
 
 def load_preprocess_config(cfg=None, **overrides) -> PreprocessConfig:
     "A `PreprocessConfig` from None (defaults), a dict, a YAML path or a config, with `overrides`; unknown keys are errors."
-    if isinstance(cfg, PreprocessConfig): d = asdict(cfg)
+    if isinstance(cfg, PreprocessConfig):
+        if not overrides: return cfg  # already checked when it was made
+        d = asdict(cfg)
     elif cfg is None: d = {}
     elif isinstance(cfg, dict): d = dict(cfg)
     elif isinstance(cfg, (str, Path)):
@@ -77,10 +80,13 @@ def load_preprocess_config(cfg=None, **overrides) -> PreprocessConfig:
     _check_config(c)
     return c
 
+@functools.lru_cache(1)
+def _discrete_wavelets(): return set(pywt.wavelist(kind='discrete'))
+
 def _check_config(c):
     if c.threshold not in _THRESHOLDS: raise ValueError(f"threshold must be one of {_THRESHOLDS}, got {c.threshold!r}")
     if c.threshold_mode not in ('soft', 'hard'): raise ValueError(f"threshold_mode must be 'soft' or 'hard', got {c.threshold_mode!r}")
-    if c.wavelet not in pywt.wavelist(kind='discrete'): raise ValueError(f"wavelet {c.wavelet!r} is not a discrete PyWavelets wavelet")
+    if c.wavelet not in _discrete_wavelets(): raise ValueError(f"wavelet {c.wavelet!r} is not a discrete PyWavelets wavelet")
     for lo, hi in c.segments:
         if not hi > lo: raise ValueError(f"segment ({lo}, {hi}) is empty")
     if c.knot_spacing <= 0 or c.step <= 0 or c.dlog <= 0: raise ValueError("knot_spacing, step and dlog must be positive")
@@ -220,8 +226,7 @@ def fit_continuum(flux, x, good=None, cfg=None):
         cont = coef @ B.T
         if it == c.n_iter: break
         r = f - cont
-        rk = np.where(w > 0, r, np.nan)
-        sig = 1.4826 * np.nanmedian(np.abs(rk - np.nanmedian(rk, 1, keepdims=True)), 1, keepdims=True)
+        sig = np.sqrt((w * r * r).sum(1, keepdims=True) / np.maximum(w.sum(1, keepdims=True), 1))  # rms of the retained pixels
         keep = good & (r > -c.clip_low * sig) & (r < c.clip_high * sig)
         w_new = np.where(keep.sum(1, keepdims=True) > k, keep, good).astype(np.float64)  # never clip a row to nothing
         if np.array_equal(w_new, w): break
@@ -589,3 +594,81 @@ def load_dataset(path, mmap_mode='r') -> LamostDataset:
         else Table(names=('file', 'reason', 'row'), dtype=(str, str, int))
     return LamostDataset(p, np.load(p / 'wave.npy'), arr['continuum'], arr['normalized'], arr['mask'], lab,
                          yaml.safe_load((p / 'config.yaml').read_text()), rej)
+
+# %% ../nbs/01_preprocess.ipynb #c048
+GBAND = (4290., 4320.)  # CH G-band head region (Angstrom, rest frame)
+
+def preprocess_steps(s: LamostSpectrum, cfg=None, z=None) -> dict:
+    "Every intermediate of steps 1-6 for one spectrum (rest wave, truncated, denoised, continuum, normalised, resampled)."
+    c = load_preprocess_config(cfg)
+    z = redshift(s, z, c)
+    segs = to_rest_grid(s, z, c)
+    flux, bad = [f[None] for f, _ in segs], [b[None] for _, b in segs]
+    dens, conts, _ = _denoise_and_fit(flux, bad, c)
+    p = preprocess(s, c, z=z)
+    return dict(wave_obs=s.wave, flux=s.flux, good=s.good, wave_rest=s.wave / (1 + z), z=z, grids=internal_grids(c),
+                truncated=[f[0] for f in flux], bad=[b[0] for b in bad], denoised=[d[0] for d in dens],
+                continuum=[k[0] for k in conts], normalized=[d[0] / k[0] for d, k in zip(dens, conts)], result=p)
+
+def plot_steps(s: LamostSpectrum, cfg=None, z=None, zoom=(4150., 4450.)):
+    "One spectrum through every preprocessing step, the G-band marked."
+    st = preprocess_steps(s, cfg, z)
+    fig, ax = plt.subplots(7, 1, figsize=(10, 16), constrained_layout=True)
+    good = st['good']
+    ax[0].plot(st['wave_obs'], np.where(good, st['flux'], np.nan), 'k', lw=0.5)
+    ax[0].set_title('1. raw spectrum (observed frame)')
+    sel = (st['wave_obs'] > zoom[0]) & (st['wave_obs'] < zoom[1])
+    ax[1].plot(st['wave_obs'][sel], st['flux'][sel], color='0.6', lw=0.8, label='observed')
+    ax[1].plot(st['wave_rest'][sel], st['flux'][sel], 'k', lw=0.8, label=f"rest frame (z = {st['z']:.2e})")
+    ax[1].set_title('2. rest frame (zoom)'); ax[1].legend(fontsize=8)
+    ax[2].plot(st['wave_rest'], st['flux'], color='0.75', lw=0.5, label='dropped')
+    for x, f in zip(st['grids'], st['truncated']): ax[2].plot(x, f, 'k', lw=0.5)
+    ax[2].set_title('3. truncated to the two segments'); ax[2].legend(fontsize=8)
+    x0, f0, d0 = st['grids'][0], st['truncated'][0], st['denoised'][0]
+    zs = (x0 > zoom[0]) & (x0 < zoom[1])
+    ax[3].plot(x0[zs], f0[zs], color='0.6', lw=0.8, label='truncated'); ax[3].plot(x0[zs], d0[zs], 'C0', lw=1, label='denoised')
+    ax[3].set_title('4. wavelet denoising (zoom)'); ax[3].legend(fontsize=8)
+    for x, d, k in zip(st['grids'], st['denoised'], st['continuum']):
+        ax[4].plot(x, d, 'k', lw=0.4); ax[4].plot(x, k, 'C3', lw=1.2)
+    ax[4].set_title('5a. continuum (red) over the denoised flux')
+    for x, n in zip(st['grids'], st['normalized']): ax[5].plot(x, n, 'k', lw=0.4)
+    ax[5].set_title('5b. normalised flux (native sampling)')
+    p = st['result']
+    gap = np.r_[np.diff(p.wave) > 1.5 * np.diff(p.wave).min(), False]  # no line across the gap between segments
+    ax[6].plot(p.wave, np.where(gap, np.nan, p.normalized), 'k', lw=0.4, label='normalised')
+    ax[6].plot(p.wave, np.where(gap, np.nan, p.continuum), 'C3', lw=1, label='continuum / median')
+    ax[6].set_title(f'6. resampled onto the output grid ({len(p.wave)} px)'); ax[6].legend(fontsize=8, loc='lower right')
+    for a in ax[[0, 2, 4, 5, 6]]: a.axvspan(*GBAND, color='C1', alpha=0.3)
+    for a in ax[[1, 3]]: a.axvspan(*GBAND, color='C1', alpha=0.3, label='G-band')
+    for a in ax[[5, 6]]: a.set_ylim(0, 1.4)
+    ax[-1].set_xlabel('wavelength [Angstrom]')
+    return fig
+
+def plot_wavelet_coeffs(flux, cfg=None, title=''):
+    "Detail coefficients of one spectrum before and after thresholding, per level."
+    c = load_preprocess_config(cfg)
+    _, sig, coeffs, shrunk = wavelet_denoise(np.asarray(flux)[None], c, return_coeffs=True)
+    n = len(coeffs) - 1
+    fig, ax = plt.subplots(n, 1, figsize=(10, 2 * n), constrained_layout=True, squeeze=False)
+    for j in range(n):  # coeffs[1] is the coarsest detail level
+        a = ax[j, 0]
+        a.plot(coeffs[j + 1][0], color='0.6', lw=0.5, label='before')
+        a.plot(shrunk[j + 1][0], 'C0', lw=0.7, label='after')
+        a.set_ylabel(f'level {n - j}')
+        kept = np.mean(shrunk[j + 1][0] != 0)
+        a.set_title(f'detail level {n - j}: {100 * kept:.0f}% of coefficients kept', fontsize=9)
+    ax[0, 0].legend(fontsize=8)
+    fig.suptitle(title or f'wavelet {c.wavelet}, {c.threshold} threshold ({c.threshold_mode}), noise sigma {sig[0]:.3g}')
+    return fig
+
+def plot_balance(labels, split='train', bins=FEH_BINS, seed=0):
+    "[Fe/H] histogram of a split before and after 'random mean sampling'."
+    feh = np.ma.filled(np.ma.asarray(labels['feh'], dtype=float), np.nan)
+    sp = np.asarray(labels['split']).astype(str)
+    idx = balanced_indices(labels, split, bins, seed=seed)
+    edges = np.r_[min(np.nanmin(feh), bins[0]) - 0.01, bins, max(np.nanmax(feh), bins[-1]) + 0.01]
+    fig, ax = plt.subplots(figsize=(7, 3.5), constrained_layout=True)
+    ax.hist(feh[(sp == split) & np.isfinite(feh)], edges, histtype='step', lw=2, color='0.4', label=f'{split} split')
+    ax.hist(feh[idx], edges, histtype='step', lw=2, color='C0', label='after random mean sampling')
+    ax.set(xlabel='[Fe/H]', ylabel='spectra per bin', yscale='log'); ax.legend(fontsize=8)
+    return fig
