@@ -50,6 +50,7 @@ class PreprocessConfig:
     clip_high: float = 3.0  # pixels more than clip_high sigma above it (emission, cosmics) leave the fit
     n_iter: int = 10  # clipping iterations (stops early once no pixel changes side)
     smooth: float = 1e-3  # second-difference penalty on the spline coefficients (bridges masked stretches)
+    continuum_floor: float = 0.05  # continuum kept above this fraction of the segment's 95th flux percentile (flagged)
     line_mask: tuple = ()  # extra rest-frame windows (lo, hi) kept out of the continuum fit, e.g. ((4290, 4320),)
     unit_median: bool = True  # continuum fed to the network is scaled to unit median per spectrum
 
@@ -252,11 +253,11 @@ def resample(arr, cfg=None):
 
 @dataclass
 class Preprocessed:
-    "Preprocessed spectra on the output grid: `continuum`, `normalized`, `mask` (True = interpolated pixel) per row."
+    "Preprocessed spectra on the output grid: `continuum`, `normalized`, `mask` (True = do not trust) per row."
     wave: np.ndarray  # (P,) rest-frame wavelength (Angstrom)
     continuum: np.ndarray  # (n, P) or (P,): continuum, unit median per spectrum if cfg.unit_median
     normalized: np.ndarray  # (n, P) or (P,): F_denoised / C
-    mask: np.ndarray  # (n, P) or (P,) bool: True where the pixel was masked in the input and interpolated over
+    mask: np.ndarray  # (n, P) or (P,) bool: True = do not trust (masked in the input and interpolated over, or continuum floored)
     continuum_scale: np.ndarray  # (n,) or (): the median that `continuum` was divided by (1 if not unit_median)
     noise: np.ndarray  # (n, 2) or (2,): wavelet noise estimate per segment, in units of the continuum median
     index: np.ndarray  # (n,) positions in the input list of the rows kept
@@ -273,20 +274,25 @@ class Preprocessed:
 
 # %% ../nbs/01_preprocess.ipynb #c026
 def _denoise_and_fit(flux, bad, c):
-    "Steps 4-5 per segment on aligned `(n, m)` arrays: lists of denoised flux, continuum (NaN where not positive), noise."
-    dens, conts, noise = [], [], []
+    "Steps 4-5 per segment on aligned `(n, m)` arrays: lists of denoised flux, continuum, noise, floored pixels."
+    dens, conts, noise, floored = [], [], [], []
     for f, b, x in zip(flux, bad, internal_grids(c)):
         den, sig = wavelet_denoise(f, c)
         cont = fit_continuum(den, x, good=~b, cfg=c)
-        dens.append(den); conts.append(np.where(cont > 0, cont, np.nan)); noise.append(sig)
-    return dens, conts, noise
+        # a faint, line-crowded segment end (the blue edge of a cool star) can pull the spline towards zero: keep it
+        # above a floor, flag those pixels; a spectrum with no positive flux gets NaN and is refused
+        floor = c.continuum_floor * np.percentile(den, 95, axis=1, keepdims=True)
+        low = cont < floor
+        cont = np.where(floor > 0, np.maximum(cont, floor), np.nan)
+        dens.append(den); conts.append(cont); noise.append(sig); floored.append(low)
+    return dens, conts, noise, floored
 
 def _process_aligned(flux, bad, c):
     "Steps 4-6 on aligned segments: lists (per segment) of (n, m) flux and bad arrays -> output arrays."
-    dens, conts, noise = _denoise_and_fit(flux, bad, c)
+    dens, conts, noise, floored = _denoise_and_fit(flux, bad, c)
     cont = resample(np.concatenate(conts, 1), c)
     norm = resample(np.concatenate([d / k for d, k in zip(dens, conts)], 1), c)
-    mask = resample(np.concatenate([b.astype(np.float64) for b in bad], 1), c) > 0
+    mask = resample(np.concatenate([(b | f).astype(np.float64) for b, f in zip(bad, floored)], 1), c) > 0
     return cont, norm, mask, np.stack(noise, 1)
 
 def preprocess(spectra, cfg=None, z=None, errors=None) -> Preprocessed:
@@ -313,8 +319,8 @@ def preprocess(spectra, cfg=None, z=None, errors=None) -> Preprocessed:
         cont, norm, mask, noise = _process_aligned([np.stack(f) for f in flux], [np.stack(b) for b in bad], c)
         ok = np.isfinite(cont).all(1) & np.isfinite(norm).all(1)
         for r in np.flatnonzero(~ok):  # a continuum that crosses zero: refused, never a silent NaN row
-            if errors == 'raise': raise PreprocessError(names[r], "continuum fit is not positive everywhere")
-            rejects.append((names[r], "continuum fit is not positive everywhere")); rej_idx.append(int(keep[r]))
+            if errors == 'raise': raise PreprocessError(names[r], "no positive flux to fit a continuum to")
+            rejects.append((names[r], "no positive flux to fit a continuum to")); rej_idx.append(int(keep[r]))
         cont, norm, mask, noise = cont[ok], norm[ok], mask[ok], noise[ok]
         keep, names = list(np.asarray(keep)[ok]), [n for n, o in zip(names, ok) if o]
     else: cont, norm, mask, noise = np.zeros((0, P)), np.zeros((0, P)), np.zeros((0, P), bool), np.zeros((0, nseg))
@@ -336,7 +342,7 @@ def native_continuum(spectra, cfg=None, z=None) -> list[np.ndarray]:
     spectra = [spectra] if single else list(spectra)
     zs = [None] * len(spectra) if z is None else list(np.broadcast_to(np.asarray(z, dtype=object), (len(spectra),)))
     aligned = [to_rest_grid(s, zi, c, spectrum_name(s, i)) for i, (s, zi) in enumerate(zip(spectra, zs))]
-    _, conts, _ = _denoise_and_fit([np.stack([a[k][0] for a in aligned]) for k in range(len(c.segments))],
+    _, conts, _, _ = _denoise_and_fit([np.stack([a[k][0] for a in aligned]) for k in range(len(c.segments))],
                                    [np.stack([a[k][1] for a in aligned]) for k in range(len(c.segments))], c)
     out = []
     for i, (s, zi) in enumerate(zip(spectra, zs)):
@@ -587,7 +593,7 @@ def load_dataset(path, mmap_mode='r') -> LamostDataset:
     missing = [f for f in need if not (p / f).exists()]
     if missing: raise FileNotFoundError(f"{p}: not a built dataset, missing {missing}")
     arr = {a: np.load(p / f'{a}.npy', mmap_mode=mmap_mode) for a in ARRAYS}
-    lab = Table.read(p / 'labels.fits')
+    lab = Table.read(p / 'labels.fits', character_as_bytes=False)  # str columns, not bytes
     for a in ARRAYS:
         if arr[a].shape[0] != len(lab): raise ValueError(f"{p}: {a}.npy has {arr[a].shape[0]} rows, labels.fits {len(lab)}")
     rej = Table.read(p / 'rejects.csv', format='ascii.csv') if (p / 'rejects.csv').stat().st_size > len('file,reason,row\n') \
@@ -604,7 +610,7 @@ def preprocess_steps(s: LamostSpectrum, cfg=None, z=None) -> dict:
     z = redshift(s, z, c)
     segs = to_rest_grid(s, z, c)
     flux, bad = [f[None] for f, _ in segs], [b[None] for _, b in segs]
-    dens, conts, _ = _denoise_and_fit(flux, bad, c)
+    dens, conts, _, _ = _denoise_and_fit(flux, bad, c)
     p = preprocess(s, c, z=z)
     return dict(wave_obs=s.wave, flux=s.flux, good=s.good, wave_rest=s.wave / (1 + z), z=z, grids=internal_grids(c),
                 truncated=[f[0] for f in flux], bad=[b[0] for b in bad], denoised=[d[0] for d in dens],
