@@ -19,13 +19,13 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import FancyBboxPatch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .pyramid import MultiScalePyramidBranch
+from .pyramid import MultiScalePyramidBranch, fuse_pyramid
 from .moe import CustomMoEBranch
 
 # %% auto #0
 __all__ = ['LABELS', 'CONFIG_KEYS', 'REGISTRY', 'FORMAT', 'ConfigError', 'register', 'AddFusion', 'ConcatFusion', 'MultiTaskHead',
            'shipped_configs', 'check_config', 'load_config', 'build_component', 'HFSNet', 'toy_batch', 'save_model',
-           'load_model', 'draw_architecture', 'component_costs', 'format_costs']
+           'load_model', 'fuse_for_inference', 'draw_architecture', 'component_costs', 'format_costs']
 
 # %% ../nbs/04_hfsnet.ipynb #c005
 LABELS = ('teff', 'logg', 'feh', 'cfe')
@@ -315,6 +315,12 @@ def load_model(path:str|Path, # file written by `save_model`
     return model.to(map_location).eval(), obj['extra']
 
 # %% ../nbs/04_hfsnet.ipynb #c033
+def fuse_for_inference(model:HFSNet, # a trained network
+                      ) -> HFSNet:
+    "Eval-mode copy of `model` with BatchNorm folded and parallel kernels merged (inference only)."
+    return fuse_pyramid(model)
+
+# %% ../nbs/04_hfsnet.ipynb #c036
 def _branch_boxes(branch, n_pixels, name):
     "(title, detail) boxes describing one branch."
     boxes = [(name, f"1 x {n_pixels}")]
@@ -378,7 +384,7 @@ def draw_architecture(cfg:str|Path|dict|HFSNet='paper', # config (name, path, di
     ax.set_title(f"HFS-Net, config '{model.config.get('name', '?')}'", fontsize=9)
     return ax
 
-# %% ../nbs/04_hfsnet.ipynb #c038
+# %% ../nbs/04_hfsnet.ipynb #c041
 def component_costs(model:HFSNet, # the network
                     n:int=8, # toy spectra to count on
                     seed:int=0, # seed of the toy batch

@@ -6,12 +6,14 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/pyramid_branch.html.md"""
 
 # %% ../nbs/03_pyramid_branch.ipynb #c002
 from __future__ import annotations
+import copy
 import torch
 from torch import nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['split_channels', 'MultiScaleConv', 'MultiScalePyramidBranch', 'influence_width']
+__all__ = ['split_channels', 'MultiScaleConv', 'MultiScalePyramidBranch', 'influence_width', 'FusedMultiScaleConv',
+           'fuse_pyramid']
 
 # %% ../nbs/03_pyramid_branch.ipynb #c005
 def split_channels(total:int, # channels of the concatenated output
@@ -100,3 +102,41 @@ def influence_width(branch:nn.Module, # a conv branch taking (B, C, L)
     y[0, :, pos].sum().backward()
     nz = (x.grad[0].abs().sum(0) > 0).nonzero().flatten()
     return int(nz.max() - nz.min() + 1)
+
+# %% ../nbs/03_pyramid_branch.ipynb #c019
+class FusedMultiScaleConv(nn.Module):
+    "Inference form of a `MultiScaleConv`: one conv (kernels zero-padded to the largest, BatchNorm folded), ReLU, max-pool."
+    def __init__(self, layer:MultiScaleConv, # the layer to fuse (its BatchNorm running statistics are used)
+                ):
+        super().__init__()
+        k = max(c.kernel_size[0] for c in layer.convs)
+        w = torch.cat([F.pad(c.weight.detach(), ((k - c.kernel_size[0]) // 2,) * 2) for c in layer.convs], 0)
+        bn = layer.bn
+        scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+        self.conv = nn.Conv1d(w.shape[1], w.shape[0], k, padding=k // 2)
+        with torch.no_grad():
+            self.conv.weight.copy_(w * scale[:, None, None])
+            self.conv.bias.copy_(bn.bias.detach() - bn.running_mean * scale)
+        self.out_channels, self.pool = layer.out_channels, layer.pool
+        self.train(False)
+
+    def train(self, mode:bool=True):
+        if mode: raise RuntimeError("a layer fused for inference cannot be trained; fuse a copy after training")
+        return super().train(False)
+
+    def forward(self, x):
+        y = F.relu(self.conv(x), inplace=True)
+        return F.max_pool1d(y, self.pool) if self.pool > 1 else y
+
+def fuse_pyramid(module:nn.Module, # any module containing `MultiScaleConv` layers (a branch, the whole HFSNet)
+                ) -> nn.Module:
+    "Eval-mode copy of `module` with every `MultiScaleConv` replaced by a `FusedMultiScaleConv`."
+    # tensors kept as plain attributes after a training step (e.g. a MoE's aux_loss) carry a graph and cannot be
+    # deep-copied: copy them detached
+    memo = {id(v): v.detach().clone() for m in module.modules() for v in vars(m).values()
+            if torch.is_tensor(v) and v.grad_fn is not None}
+    module = copy.deepcopy(module, memo).eval()
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, MultiScaleConv): setattr(parent, name, FusedMultiScaleConv(child))
+    return module
