@@ -173,6 +173,10 @@ def main():
         **fidelity(dr1, [s.flux / c for s, c in zip(dr1, conts)]), spectra_per_s=len(dr1) / t)
     t, p = best_time(lambda: ours_grid_fidelity(dr1), 1)
     methods['cemp_hfs (ours): denoised / continuum on the 1 A rest grid (network input)'] = dict(**p, spectra_per_s=None)
+    tight = load_preprocess_config(clip_low=1.5)  # closer to the true continuum of line-crowded mock stars, further from LAMOST's
+    t, conts = best_time(lambda: native_continuum(dr1, tight), args.rounds)
+    methods['cemp_hfs variant clip_low = 1.5 (raw flux / continuum)'] = dict(
+        **fidelity(dr1, [s.flux / c for s, c in zip(dr1, conts)]), spectra_per_s=len(dr1) / t)
     plain = load_preprocess_config(n_iter=0)
     t, conts = best_time(lambda: native_continuum(dr1, plain), args.rounds)
     methods['plain least-squares spline (ours, no clipping)'] = dict(
@@ -222,7 +226,13 @@ def main():
     for k, v in methods.items():
         sp = f"{v['spectra_per_s']:.0f}" if v.get('spectra_per_s') else '-'
         md.append(f"| {k} | {v['pooled_median']:.4f} | {v['per_spectrum_median']:.4f} | {v['per_spectrum_worst']:.4f} | {sp} |")
-    md += ["", "Speeds of the normalisers cover the continuum only (no reading); ours includes the rest-frame alignment and "
+    md += ["", "LAMOST's continuum runs through the blended weak lines of the blue (a pseudo-continuum), as a Gaussian "
+           "smoothing does; a more aggressive absorption clip (clip_low = 1.5) puts our continuum closer to the true one "
+           "of line-crowded metal-poor mock stars (over 4200-4400 A of a [C/Fe] = +1.5 giant, normalised flux at S/N 100 "
+           "within 0.2% of the truth instead of 0.8%, S/N 15 minus S/N 100 about 1% instead of 3%, measured with "
+           "`cemp_hfs.mock` while choosing the default), but further from LAMOST's. The default (clip_low = 2) keeps "
+           "the LAMOST agreement.",
+           "", "Speeds of the normalisers cover the continuum only (no reading); ours includes the rest-frame alignment and "
            "the wavelet denoising it fits on. The Cannon's rate uses one Gaussian weight matrix per block of spectra on "
            "the same grid (as The Cannon does), built once per block.", ""]
     md += [f"- {n}" for n in notes]
