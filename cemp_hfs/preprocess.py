@@ -464,19 +464,29 @@ def _z_values(t, z_column):
     return _float_col(t, col, len(t))
 
 def build_dataset(catalog, out_dir, root=None, cfg=None, chunk_size=256, n_workers=1, seed=0, fractions=(0.8, 0.1, 0.1),
-                  bins=FEH_BINS, z_column=None, progress=True, keep_chunks=False, after_chunk=None) -> Path:
+                  bins=FEH_BINS, z_column=None, progress=True, overwrite=False, keep_chunks=False, after_chunk=None) -> Path:
     "Preprocess every file of `catalog` into the on-disk dataset `out_dir` (contract in COMMON.md); resumable."
     t, root, fcol = _catalog(catalog, root)
     c = load_preprocess_config(cfg)
     out, work = Path(out_dir), Path(out_dir) / '.chunks'
+    if overwrite and out.exists():
+        for f in [*(f'{a}.npy' for a in (*ARRAYS, 'wave')), 'labels.fits', 'config.yaml', 'rejects.csv', 'manifest.json', 'done.json']:
+            (out / f).unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     man = _manifest(t, fcol, c, chunk_size)
-    mpath = out / 'manifest.json'
+    mpath, dpath = out / 'manifest.json', out / 'done.json'
     if mpath.exists():
         old = json.loads(mpath.read_text())
-        if old != man: raise ValueError(f"{out}: holds a build of other rows or another config "
-                                        f"(differs in {sorted(k for k in man if old.get(k) != man[k])}); use a new folder")
+        if old != man: raise ValueError(f"{out}: holds a build of other rows or another config (differs in "
+                                        f"{sorted(k for k in man if old.get(k) != man[k])}); use a new folder or overwrite=True")
     else: mpath.write_text(json.dumps(man, indent=1))
+    splits = dict(seed=seed, fractions=list(fractions), bins=[float(b) for b in bins])
+    if dpath.exists():  # a finished build: only the splits may be asked for anew
+        if json.loads(dpath.read_text()).get('splits') != splits: _resplit(out, splits)
+        _atomic_json(dpath, dict(splits=splits))
+        shutil.rmtree(work, ignore_errors=True)
+        return out
     files = [str(root / str(f)) for f in t[fcol]]
     zs = _z_values(t, z_column)
     chunks = [list(range(a, min(a + chunk_size, len(t)))) for a in range(0, len(t), chunk_size)]
@@ -490,14 +500,30 @@ def build_dataset(catalog, out_dir, root=None, cfg=None, chunk_size=256, n_worke
             _build_chunk(*j); _done(i)
             if after_chunk is not None: after_chunk(j[0])
     else:
-        with ProcessPoolExecutor(n_workers) as ex:
+        ex = ProcessPoolExecutor(n_workers)
+        try:
             futs = [ex.submit(_build_chunk, *j) for j in jobs]
             for i, f in enumerate(as_completed(futs)):
                 k = f.result()[0]; _done(i)
                 if after_chunk is not None: after_chunk(k)
-    _assemble(t, fcol, out, work, len(chunks), c, seed, fractions, bins)
+        finally: ex.shutdown(wait=True, cancel_futures=True)  # an interruption stops the queue; running chunks finish or vanish
+    _assemble(t, fcol, out, work, len(chunks), c, splits)
+    _atomic_json(dpath, dict(splits=splits))  # the build is complete: later calls return at once
     if not keep_chunks: shutil.rmtree(work)
     return out
+
+def _atomic_json(path, obj):
+    tmp = Path(str(path) + '.tmp'); tmp.write_text(json.dumps(obj, indent=1)); os.replace(tmp, path)
+
+def _resplit(out, splits):
+    "Assign the splits of a finished dataset anew (another seed, fractions or bins)."
+    lab = Table.read(out / 'labels.fits', character_as_bytes=False)
+    lab['split'] = assign_splits(lab['feh'], lab['star_id'], splits['fractions'], splits['seed'], splits['bins'])
+    lab.meta.update(SEED=splits['seed'], FRACTION=' '.join(map(str, splits['fractions'])))
+    _write_table(lab, out / 'labels.fits')
+
+def _write_table(t, path):
+    tmp = Path(path).with_name('.tmp-' + Path(path).name); t.write(tmp, overwrite=True, format='fits'); os.replace(tmp, path)
 
 # %% ../nbs/01_preprocess.ipynb #c041
 def _labels_table(t, fcol, rows, meta, scale, noise):
@@ -533,7 +559,7 @@ def _labels_table(t, fcol, rows, meta, scale, noise):
         lab[c2] = np.ma.filled(v, np.nan) if v.dtype.kind == 'f' else (np.ma.filled(v, -1) if v.dtype.kind in 'iu' else [str(x) for x in v])
     return lab
 
-def _assemble(t, fcol, out, work, n_chunks, c, seed, fractions, bins):
+def _assemble(t, fcol, out, work, n_chunks, c, splits):
     "Copy the finished chunks, one at a time, into the contract's arrays; write labels, config and rejects."
     missing = [k for k in range(n_chunks) if not _chunk_dir(work, k).exists()]
     if missing: raise RuntimeError(f"{out}: chunks {missing[:10]} are not finished")
@@ -554,9 +580,9 @@ def _assemble(t, fcol, out, work, n_chunks, c, seed, fractions, bins):
     np.save(out / 'wave.npy', output_grid(c))
     rows = np.concatenate(rows).astype(int)
     lab = _labels_table(t, fcol, rows, meta, np.concatenate(scale), np.concatenate(noise).reshape(N, -1))
-    lab['split'] = assign_splits(lab['feh'], lab['star_id'], fractions, seed, bins)
-    lab.meta.update(SEED=seed, FRACTION=' '.join(map(str, fractions)), NINPUT=len(t), NREJECT=len(rejects))
-    lab.write(out / 'labels.fits', overwrite=True)
+    lab['split'] = assign_splits(lab['feh'], lab['star_id'], splits['fractions'], splits['seed'], splits['bins'])
+    lab.meta.update(SEED=splits['seed'], FRACTION=' '.join(map(str, splits['fractions'])), NINPUT=len(t), NREJECT=len(rejects))
+    _write_table(lab, out / 'labels.fits')
     save_preprocess_config(c, out / 'config.yaml')
     with open(out / 'rejects.csv', 'w', newline='') as fh:
         w = csv.writer(fh); w.writerow(['file', 'reason', 'row'])
