@@ -36,12 +36,12 @@ def test_interrupted_parallel_build_resumes_without_loss_or_duplicates(repeat_ca
         done.append(k)
         if len(done) == 2: raise Interrupted(f"interrupted after chunks {done}")
     with pytest.raises(Interrupted):
-        build_dataset(cat, out, root=root, chunk_size=16, n_workers=2, progress=False, after_chunk=stop_after_two)
+        build_dataset(cat, out, root=root, chunk_size=8, n_workers=2, progress=False, after_chunk=stop_after_two)
     finished = sorted(p.name for p in (out / '.chunks').iterdir() if p.name.startswith('chunk_'))
-    n_chunks = -(-len(cat) // 16)
+    n_chunks = -(-len(cat) // 8)
     assert 2 <= len(finished) < n_chunks  # the interruption stopped the queue (running chunks may still finish)
     redone = []
-    build_dataset(cat, out, root=root, chunk_size=16, n_workers=2, progress=False, after_chunk=redone.append)
+    build_dataset(cat, out, root=root, chunk_size=8, n_workers=2, progress=False, after_chunk=redone.append)
     assert not set(redone) & {int(n.split('_')[1]) for n in finished}  # finished chunks were not redone
     ds = load_dataset(out)
     # every catalogue row exactly once: in the arrays or in the rejects
