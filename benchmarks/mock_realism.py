@@ -1,0 +1,495 @@
+"""How realistic is the mock? Compare `cemp_hfs.mock` with spectra nobody here wrote, and calibrate it.
+
+References (../shared/data, see its README): the FERRE synthetic solar spectrum (high resolution, air wavelengths),
+seven synthetic spectra at R=2000 with header labels (vacuum wavelengths, true continuum given), and 100 real DR1
+LAMOST spectra with LASP labels. Every reference is brought to the LAMOST grid at R=1800, then mock and reference
+are normalised by the same running-percentile continuum (`normalise`, written here so that the benchmark does not
+depend on cemp_hfs.preprocess), and we report the rms of mock minus reference over 3800-5700 and 5900-8000 A, next
+to the rms that the reference's noise alone explains and two baselines: a flat spectrum, and the mock at shuffled
+labels (the labels of another reference star).
+
+    python benchmarks/mock_realism.py              # the realism table -> benchmarks/results/mock_realism.{md,json,png}
+    python benchmarks/mock_realism.py --calibrate  # also refit the calibrated constants (printed; paste into 00a_mock)
+
+Calibration (`--calibrate`): group line-strength scales and temperature slopes are fitted by least squares on the
+seven R=2000 spectra (so these seven are in-sample for the table; the FERRE solar spectrum and the DR1 spectra are
+not used by that fit); the weak-line "forest" optical-depth template is the residual of those seven after the strong
+lines; the mean flux-calibration shape is the median ratio of DR1 flux to the model continuum.
+"""
+from __future__ import annotations
+import argparse, base64, csv, json, os, sys, time, zlib
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from scipy.ndimage import gaussian_filter1d, percentile_filter
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from cemp_hfs import mock  # noqa: E402
+from cemp_hfs.io import read_lamost  # noqa: E402
+
+DATA = Path(os.environ.get('CEMP_HFS_DATA', ROOT / '..' / 'shared' / 'data')).resolve()
+OUT = ROOT / 'benchmarks' / 'results'
+SEGMENTS = {'blue 3800-5700': (3800., 5700.), 'red 5900-8000': (5900., 8000.)}
+WAVE = mock.lamost_wave()
+MAX_PIXEL_NOISE = 0.3  # real-spectrum pixels noisier than this (normalised flux) are left out of every rms
+
+
+# ---------------------------------------------------------------- references on the LAMOST grid
+def to_lamost(wave, flux, r_in=None, r_out=mock.R_LAMOST):
+    "Flux sampled at `wave` (vacuum A), degraded from resolving power `r_in` (None: much higher) to `r_out` on the LAMOST grid."
+    step = 1e-5
+    lw = np.arange(np.log10(3600), np.log10(9300), step)
+    ff = np.interp(lw, np.log10(wave), flux)
+    s_out = 1 / (r_out * 2.3548 * np.log(10)) / step
+    s_in = 0 if r_in is None else 1 / (r_in * 2.3548 * np.log(10)) / step
+    ff = gaussian_filter1d(ff, np.sqrt(s_out ** 2 - s_in ** 2))
+    return np.interp(np.log10(WAVE), lw, ff)
+
+
+def load_synthetic(data=DATA):
+    "The seven R=2000 synthetic spectra: dicts with name, labels, normalised flux (true continuum) and raw flux."
+    out = []
+    for f in sorted((data / 'synthetic' / 'r2000_grid_sbc').glob('*.fits')):
+        h, t = fits.getheader(f, 0), Table.read(f)
+        w = np.asarray(t['Wavelength'], float)
+        sel = (w > 3500) & (w < 9500)
+        si, co = np.asarray(t['SpecificIntensity'], float)[sel], np.asarray(t['Continuum'], float)[sel]
+        out.append(dict(name=f.name.split('v20')[0], kind='synthetic R2000',
+                        teff=float(h['T_EFF']), logg=float(h['LOGG']), feh=float(h['MH']), cfe=float(h.get('CM', 0.)),
+                        flux=to_lamost(w[sel], si, 2000.), true_norm=to_lamost(w[sel], si / co, 2000.),
+                        ivar=None, rv=0.))
+    return out
+
+
+def load_ferre(data=DATA):
+    "The FERRE solar spectrum (Teff 5750, logg 4.5, [Fe/H] 0), air -> vacuum, degraded to R=1800."
+    t = Table.read(data / 'synthetic' / 'FERRE_solar_T5750_g4.50.fits')
+    w = mock.air_to_vacuum(np.asarray(t['wave'], float))
+    return [dict(name='FERRE solar', kind='FERRE solar', teff=5750., logg=4.5, feh=0., cfe=0.,
+                 flux=to_lamost(w, np.asarray(t['flux'], float)), ivar=None, rv=0.)]
+
+
+def load_dr1(data=DATA):
+    "The 100 DR1 spectra with LASP labels (Teff, logg, [Fe/H], rv; [C/Fe] unknown, taken as 0)."
+    rows = list(csv.DictReader(open(data / 'lamost' / 'dr1_labeled' / 'lasp_labels.csv')))
+    out = []
+    for r in rows:
+        s = read_lamost(data / 'lamost' / 'dr1_labeled' / r['filename'])
+        if len(s.wave) != len(WAVE) or not np.allclose(s.wave, WAVE, rtol=1e-6):
+            flux = np.interp(WAVE, s.wave, s.flux); ivar = np.interp(WAVE, s.wave, s.ivar * (s.andmask == 0))
+        else:
+            flux, ivar = s.flux.astype(float), np.where(s.andmask == 0, s.ivar, 0).astype(float)
+        out.append(dict(name=r['filename'], kind='DR1 LASP', teff=float(r['teff']), logg=float(r['logg']),
+                        feh=float(r['feh']), cfe=0., flux=flux, ivar=ivar, rv=float(r['rv']),
+                        snrg=float(r['snrg'])))
+    return out
+
+
+# ---------------------------------------------------------------- one normaliser for mock and reference
+def normalise(flux, good=None, size=151, pct=85, smooth=25):
+    "Running-percentile pseudo-continuum normalisation on the LAMOST grid; returns (normalised flux, continuum)."
+    f = np.asarray(flux, float).copy()
+    good = np.isfinite(f) if good is None else (good & np.isfinite(f))
+    if good.sum() < 10: raise ValueError("fewer than 10 good pixels to normalise")
+    f[~good] = np.interp(np.nonzero(~good)[0], np.nonzero(good)[0], f[good])
+    cont = gaussian_filter1d(percentile_filter(f, pct, size=size, mode='nearest'), smooth, mode='nearest')
+    cont = np.maximum(cont, 1e-6 * np.abs(cont).max())
+    return f / cont, cont
+
+
+def segment_masks(wave=WAVE):
+    return {k: (wave >= lo) & (wave <= hi) for k, (lo, hi) in SEGMENTS.items()}
+
+
+def mock_expect(ref, labels=None, telluric=None):
+    "Noiseless mock flux for a reference (its own labels or `labels`), with the mean telluric bands for real spectra."
+    lab = labels or ref
+    # synthetic references are pure stellar spectra: no LAMOST blue-arm veiling for them
+    f = mock.model_flux(lab['teff'], lab['logg'], lab['feh'], lab['cfe'], rv=ref['rv'], instrument=ref['ivar'] is not None)
+    tel = bool(telluric)  # LAMOST corrects telluric bands; residuals are left to the noise
+    if tel: f = f * mock.telluric_transmission(WAVE, 1.0)[0]
+    return f
+
+
+def compare(refs, shuffle_seed=0):
+    "Per reference and segment: rms of mock, flat and shuffled-label mock minus reference, and the noise rms."
+    rng = np.random.default_rng(shuffle_seed)
+    n = len(refs)
+    perm = rng.permutation(n)
+    while n > 1 and np.any(perm == np.arange(n)): perm = rng.permutation(n)
+    segs = segment_masks()
+    rows = []
+    for i, ref in enumerate(refs):
+        good = np.ones(len(WAVE), bool) if ref['ivar'] is None else ref['ivar'] > 0
+        rn, rc = normalise(ref['flux'], good)
+        if ref['ivar'] is not None:  # pixels whose own noise exceeds 0.3 in normalised flux say nothing about the model
+            good &= 1 / np.sqrt(np.maximum(ref['ivar'], 1e-30)) / rc < MAX_PIXEL_NOISE
+        mn, _ = normalise(mock_expect(ref))
+        sh = {k: refs[perm[i]][k] for k in ('teff', 'logg', 'feh', 'cfe')}
+        shn, _ = normalise(mock_expect(ref, sh))
+        row = dict(name=ref['name'], kind=ref['kind'], teff=ref['teff'], logg=ref['logg'], feh=ref['feh'])
+        for k, sel in segs.items():
+            sel = sel & good
+            row[f'mock {k}'] = float(np.sqrt(np.mean((mn - rn)[sel] ** 2)))
+            row[f'flat {k}'] = float(np.sqrt(np.mean((1 - rn)[sel] ** 2)))
+            row[f'shuffled {k}'] = float(np.sqrt(np.mean((shn - rn)[sel] ** 2)))
+            row[f'noise {k}'] = 0. if ref['ivar'] is None else float(
+                np.sqrt(np.mean(1 / (ref['ivar'][sel] * rc[sel] ** 2))))
+        rows.append(row)
+    return rows
+
+
+def summarise(rows):
+    "Median over the references of each kind, per column."
+    out = {}
+    for kind in dict.fromkeys(r['kind'] for r in rows):
+        rs = [r for r in rows if r['kind'] == kind]
+        out[kind] = {'n': len(rs), **{k: float(np.median([r[k] for r in rs]))
+                                      for k in rs[0] if k.split()[0] in ('mock', 'flat', 'shuffled', 'noise')}}
+    return out
+
+
+# ---------------------------------------------------------------- calibration
+FIT_SEL = (WAVE > 3800) & (WAVE < 8000) & ~((WAVE > 5700) & (WAVE < 5900))
+
+
+def _true_norm_residual(refs):
+    "Mock absorption minus the R=2000 reference's flux / true continuum, all references concatenated (for the fit)."
+    return np.concatenate([(mock.model_flux(r['teff'], r['logg'], r['feh'], r['cfe'], normalized=True, instrument=False)
+                            - r['true_norm'])[FIT_SEL] for r in refs])
+
+
+def template_windows(pix_wave):
+    "Boolean masks on the padded rest grid: which template owns each pixel (CH, CN windows; the forest elsewhere)."
+    own = {g: np.zeros(len(pix_wave), bool) for g in ('CH', 'CN')}
+    for g, wins in mock.MOLECULAR_WINDOWS.items():
+        for lo, hi in wins: own[g] |= (pix_wave > lo) & (pix_wave < hi)
+    own['forest'] = ~(own['CH'] | own['CN']) & (pix_wave > 3740) & (pix_wave < 9050)
+    return own
+
+
+def fit_templates(syn):
+    "Optical-depth templates (forest, CH, CN) at the Sun: what the strong lines leave in the R=2000 spectra."
+    m, saved = mock._line_model(), dict(mock.TEMPLATES)
+    mock.TEMPLATES.clear()
+    own = template_windows(m.pix_wave)
+    num = {g: 0. for g in own}; den = {g: 0. for g in own}
+    for ref in syn:
+        lab = [np.array([ref[k]]) for k in mock.LABELS]
+        strong = mock._absorption_rest(*lab)[0]
+        true = np.interp(m.pix_wave, WAVE, ref['true_norm'])
+        t = np.clip(-np.log(np.clip(true, 1e-3, None)) + np.log(np.clip(strong, 1e-3, None)), 0, None)
+        dlog, _ = mock._dlog_strength(*lab)
+        for g in own:  # least squares for T in t = growth * T
+            grow = float(mock.template_growth(10 ** dlog[0, list(mock.STRENGTH).index(g)], mock.TEMPLATE_TAU0[g]))
+            num[g] = num[g] + grow * t; den[g] = den[g] + grow ** 2
+    mock.TEMPLATES.update(saved)
+    return {g: np.where(own[g], num[g] / den[g], 0.) for g in own}
+
+
+def _atomic_design(m):
+    "Unit-area profile of every atomic line on the unpadded rest grid (wing profile for damped lines), L_a x P."
+    atomic = ~m.is_mol
+    prof = np.where((m.damp_w > 0)[:, None], m.wing, m.core)[atomic][:, mock._PAD:-mock._PAD]
+    return atomic, prof.astype(float)
+
+
+def calibrate_lines(syn, iterations=3, min_ew=0.005):
+    "Per-line solar optical depths and per-group temperature slopes from NNLS equivalent widths in the R=2000 spectra."
+    from scipy.optimize import nnls
+    m, saved = mock._line_model(), dict(mock.TEMPLATES)
+    mock.TEMPLATES.clear()
+    atomic, prof = _atomic_design(m)
+    groups = list(mock.STRENGTH)
+    ew = []
+    for ref in syn:  # equivalent widths (A) of every atomic line, molecules subtracted first
+        lab = [np.array([ref[k]]) for k in mock.LABELS]
+        full = mock._absorption_rest(*lab)[0][mock._PAD:-mock._PAD]
+        sav = {g: mock.STRENGTH[g]['scale'] for g in groups}
+        for g in groups:
+            if g not in ('CH', 'CN', 'C2'): mock.STRENGTH[g]['scale'] = -20.
+        mol = -np.log(mock._absorption_rest(*lab)[0][mock._PAD:-mock._PAD])
+        for g in groups: mock.STRENGTH[g]['scale'] = sav[g]
+        y = -np.log(np.clip(ref['true_norm'], 0.02, None)) - mol
+        sel = (WAVE > 3740) & (WAVE < 9050)
+        dpix = WAVE * np.log(10) * mock.COEFF1
+        x, _ = nnls((prof * dpix[None, :])[:, sel].T, y[sel], maxiter=5000)
+        ew.append(x)
+    ew = np.array(ew)  # (7, L_a) in A
+    grp = m.group[atomic]
+    kth = {g: mock.STRENGTH[g]['k_theta'] for g in set(grp)}
+    for _ in range(iterations):
+        logtau, dth = [], []
+        for i, ref in enumerate(syn):
+            lab = [np.array([ref[k]]) for k in mock.LABELS]
+            dlog, ddamp = mock._dlog_strength(*lab)
+            for g in set(grp):  # remove the current temperature term, keep abundance and environment
+                dlog[0, groups.index(g)] -= mock.STRENGTH[g]['k_theta'] * (5040 / ref['teff'] - 5040 / mock.SUN['teff'])
+            gi = np.array([groups.index(g) for g in grp])
+            a = m.a[atomic] * 10 ** ddamp[0, gi]
+            tau = mock._invert_cog(np.maximum(ew[i], 1e-5), m.dl_d[atomic], a)
+            logtau.append(np.log10(tau) - dlog[0, gi]); dth.append(5040 / ref['teff'] - 5040 / mock.SUN['teff'])
+        logtau, dth = np.array(logtau), np.array(dth)
+        ok = ew > min_ew
+        for g in set(grp):  # slope of log tau with theta, pooled over the group's lines (line means removed)
+            sel = grp == g
+            if g == 'H': sel &= ok.all(0)
+            lt, w = logtau[:, sel], ok[:, sel]
+            mu = np.array([lt[w[:, j], j].mean() if w[:, j].any() else 0 for j in range(lt.shape[1])])
+            xx = np.broadcast_to(dth[:, None], lt.shape)[w]; yy = (lt - mu)[w]
+            if len(xx) > 5 and np.ptp(xx) > 0:
+                kth[g] = float(np.clip(np.polyfit(xx, yy, 1)[0], -8 if g == 'H' else 0., 0 if g == 'H' else 4.))
+                mock.STRENGTH[g]['k_theta'] = kth[g]
+    # solar optical depth per line: median over the references where the line is measured, at the fitted slopes
+    logsun = np.array([np.median((logtau[:, j] - np.array([kth[grp[j]]]) * dth)[ok[:, j]]) if ok[:, j].any() else np.nan
+                       for j in range(len(grp))])
+    mock.TEMPLATES.update(saved)
+    ew_sun = mock.curve_of_growth(10 ** logsun, m.dl_d[atomic], m.a[atomic])
+    ew_sun[(m.wave[atomic] < 3770) | (m.wave[atomic] > 9000)] = np.nan  # too close to the references' edges
+    return dict(ew_sun_mA=np.where(np.isfinite(ew_sun), np.round(ew_sun * 1e3), np.nan), k_theta=kth,
+                ew_measured=ew)
+
+
+def atomic_table(ew_sun_mA):
+    "The `_ATOMIC` line table text of cemp_hfs.mock with new solar equivalent widths (NaN keeps the old value)."
+    wa, grp, ew, damp = mock._parse_lines(mock._ATOMIC)
+    new = np.where(np.isfinite(ew_sun_mA), np.maximum(ew_sun_mA, 5), ew * 1e3)
+    cells = [f"{w:.2f} {g} {e:.0f} {d:g}" for w, g, e, d in zip(wa, grp, new, damp)]
+    return '\n'.join('; '.join(cells[i:i + 6]) for i in range(0, len(cells), 6))
+
+
+K_THETA_MAX = 2.5  # neutral-metal slopes above this come from blends growing in cool stars, not from one line
+
+
+def calibrate(syn, dr1):
+    "Per-line solar strengths and slopes, then the templates, then the flux-calibration shape. Returns the constants."
+    mock.TEMPLATES.clear(); mock._MODEL = None
+    for g in mock.STRENGTH:
+        if g != 'C2': mock.STRENGTH[g]['scale'] = 0.
+    lines = calibrate_lines(syn)
+    mock._ATOMIC = atomic_table(lines['ew_sun_mA']); mock._MODEL = None
+    kth = {str(g): min(float(k), K_THETA_MAX) for g, k in lines['k_theta'].items()}
+    kth['forest'] = kth['fe1']
+    for g, k in kth.items(): mock.STRENGTH[g]['k_theta'] = k
+    tmpl = fit_templates(syn)
+    mock.TEMPLATES.update({g: encode_forest(t) for g, t in tmpl.items()})
+    calib = dict(k_theta=kth, atomic_table=mock._ATOMIC, templates=dict(mock.TEMPLATES),
+                 fit_rms=float(np.sqrt(np.mean(_true_norm_residual(syn) ** 2))))
+    calib['blue_veil'], calib['blue_veil_rms'], calib['blue_veil_n'] = fit_veiling(dr1)
+    mock.BLUE_VEIL = tuple(calib['blue_veil'])
+    knots, vals, nstar = fit_throughput(dr1)
+    calib['throughput'] = dict(knots=[round(float(k), 1) for k in knots], values=[round(float(v), 4) for v in vals],
+                               n_stars=nstar)
+    return calib
+
+
+def fit_veiling(dr1, lo=3800., hi=4600., min_snr=30.):
+    "Blue-arm veiling (v0, L) minimising the median rms of mock minus DR1 over [lo, hi] A (grid search)."
+    saved = mock.BLUE_VEIL
+    stars = [r for r in dr1 if r.get('snrg', 0) > min_snr and 4000 < r['teff'] < 7000]
+    pre = []
+    for r in stars:
+        good = r['ivar'] > 0
+        rn, rc = normalise(r['flux'], good)
+        good &= 1 / np.sqrt(np.maximum(r['ivar'], 1e-30)) / rc < MAX_PIXEL_NOISE
+        mock.BLUE_VEIL = (0., 400.)
+        pre.append((rn, good & (WAVE > lo) & (WAVE < hi),
+                    mock.model_flux(r['teff'], r['logg'], r['feh'], r['cfe'], rv=r['rv'], normalized=True),
+                    mock.model_flux(r['teff'], r['logg'], r['feh'], r['cfe'], rv=r['rv']) /
+                    mock.model_flux(r['teff'], r['logg'], r['feh'], r['cfe'], rv=r['rv'], normalized=True)))
+    best = (np.inf, None)
+    for v0 in np.arange(0., 0.81, 0.05):
+        for L in (200., 300., 400., 600., 800., 1200.):
+            v = mock.blue_veiling(WAVE, (v0, L))
+            rms = np.median([np.sqrt(np.mean((normalise((a + v) / (1 + v) * c)[0] - rn)[sel] ** 2))
+                             for rn, sel, a, c in pre])
+            if rms < best[0]: best = (rms, (round(float(v0), 3), L))
+    mock.BLUE_VEIL = saved
+    return best[1], float(best[0]), len(stars)
+
+
+def apply_calibration(calib):
+    "Put a calibration (from `calibrate` or mock_calibration.json) into cemp_hfs.mock, to try it before pasting."
+    mock._ATOMIC = calib['atomic_table']; mock._MODEL = None
+    for g, k in calib['k_theta'].items(): mock.STRENGTH[g]['k_theta'] = k
+    for g in mock.STRENGTH:
+        if g != 'C2': mock.STRENGTH[g]['scale'] = 0.
+    mock.TEMPLATES.clear(); mock.TEMPLATES.update({g: tuple(v) for g, v in calib['templates'].items()})
+    t = calib['throughput']; mock.CONT_THROUGHPUT = (t['knots'], t['values'])
+    mock.BLUE_VEIL = tuple(calib['blue_veil'])
+
+
+def python_constants(calib):
+    "The calibrated constants as Python source, to paste into nbs/00a_mock.ipynb."
+    out = ['# --- pasted from benchmarks/mock_realism.py --calibrate ---',
+           f"K_THETA = {json.dumps({g: round(k, 3) for g, k in calib['k_theta'].items()})}",
+           'TEMPLATES.update({']
+    for g, (tmax, b64) in calib['templates'].items():
+        out.append(f"    {g!r}: ({tmax:.5f}, (")
+        out += [f"        {b64[i:i + 100]!r}" for i in range(0, len(b64), 100)]
+        out.append('        )),')
+    out.append('})')
+    t = calib['throughput']
+    out.append(f"BLUE_VEIL = {tuple(calib['blue_veil'])}  # v0, L (A): fitted on DR1 spectra with S/N > 30")
+    out.append(f"CONT_THROUGHPUT = ({t['knots']},\n                   {t['values']})")
+    out.append('_ATOMIC = """\n' + calib['atomic_table'] + '\n"""')
+    return '\n'.join(out)
+
+
+def encode_forest(forest):
+    "Compact text form of the forest template: sqrt-quantised to uint8, zlib, base64 (and its maximum)."
+    tmax = float(forest.max())
+    q = np.round(np.sqrt(np.clip(forest / tmax, 0, 1)) * 255).astype(np.uint8)
+    return tmax, base64.b64encode(zlib.compress(q.tobytes(), 9)).decode()
+
+
+def fit_throughput(dr1, n_knots=40):
+    "Mean shape of LAMOST's flux calibration: median over DR1 stars of flux / model (flat throughput, no extinction)."
+    saved = mock.CONT_THROUGHPUT
+    mock.CONT_THROUGHPUT = None
+    ratios = []
+    for ref in dr1:
+        if ref.get('snrg', 0) < 15 or not (4000 < ref['teff'] < 7000): continue
+        good = ref['ivar'] > 0
+        r = np.where(good, ref['flux'] / mock_expect(ref), np.nan)
+        ratios.append(r / np.nanmedian(r[(WAVE > 4000) & (WAVE < 5500)]))
+    mock.CONT_THROUGHPUT = saved
+    med = np.nanmedian(np.array(ratios), axis=0)
+    knots = np.exp(np.linspace(np.log(3720), np.log(9080), n_knots))
+    vals = []
+    for k in knots:
+        sel = np.abs(np.log(WAVE / k)) < 0.6 * np.log(9080 / 3720) / n_knots
+        vals.append(float(np.nanmedian(med[sel])))
+    return knots, np.array(vals), len(ratios)
+
+
+# ---------------------------------------------------------------- rate
+def measure_rate(n=10000, seed=0):
+    "Spectra per second of synth_spectrum on one process (population draw excluded)."
+    p = mock.draw_population(n, seed=seed)
+    mock.synth_spectrum(5000, 3, -1, 0)  # build the line model once
+    t0 = time.time()
+    for lo in range(0, n, 2000):
+        sl = slice(lo, lo + 2000)
+        mock.synth_spectrum(p['teff'][sl], p['logg'][sl], p['feh'][sl], p['cfe'][sl], snrg=p['snrg'][sl],
+                            rv=p['rv'][sl], ebv=p['ebv'][sl], seed=lo)
+    return n / (time.time() - t0)
+
+
+# ---------------------------------------------------------------- report
+def figures(refs_by_kind, rows, out=OUT):
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    picks = [refs_by_kind['FERRE solar'][0]] + refs_by_kind['synthetic R2000'][-1:] + \
+        sorted(refs_by_kind['DR1 LASP'], key=lambda r: -r.get('snrg', 0))[:3]
+    fig, axs = plt.subplots(len(picks), 1, figsize=(13, 2.3 * len(picks)), sharex=True)
+    for ax, ref in zip(axs, picks):
+        good = np.ones(len(WAVE), bool) if ref['ivar'] is None else ref['ivar'] > 0
+        rn, _ = normalise(ref['flux'], good); mn, _ = normalise(mock_expect(ref))
+        ax.plot(WAVE, np.where(good, rn, np.nan), lw=0.5, color='k', label=ref['kind'])
+        ax.plot(WAVE, mn, lw=0.5, color='C3', label='mock')
+        ax.set_ylim(0, 1.25); ax.set_ylabel('norm. flux')
+        ax.set_title(f"{ref['name']}: Teff {ref['teff']:.0f}, logg {ref['logg']:.2f}, [Fe/H] {ref['feh']:+.2f}", fontsize=8)
+        ax.legend(fontsize=7, loc='lower right')
+    axs[-1].set_xlabel('wavelength (A, vacuum, observed frame)'); axs[-1].set_xlim(3750, 8050)
+    fig.tight_layout(); fig.savefig(out / 'mock_realism_spectra.png', dpi=110); plt.close(fig)
+    dr = [r for r in rows if r['kind'] == 'DR1 LASP']
+    fig, axs = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, seg in zip(axs, SEGMENTS):
+        t = [r['teff'] for r in dr]
+        for k, c in (('mock', 'C3'), ('shuffled', 'C0'), ('flat', '0.5'), ('noise', 'k')):
+            ax.scatter(t, [r[f'{k} {seg}'] for r in dr], s=8, color=c, label=k)
+        ax.set_xlabel('LASP Teff (K)'); ax.set_ylabel('rms in normalised flux'); ax.set_title(seg); ax.set_yscale('log')
+    axs[0].legend(fontsize=8); fig.tight_layout(); fig.savefig(out / 'mock_realism_dr1.png', dpi=110); plt.close(fig)
+
+
+def write_report(summary, rows, rate, calib, out=OUT):
+    out.mkdir(parents=True, exist_ok=True)
+    kinds = list(summary)
+    lines = ["# Mock realism: `cemp_hfs.mock` against references nobody here wrote", "",
+             "Written by `benchmarks/mock_realism.py` (`make bench-mock`). Each reference is brought to the LAMOST grid at",
+             "R=1800; mock and reference are normalised by the same running-percentile continuum (85th percentile over 151",
+             "pixels, smoothed); the numbers are the **median over the references** of the rms of (mock - reference) in",
+             "normalised flux, per wavelength segment. *noise* is the rms that the reference's own noise explains (0 for",
+             "synthetic spectra); *flat* is a flat spectrum; *shuffled* is the mock at the labels of another reference star.",
+             "DR1 labels are LASP pipeline values ([C/Fe] unknown, taken as 0), the mock is placed at the LASP radial velocity.",
+             "",
+             "What was fitted on what (`--calibrate`): the seven R=2000 spectra are **in-sample** (solar equivalent widths of",
+             "the ~300 lines, temperature slopes, and the weak-line/CH/CN templates were fitted on them; the mock is compared",
+             "with them without the LAMOST blue-arm veiling, as they are pure syntheses). The FERRE solar spectrum was not",
+             "used by any fit: it is the honest out-of-sample check of the stellar model. The DR1 spectra set two numbers,",
+             "the blue-arm veiling (v0, L), fitted on the 3800-4600 A rms of the S/N > 30 stars, and the mean",
+             "flux-calibration shape (removed by the normalisation); everything else about them is out-of-sample.", ""]
+    for seg in SEGMENTS:
+        lines += [f"## {seg} A", "", "| reference | n | mock | noise | flat | shuffled labels |", "|---|---|---|---|---|---|"]
+        for k in kinds:
+            s = summary[k]
+            lines.append(f"| {k} | {s['n']} | {s[f'mock {seg}']:.4f} | {s[f'noise {seg}']:.4f} | {s[f'flat {seg}']:.4f} | "
+                         f"{s[f'shuffled {seg}']:.4f} |")
+        lines.append("")
+    dr = [r for r in rows if r['kind'] == 'DR1 LASP']
+    if dr:
+        lines += ["## DR1: fraction of stars where the mock beats each baseline", "", "| segment | mock < flat | mock < shuffled | mock rms / noise rms (median) |",
+                  "|---|---|---|---|"]
+        for seg in SEGMENTS:
+            m = np.array([r[f'mock {seg}'] for r in dr])
+            lines.append(f"| {seg} | {np.mean(m < [r[f'flat {seg}'] for r in dr]):.2f} | "
+                         f"{np.mean(m < [r[f'shuffled {seg}'] for r in dr]):.2f} | "
+                         f"{np.median(m / np.maximum([r[f'noise {seg}'] for r in dr], 1e-9)):.2f} |")
+        cool = [r for r in dr if 4000 <= r['teff'] <= 6500]
+        lines += ["", f"Within the mock population's range (4000 <= Teff <= 6500 K, {len(cool)} DR1 stars), median mock rms: " +
+                  ", ".join(f"{seg} {np.median([r[f'mock {seg}'] for r in cool]):.4f}" for seg in SEGMENTS) + ".", ""]
+    lines += ["## Speed", "", f"`synth_spectrum` (noise, sky, tellurics, cosmic rays, bad pixels included): **{rate:.0f} spectra/s** on one "
+              f"process of this machine ({os.cpu_count()} cores), i.e. 10^5 spectra in {1e5 / rate / 60:.1f} min on one core; "
+              "writing FITS files (`make_survey`) is slower than synthesising them and runs in parallel.", ""]
+    lines += ["## Where the mock is still far from real spectra", "",
+              "* The blue segment is harder than the red: real spectra below 4500 A are blanketed by thousands of lines; the",
+              "  mock has ~300 strong lines plus weak-line/CH/CN templates fitted on solar-like R=2000 spectra (Teff",
+              "  5000-6750 K, [M/H] -0.5..+0.25), each template scaled as one group, which cannot follow every line's own",
+              "  temperature dependence; metal-poor, carbon-rich and giant spectra are extrapolations of these laws.",
+              "* In the red, real DR1 spectra keep residuals about twice their noise (sky-line residuals such as [O I] 6300,",
+              "  H-alpha at LASP's Teff, and flux-calibration wiggles); the mock's own sky/telluric residuals are statistical.",
+              "* Real LAMOST line depths below ~4500 A are shallower than a synthesis predicts; the mock imitates this with a",
+              "  2-parameter veiling fitted on these same DR1 spectra, so the DR1 blue number is partly in-sample.",
+              "* Hot (Teff > 7000 K) and cool (Teff < 4300 K) DR1 stars lie outside the calibration range and outside the",
+              "  mock population's range (4000-6500 K): no TiO, no metallic-line behaviour of A stars.",
+              "* [C/Fe] and [N/Fe] of the DR1 stars are unknown (taken as 0/trend), so the carbon bands are not tested",
+              "  against real CEMP stars here; only their behaviour with labels is (inline tests in nbs/00a_mock.ipynb).",
+              "* LASP labels themselves carry errors (~100-150 K, 0.2-0.4 dex in logg, 0.1-0.3 dex in [Fe/H] at these S/N).",
+              "* LAMOST's flux-calibration residuals, sky and telluric residuals are modelled statistically, not per plate.", ""]
+    if calib: lines += ["## Calibration run", "", "```", json.dumps(calib, indent=1)[:3000], "```", ""]
+    lines += ["Figures: `mock_realism_spectra.png` (mock over references), `mock_realism_dr1.png` (per-star rms vs Teff)."]
+    (out / 'mock_realism.md').write_text('\n'.join(lines) + '\n')
+    (out / 'mock_realism.json').write_text(json.dumps(dict(summary=summary, rows=rows, rate_per_s=rate, calibration=calib),
+                                                      indent=1, default=float) + '\n')
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--calibrate', action='store_true', help='refit the calibrated constants and print them')
+    ap.add_argument('--rate-n', type=int, default=10000)
+    a = ap.parse_args(argv)
+    if not DATA.is_dir(): sys.exit(f"real data folder {DATA} not found (set CEMP_HFS_DATA)")
+    syn, sun, dr1 = load_synthetic(), load_ferre(), load_dr1()
+    calib = {}
+    if a.calibrate:
+        calib = calibrate(syn, dr1)
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / 'mock_calibration.json').write_text(json.dumps(calib, indent=1) + '\n')
+        (OUT / 'mock_calibration_constants.py').write_text(python_constants(calib) + '\n')
+        print(f"calibration fit rms on the R=2000 spectra: {calib['fit_rms']:.4f}; constants in {OUT / 'mock_calibration_constants.py'}")
+    refs = {'FERRE solar': sun, 'synthetic R2000': syn, 'DR1 LASP': dr1}
+    rows = compare(sun + syn) + compare(dr1)
+    summary = summarise(rows)
+    rate = measure_rate(a.rate_n)
+    OUT.mkdir(parents=True, exist_ok=True)
+    figures(refs, rows)
+    write_report(summary, rows, rate, {k: v for k, v in calib.items() if k in ('k_theta', 'fit_rms', 'blue_veil', 'blue_veil_rms', 'throughput')})
+    print((OUT / 'mock_realism.md').read_text())
+
+
+if __name__ == '__main__':
+    main()
