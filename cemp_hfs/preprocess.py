@@ -6,9 +6,9 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/preprocess.html.md"""
 
 # %% ../nbs/01_preprocess.ipynb #c002
 from __future__ import annotations
-import csv, functools, hashlib, json, math, os, shutil, tempfile, time
+import csv, functools, hashlib, json, math, os, shutil, tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field, fields, asdict, replace
+from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 
 import numpy as np
@@ -295,7 +295,11 @@ def _process_aligned(flux, bad, c):
     mask = resample(np.concatenate([(b | f).astype(np.float64) for b, f in zip(bad, floored)], 1), c) > 0
     return cont, norm, mask, np.stack(noise, 1)
 
-def preprocess(spectra, cfg=None, z=None, errors=None) -> Preprocessed:
+def preprocess(spectra, # one `LamostSpectrum` or a list of them
+               cfg=None, # a `PreprocessConfig`, dict or YAML path (None: the defaults)
+               z=None, # redshift(s) to use instead of the headers' (scalar or one per spectrum)
+               errors=None, # 'raise' or 'collect' (default: raise for one spectrum, collect for a list)
+              ) -> Preprocessed:
     "Steps 2-6 on one `LamostSpectrum` (1-D result, errors raise) or a list (2-D, refused spectra in `.rejects`)."
     c = load_preprocess_config(cfg)
     single = isinstance(spectra, LamostSpectrum)
@@ -463,8 +467,21 @@ def _z_values(t, z_column):
     col = _maybe_col(t, (z_column,) if isinstance(z_column, str) else z_column)
     return _float_col(t, col, len(t))
 
-def build_dataset(catalog, out_dir, root=None, cfg=None, chunk_size=256, n_workers=1, seed=0, fractions=(0.8, 0.1, 0.1),
-                  bins=FEH_BINS, z_column=None, progress=True, overwrite=False, keep_chunks=False, after_chunk=None) -> Path:
+def build_dataset(catalog, # Table (or catalogue file) with a file column and label columns, e.g. a make_survey truth table
+                  out_dir, # folder to write the dataset into
+                  root=None, # folder the file names are relative to (default: the catalogue file's folder, else '.')
+                  cfg=None, # preprocessing config (None: the defaults)
+                  chunk_size=256, # spectra per chunk (one worker task, one done-marker)
+                  n_workers=1, # worker processes (<= 1: in this process)
+                  seed=0, # seed of the train/valid/test split
+                  fractions=(0.8, 0.1, 0.1), # train, valid, test shares (of stars)
+                  bins=FEH_BINS, # [Fe/H] bin edges the split is stratified in
+                  z_column=None, # catalogue column with redshifts to use instead of the headers'
+                  progress=True, # show a progress bar
+                  overwrite=False, # start afresh even if `out_dir` holds a (partial) build
+                  keep_chunks=False, # keep the per-chunk folders after assembly
+                  after_chunk=None, # hook called with each finished chunk number (tests interrupt builds with it)
+                 ) -> Path:
     "Preprocess every file of `catalog` into the on-disk dataset `out_dir` (contract in COMMON.md); resumable."
     t, root, fcol = _catalog(catalog, root)
     c = load_preprocess_config(cfg)
