@@ -54,7 +54,10 @@ class CustomMoEBranch(nn.Module):
         self.register_buffer('window', torch.hann_window(n_fft), persistent=False)
         self.n_freq = n_fft // 2 + 1
         self.input_norm = nn.BatchNorm1d(self.n_freq)
-        self.gate = nn.Sequential(nn.Linear(self.n_freq, gate_hidden), nn.ReLU(), nn.Linear(gate_hidden, n_experts))
+        # the gate's own BatchNorm standardises the frame-averaged spectrum over the batch, so that it routes on how a
+        # continuum differs from the others; without it the common shape dominates and routing barely depends on the input
+        self.gate = nn.Sequential(nn.BatchNorm1d(self.n_freq), nn.Linear(self.n_freq, gate_hidden), nn.ReLU(),
+                                  nn.Linear(gate_hidden, n_experts))
         ekw = dict(channels=(16, 32, 64), kernel_sizes=(3,), pool=2) | dict(expert or {})
         self.experts = nn.ModuleList(MultiScalePyramidBranch(in_channels=self.n_freq, **ekw) for _ in range(n_experts))
         self.out_channels = self.experts[0].out_channels
