@@ -240,6 +240,7 @@ def predict(model, # model file, `load_model` pair, or a Learner from `train_hfs
                 diff = [k for k in manifest if old.get(k) != manifest[k]]
                 raise ValueError(f"{out}: holds a run with different {diff}; use another output directory")
         else: mpath.write_text(json.dumps(manifest, indent=1))
+        for stale in chunk_dir.glob('*.tmp'): stale.unlink()  # left by a killed run (one writer per folder)
     todo = [k for k in range(n_chunks) if chunk_dir is None or not (chunk_dir / f'part-{k:05d}.fits').exists()]
     if max_chunks is not None: todo = todo[:max_chunks]
     jobs = [(k, i0, min(i0 + bs, (k + 1) * chunk_size, len(src))) for k in todo
