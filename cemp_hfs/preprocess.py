@@ -477,6 +477,7 @@ def build_dataset(catalog, # Table (or catalogue file) with a file column and la
                   fractions=(0.8, 0.1, 0.1), # train, valid, test shares (of stars)
                   bins=FEH_BINS, # [Fe/H] bin edges the split is stratified in
                   z_column=None, # catalogue column with redshifts to use instead of the headers'
+                  label_columns=None, # {label: column} where the label columns are not found by their usual names
                   progress=True, # show a progress bar
                   overwrite=False, # start afresh even if `out_dir` holds a (partial) build
                   keep_chunks=False, # keep the per-chunk folders after assembly
@@ -485,6 +486,9 @@ def build_dataset(catalog, # Table (or catalogue file) with a file column and la
     "Preprocess every file of `catalog` into the on-disk dataset `out_dir` (contract in COMMON.md); resumable."
     t, root, fcol = _catalog(catalog, root)
     c = load_preprocess_config(cfg)
+    for name, col in (label_columns or {}).items():  # checked before any work is done
+        if name not in LABELS: raise KeyError(f"label_columns: unknown labels ['{name}']; labels are {LABELS}")
+        find_column(t, col, name, 'catalogue')
     out, work = Path(out_dir), Path(out_dir) / '.chunks'
     if overwrite and out.exists():
         for f in [*(f'{a}.npy' for a in (*ARRAYS, 'wave')), 'labels.fits', 'config.yaml', 'rejects.csv', 'manifest.json', 'done.json']:
@@ -524,7 +528,7 @@ def build_dataset(catalog, # Table (or catalogue file) with a file column and la
                 k = f.result()[0]; _done(i)
                 if after_chunk is not None: after_chunk(k)
         finally: ex.shutdown(wait=True, cancel_futures=True)  # an interruption stops the queue; running chunks finish or vanish
-    _assemble(t, fcol, out, work, len(chunks), c, splits)
+    _assemble(t, fcol, out, work, len(chunks), c, splits, label_columns)
     _atomic_json(dpath, dict(splits=splits))  # the build is complete: later calls return at once
     if not keep_chunks: shutil.rmtree(work)
     return out
@@ -543,7 +547,7 @@ def _write_table(t, path):
     tmp = Path(path).with_name('.tmp-' + Path(path).name); t.write(tmp, overwrite=True, format='fits'); os.replace(tmp, path)
 
 # %% ../nbs/01_preprocess.ipynb #c041
-def _labels_table(t, fcol, rows, meta, scale, noise):
+def _labels_table(t, fcol, rows, meta, scale, noise, label_columns=None):
     "One label row per array row: catalogue columns, header metadata where the catalogue lacks it, the contract columns."
     n = len(rows)
     lab = Table()
@@ -561,7 +565,10 @@ def _labels_table(t, fcol, rows, meta, scale, noise):
             cat = _float_col(t, col, len(t))[rows] if col else np.full(n, np.nan)
             hv = np.array([np.nan if h is None else h for h in hdr], float)
             lab[name] = np.where(np.isfinite(cat), cat, hv)
-    for name in LABELS: lab[name] = _float_col(t, _maybe_col(t, LABEL_ALIASES[name]), len(t))[rows]
+    label_columns = label_columns or {}
+    for name in LABELS:
+        col = find_column(t, label_columns[name], name, 'catalogue') if name in label_columns else _maybe_col(t, LABEL_ALIASES[name])
+        lab[name] = _float_col(t, col, len(t))[rows]
     scol = _maybe_col(t, ('star_id', 'groupid', 'group_id'))
     star = [str(v) for v in t[scol][rows]] if scol else [d or str(o) for d, o in zip(lab['designation'], lab['obsid'])]
     lab['star_id'] = star
@@ -576,7 +583,7 @@ def _labels_table(t, fcol, rows, meta, scale, noise):
         lab[c2] = np.ma.filled(v, np.nan) if v.dtype.kind == 'f' else (np.ma.filled(v, -1) if v.dtype.kind in 'iu' else [str(x) for x in v])
     return lab
 
-def _assemble(t, fcol, out, work, n_chunks, c, splits):
+def _assemble(t, fcol, out, work, n_chunks, c, splits, label_columns=None):
     "Copy the finished chunks, one at a time, into the contract's arrays; write labels, config and rejects."
     missing = [k for k in range(n_chunks) if not _chunk_dir(work, k).exists()]
     if missing: raise RuntimeError(f"{out}: chunks {missing[:10]} are not finished")
@@ -596,7 +603,7 @@ def _assemble(t, fcol, out, work, n_chunks, c, splits):
     del arrs
     np.save(out / 'wave.npy', output_grid(c))
     rows = np.concatenate(rows).astype(int)
-    lab = _labels_table(t, fcol, rows, meta, np.concatenate(scale), np.concatenate(noise).reshape(N, -1))
+    lab = _labels_table(t, fcol, rows, meta, np.concatenate(scale), np.concatenate(noise).reshape(N, -1), label_columns)
     lab['split'] = assign_splits(lab['feh'], lab['star_id'], splits['fractions'], splits['seed'], splits['bins'])
     lab.meta.update(SEED=splits['seed'], FRACTION=' '.join(map(str, splits['fractions'])), NINPUT=len(t), NREJECT=len(rejects))
     _write_table(lab, out / 'labels.fits')
@@ -644,7 +651,7 @@ def load_dataset(path, mmap_mode='r') -> LamostDataset:
     return LamostDataset(p, np.load(p / 'wave.npy'), arr['continuum'], arr['normalized'], arr['mask'], lab,
                          yaml.safe_load((p / 'config.yaml').read_text()), rej)
 
-# %% ../nbs/01_preprocess.ipynb #c048
+# %% ../nbs/01_preprocess.ipynb #c050
 GBAND = (4290., 4320.)  # CH G-band head region (Angstrom, rest frame)
 
 def preprocess_steps(s: LamostSpectrum, cfg=None, z=None) -> dict:
