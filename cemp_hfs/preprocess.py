@@ -267,6 +267,9 @@ class Preprocessed:
     config: PreprocessConfig = None
 
     def __len__(self): return len(self.index)
+    def __repr__(self):
+        shape = self.normalized.shape
+        return f"Preprocessed({shape[0] if len(shape) > 1 else 1} spectra x {len(self.wave)} px, {len(self.rejects)} rejected)"
     @property
     def flux_continuum(self):
         "The continuum in the input's flux units."
@@ -415,7 +418,7 @@ def _jsonable(v):
     if isinstance(v, (float, np.floating)): return float(v) if np.isfinite(v) else None
     return v
 
-# %% ../nbs/01_preprocess.ipynb #c037
+# %% ../nbs/01_preprocess.ipynb #c038
 FEH_BINS = tuple(np.arange(-4.0, 1.01, 0.5).round(2))  # [Fe/H] bin edges for stratified splits and balancing
 
 def _feh_stratum(feh, bins):
@@ -456,7 +459,7 @@ def balanced_indices(labels, split='train', bins=FEH_BINS, n_per_bin=None, seed=
     out = np.concatenate([rng.choice(m, n, replace=len(m) < n) for m in members])
     return rng.permutation(out)
 
-# %% ../nbs/01_preprocess.ipynb #c040
+# %% ../nbs/01_preprocess.ipynb #c041
 def _manifest(t, fcol, cfg, chunk_size):
     "What identifies a build: the input rows (files, in order), the config and the chunking."
     h = hashlib.sha256('\n'.join(map(str, t[fcol])).encode()).hexdigest()
@@ -546,7 +549,7 @@ def _resplit(out, splits):
 def _write_table(t, path):
     tmp = Path(path).with_name('.tmp-' + Path(path).name); t.write(tmp, overwrite=True, format='fits'); os.replace(tmp, path)
 
-# %% ../nbs/01_preprocess.ipynb #c041
+# %% ../nbs/01_preprocess.ipynb #c042
 def _labels_table(t, fcol, rows, meta, scale, noise, label_columns=None):
     "One label row per array row: catalogue columns, header metadata where the catalogue lacks it, the contract columns."
     n = len(rows)
@@ -612,7 +615,7 @@ def _assemble(t, fcol, out, work, n_chunks, c, splits, label_columns=None):
         w = csv.writer(fh); w.writerow(['file', 'reason', 'row'])
         for r, f, why in sorted(rejects): w.writerow([f, why, r])
 
-# %% ../nbs/01_preprocess.ipynb #c042
+# %% ../nbs/01_preprocess.ipynb #c043
 @dataclass
 class LamostDataset:
     "A built dataset: memory-mapped `continuum`, `normalized`, `mask` (N, P), `wave` (P,), `labels`, `config`, `rejects`."
@@ -651,7 +654,7 @@ def load_dataset(path, mmap_mode='r') -> LamostDataset:
     return LamostDataset(p, np.load(p / 'wave.npy'), arr['continuum'], arr['normalized'], arr['mask'], lab,
                          yaml.safe_load((p / 'config.yaml').read_text()), rej)
 
-# %% ../nbs/01_preprocess.ipynb #c050
+# %% ../nbs/01_preprocess.ipynb #c051
 GBAND = (4290., 4320.)  # CH G-band head region (Angstrom, rest frame)
 
 def preprocess_steps(s: LamostSpectrum, cfg=None, z=None) -> dict:
