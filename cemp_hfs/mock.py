@@ -10,7 +10,7 @@ import json, math, os
 from pathlib import Path
 
 import numpy as np
-from scipy.special import erf
+from scipy.special import erf, expit
 from astropy.table import Table
 import matplotlib.pyplot as plt
 from fastprogress.fastprogress import progress_bar
@@ -22,9 +22,10 @@ __all__ = ['COEFF0', 'COEFF1', 'NPIX', 'R_LAMOST', 'C_KMS', 'LABELS', 'SUN', 'ST
            'MOL_TAU_SUN', 'K_OPACITY', 'K_PRESSURE', 'SOLAR_ABUND', 'DOPPLER_B', 'DAMP_A', 'TEMPLATES', 'BLUE_VEIL',
            'CONT_THROUGHPUT', 'MASK_BITS', 'CEMP_NODES', 'BAND_WINDOWS', 'lamost_wave', 'air_to_vacuum',
            'curve_of_growth', 'template_tau', 'template_growth', 'alpha_fe', 'nitrogen_fe', 'co_fraction',
-           'free_carbon', 'planck', 'ccm_extinction', 'instrument_throughput', 'flux_calibration_shape', 'blue_veiling',
-           'model_flux', 'telluric_transmission', 'sky_spectrum', 'observe', 'synth_spectrum', 'cemp_fraction',
-           'draw_population', 'make_survey', 'plot_carbon_sequence', 'plot_population']
+           'free_carbon', 'planck', 'ccm_extinction', 'instrument_throughput', 'flux_calibration_shape',
+           'interstellar_absorption', 'blue_veiling', 'model_flux', 'telluric_transmission', 'sky_spectrum', 'observe',
+           'synth_spectrum', 'cemp_fraction', 'draw_population', 'make_survey', 'plot_carbon_sequence',
+           'plot_population']
 
 # %% ../nbs/00a_mock.ipynb #c006
 COEFF0, COEFF1, NPIX = 3.5682, 1e-4, 3909
@@ -394,6 +395,20 @@ def _shift(arr, rv):
     rows = np.arange(len(arr))[:, None]
     return arr[rows, i0] * (1 - f) + arr[rows, i0 + 1] * f
 
+# interstellar lines (air A): Na I D (saturating with E(B-V)) and the strongest diffuse interstellar bands (DIBs);
+# columns: wavelength, EW per unit E(B-V) (A; Na: EW at saturation), intrinsic FWHM (A)
+_ISM = np.array([[5889.95, 0.9, 0.3], [5895.92, 0.75, 0.3], [4428.2, 1.6, 17.], [5780.48, 0.5, 2.1],
+                 [5797.06, 0.17, 0.9], [6283.84, 0.9, 4.0], [6613.62, 0.2, 1.1]])
+
+def interstellar_absorption(wave, ebv):
+    "Transmission (N x P) of interstellar Na D and DIBs at rest in the observed frame for reddening(s) `ebv`."
+    ebv = np.atleast_1d(np.asarray(ebv, float))[:, None]
+    lam = air_to_vacuum(_ISM[:, 0])
+    sig = np.sqrt((lam / R_LAMOST / 2.3548) ** 2 + (_ISM[:, 2] / 2.3548) ** 2)
+    prof = np.exp(-0.5 * ((wave[None, :] - lam[:, None]) / sig[:, None]) ** 2) / (np.sqrt(2 * np.pi) * sig[:, None])
+    ew = np.where(np.arange(len(_ISM)) < 2, _ISM[:, 1] * np.tanh(ebv / 0.3), _ISM[:, 1] * ebv)  # (N, lines)
+    return np.exp(-(ew @ prof))
+
 def blue_veiling(wave, veil=None):
     "Additive veiling of LAMOST's blue arm (fraction of the continuum) at observed `wave`, from `BLUE_VEIL`."
     v0, scale = BLUE_VEIL if veil is None else veil
@@ -408,6 +423,7 @@ def model_flux(teff, logg, feh, cfe, ebv=0., rv=0., wave=None, normalized=False,
     if instrument:  # LAMOST's blue arm: lines shallower than a synthesis predicts
         v = blue_veiling(lamost_wave())[None, :]
         absn = (absn + v) / (1 + v)
+    if np.any(ebv > 0): absn = absn * interstellar_absorption(lamost_wave(), ebv)
     if not normalized:
         w_obs = lamost_wave()
         w_rest = w_obs[None, :] / (1 + rv[:, None] / C_KMS)
@@ -420,7 +436,7 @@ def model_flux(teff, logg, feh, cfe, ebv=0., rv=0., wave=None, normalized=False,
         out = np.stack([np.interp(wave, lamost_wave(), o) for o in out])
     return out[0] if scalar else out
 
-# %% ../nbs/00a_mock.ipynb #c035
+# %% ../nbs/00a_mock.ipynb #c039
 MASK_BITS = dict(BADCCD=1, BADPROFILE=2, NOSKY=4, BRIGHTSKY=8, BADCENTER=16, NODATA=32)
 # bright night-sky lines (air A) and their relative brightness; the OH list is a representative subset
 _SKY = np.array([[5577.34, 1.0], [5889.95, 0.4], [5895.92, 0.3], [6300.30, 0.6], [6363.78, 0.2], [6863.96, 0.3],
@@ -435,12 +451,11 @@ def telluric_transmission(wave, strength=1.):
     "Telluric transmission at observed `wave` for band depths scaled by `strength` (array N -> N x P)."
     w = air_to_vacuum(_TELLURIC[:, :2])
     strength = np.atleast_1d(np.asarray(strength, float))[:, None]
-    tau = np.zeros((1, len(wave)))
-    for (a, b), d in zip(w, _TELLURIC[:, 2]):
-        mid, half = (a + b) / 2, (b - a) / 2
-        tau = tau + -np.log(1 - d) * np.clip(1.2 - np.abs(wave - mid) / half, 0, 1)[None, :] ** 0.5 * np.exp(
-            -0.5 * ((wave - a) / 1.5).clip(max=0) ** 2) * 1.0
-    return np.exp(-strength * tau)
+    tau = np.zeros(len(wave))
+    for (a, b), d in zip(w, _TELLURIC[:, 2]):  # sharp head at a (LSF-wide onset), fading towards b
+        onset = expit((wave - a) / 1.5)
+        tau = tau - np.log(1 - d) * onset * np.exp(-np.clip(wave - a, 0, None) / (0.6 * (b - a)))
+    return np.exp(-strength * tau[None, :])
 
 def sky_spectrum(wave):
     "Relative night-sky line flux at observed `wave` (LSF-broadened emission lines; continuum excluded)."
@@ -448,7 +463,7 @@ def sky_spectrum(wave):
     lines = air_to_vacuum(_SKY[:, 0])
     return (_SKY[:, 1][:, None] * np.exp(-0.5 * ((wave[None, :] - lines[:, None]) / sig[None, :]) ** 2)).sum(0)
 
-# %% ../nbs/00a_mock.ipynb #c037
+# %% ../nbs/00a_mock.ipynb #c041
 def _noise_sigma(expect, snrg, wave, sky_frac=0.3):
     "Per-pixel sigma (N x P) of photon + sky noise through the instrument throughput, median S/N = `snrg` over 4000-5500 A."
     thr = instrument_throughput(wave)[None, :]
@@ -470,13 +485,14 @@ def _calibration_distortion(rng, n, wave):
 def observe(expect, snrg, rng, wave=None, telluric=True, calib=True, sky=True, cosmics=True, bad_pixels=True):
     "Noisy flux, ivar, andmask, ormask and the noiseless expectation (each N x P) for noiseless models `expect`."
     wave = lamost_wave() if wave is None else wave
-    expect = np.atleast_2d(np.asarray(expect, np.float64)); n, p = expect.shape
+    expect = np.atleast_2d(np.asarray(expect, np.float32)); n, p = expect.shape
     snrg = np.broadcast_to(np.asarray(snrg, float), (n,))
     if np.any(~np.isfinite(snrg) | (snrg <= 0)): raise ValueError("`snrg` must be finite and > 0")
-    if calib: expect = expect * _calibration_distortion(rng, n, wave)
-    if telluric: expect = expect * telluric_transmission(wave, rng.uniform(0.3, 1.5, n))
-    sig = _noise_sigma(expect, snrg, wave)
-    flux = expect + rng.standard_normal((n, p)) * sig
+    if calib: expect = expect * _calibration_distortion(rng, n, wave).astype(np.float32)
+    if telluric:  # what LAMOST's telluric correction leaves: -0.2..+0.5 of the full bands (under- or over-corrected)
+        expect = expect * telluric_transmission(wave, np.clip(rng.normal(0.1, 0.15, n), -0.2, 0.5)).astype(np.float32)
+    sig = _noise_sigma(expect, snrg, wave).astype(np.float32)
+    flux = expect + rng.standard_normal((n, p), dtype=np.float32) * sig
     ivar = 1 / sig ** 2
     andmask = np.zeros((n, p), np.int32); ormask = np.zeros((n, p), np.int32)
     if sky:  # imperfect sky subtraction: residual spikes of a few % of the sky line, extra variance there
@@ -506,12 +522,12 @@ def observe(expect, snrg, rng, wave=None, telluric=True, calib=True, sky=True, c
     ormask |= andmask
     return flux.astype(np.float32), ivar.astype(np.float32), andmask, ormask, expect.astype(np.float32)
 
-# %% ../nbs/00a_mock.ipynb #c039
+# %% ../nbs/00a_mock.ipynb #c043
 def _snr_band(flux, ivar, wave, lo, hi):
     "Median S/N per pixel over [lo, hi] A (good pixels), per spectrum."
     sel = (wave > lo) & (wave < hi)
-    snr = np.where(ivar[:, sel] > 0, np.abs(flux[:, sel]) * np.sqrt(ivar[:, sel]), np.nan)
-    return np.nanmedian(snr, axis=1)
+    snr = np.abs(flux[:, sel]) * np.sqrt(ivar[:, sel])  # ivar = 0 pixels count as S/N 0 (few; keeps this fast)
+    return np.median(snr, axis=1)
 
 def synth_spectrum(teff, logg, feh, cfe, snrg=30., rv=0., ebv=0., scale=1000., seed=None, rng=None, meta=None,
                    noiseless=False, telluric=True, calib=True, sky=True, cosmics=True, bad_pixels=True):
@@ -536,7 +552,7 @@ def synth_spectrum(teff, logg, feh, cfe, snrg=30., rv=0., ebv=0., scale=1000., s
         out.append(LamostSpectrum(wave, flux[i], ivar[i], andm[i], orm[i], md))
     return out[0] if scalar else out
 
-# %% ../nbs/00a_mock.ipynb #c043
+# %% ../nbs/00a_mock.ipynb #c047
 CEMP_NODES = (np.array([-4., -3., -2.5, -2., -1.5, -1., 0.5]), np.array([0.55, 0.35, 0.25, 0.18, 0.08, 0.01, 0.01]))
 
 def cemp_fraction(feh):
@@ -576,7 +592,7 @@ def draw_population(n, seed=0, mp_tail=0.06, rng=None):
     dec = np.degrees(np.arcsin(rng.uniform(np.sin(np.radians(-10)), np.sin(np.radians(60)), n)))
     return dict(teff=teff, logg=logg, feh=feh, cfe=cfe, ebv=ebv, rv=rv, snrg=snrg, ra=ra, dec=dec)
 
-# %% ../nbs/00a_mock.ipynb #c046
+# %% ../nbs/00a_mock.ipynb #c050
 def _designation(ra, dec):
     "LAMOST designation JHHMMSS.ss+DDMMSS.s from coordinates in degrees."
     h = ra / 15; hh = int(h); mm = int((h - hh) * 60); ss = ((h - hh) * 60 - mm) * 60
@@ -584,7 +600,7 @@ def _designation(ra, dec):
     ss, ds = min(ss, 59.99), min(ds, 59.9)
     return f"J{hh:02d}{mm:02d}{ss:05.2f}{sg}{dd:02d}{dm:02d}{ds:04.1f}"
 
-def _survey_rows(n, seed, repeat_frac, rng):
+def _survey_rows(n, seed, repeat_frac, rng, table_frac=0.4, gz_frac=0.3):
     "Truth rows (dict of arrays) for `n` stars plus their repeat visits."
     pop = draw_population(n, rng=rng)
     star = np.arange(n)
@@ -597,8 +613,8 @@ def _survey_rows(n, seed, repeat_frac, rng):
     rows['star_id'] = idx
     m = len(idx)
     rows['obsid'] = 800000000 + rng.choice(10 * m, m, replace=False)  # unique, not in visit order
-    rows['layout'] = np.where(rng.random(m) < 0.6, 'image', 'table')
-    rows['gz'] = rng.random(m) < 0.3
+    rows['layout'] = np.where(rng.random(m) < table_frac, 'table', 'image')
+    rows['gz'] = rng.random(m) < gz_frac
     rows['lmjd'] = 56000 + rng.integers(0, 3000, m)
     return rows
 
@@ -658,12 +674,12 @@ def _hires_catalog(truth, rng, hires_frac, missing_cfe, n_extra):
     return cat
 
 def make_survey(n, out_dir, seed=0, repeat_frac=0.1, hires_frac=0.7, missing_cfe=0.25, hires_extra=0.05,
-                mp_tail=0.06, n_workers=None, chunk=200, progress=True):
+                mp_tail=0.06, table_frac=0.4, gz_frac=0.3, n_workers=None, chunk=200, progress=True):
     "Write a mock LAMOST survey of `n` stars (plus repeat visits) to `out_dir`; returns the truth catalogue."
     if int(n) < 1: raise ValueError(f"`n` must be >= 1, got {n}")
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    rows = _survey_rows(int(n), seed, repeat_frac, rng)
+    rows = _survey_rows(int(n), seed, repeat_frac, rng, table_frac, gz_frac)
     if mp_tail != 0.06:  # a different population: redraw the labels but keep the survey structure
         pop = draw_population(int(n), mp_tail=mp_tail, rng=np.random.default_rng([seed, 1]))
         for k in pop: rows[k] = pop[k][rows['star_id']]
@@ -701,7 +717,7 @@ def make_survey(n, out_dir, seed=0, repeat_frac=0.1, hires_frac=0.7, missing_cfe
     hires.write(out_dir / 'hires_labels.csv', overwrite=True)
     return truth
 
-# %% ../nbs/00a_mock.ipynb #c052
+# %% ../nbs/00a_mock.ipynb #c056
 BAND_WINDOWS = {'CN 3883': (3840, 3890), 'CH G-band': (4285, 4318), 'C2 4737': (4680, 4740), 'C2 5165': (5110, 5168),
                 'C2 5636': (5580, 5640)}
 
@@ -722,7 +738,7 @@ def plot_carbon_sequence(teff=4600., logg=1.8, feh=-2.5, cfes=(0., 1., 2.), hot=
     fig.tight_layout()
     return fig
 
-# %% ../nbs/00a_mock.ipynb #c057
+# %% ../nbs/00a_mock.ipynb #c061
 def plot_population(pop, cemp_cfe=0.7, cemp_feh=-2.0):
     "Kiel diagram, [Fe/H] histogram, and [C/Fe] vs [Fe/H] with the CEMP fraction per bin; returns the figure."
     feh, cfe = np.asarray(pop['feh']), np.asarray(pop['cfe'])
