@@ -563,10 +563,10 @@ def draw_population(n, seed=0, mp_tail=0.06, rng=None):
     "Labels and observing conditions of `n` mock stars (dict of arrays), deterministic for a seed."
     rng = rng if rng is not None else np.random.default_rng(seed)
     comp = rng.choice(4, n, p=np.array([0.55, 0.25, 0.14 + 0.06 - mp_tail, mp_tail]))
+    tail = -0.7 * np.log1p(-rng.uniform(0, 1 - np.exp(-2.2 / 0.7), n))  # exponential truncated at [Fe/H] = -4
     feh = np.select([comp == 0, comp == 1, comp == 2],
-                    [rng.normal(-0.1, 0.22, n), rng.normal(-0.6, 0.3, n), rng.normal(-1.6, 0.5, n)],
-                    -1.8 - rng.exponential(0.7, n))
-    feh = np.clip(feh, -4., 0.5)
+                    [rng.normal(-0.1, 0.22, n), rng.normal(-0.6, 0.3, n), rng.normal(-1.6, 0.5, n)], -1.8 - tail)
+    feh = np.where((feh < -4) | (feh > 0.5), rng.uniform(-1.0, 0.3, n), feh)  # the rare normal-tail strays
     giant = rng.random(n) < 0.45
     # main sequence, turn-off and subgiants
     teff_d = rng.uniform(4000, 6500, n)
@@ -582,9 +582,13 @@ def draw_population(n, seed=0, mp_tail=0.06, rng=None):
     teff = np.clip(np.where(giant, teff_g, teff_d), 4000, 6500)
     logg = np.clip(np.where(giant, logg_g, logg_d), 1.0, 4.5)
     cemp = rng.random(n) < cemp_fraction(feh)
-    cfe_c = np.clip(rng.normal(1.3, 0.5, n), 0.75, 3.0)
-    cfe = np.where(cemp, np.minimum(cfe_c, 0.3 - feh), rng.normal(0.05, 0.15, n))
-    cfe = np.where(cemp, np.maximum(cfe, 0.75), cfe)
+    # CEMP absolute carbon A(C) in the two groups of Yoon et al. (2016): CEMP-s ~7.9, CEMP-no ~6.4 (dominant below -3)
+    group_no = rng.random(n) < np.interp(feh, [-4, -3, -2, 0.5], [0.85, 0.6, 0.2, 0.05])
+    a_c = np.where(group_no, rng.normal(6.4, 0.4, n), rng.normal(7.9, 0.35, n))
+    cfe_c = a_c - SOLAR_ABUND['C'] - feh
+    cfe_c = np.where(cfe_c < 0.75, 0.75 + rng.exponential(0.25, n), cfe_c)
+    cfe_c = np.where(cfe_c > 3.0, 3.0 - rng.exponential(0.3, n), cfe_c).clip(0.75, 3.0)
+    cfe = np.where(cemp, cfe_c, rng.normal(0.05, 0.15, n))
     ebv = np.clip(np.exp(rng.normal(np.log(0.05), 0.8, n)), 0, 0.8)
     rv = np.where(feh > -1, rng.normal(-10, 35, n), rng.normal(0, 120, n)).clip(-600, 600)
     snrg = np.clip(np.exp(rng.normal(np.log(30), 0.75, n)), 5, 800)
