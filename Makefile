@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SIZE   ?= small
 
-.PHONY: setup demo test test-nbs test-py check-sync readme export clean-nbs docs bench bench-mock bench-preprocess bench-inference clean
+.PHONY: setup demo test test-nbs test-py check-sync readme export clean-nbs docs bench bench-mock bench-preprocess bench-inference bench-accuracy clean
 
 # One virtual environment with the package (editable) and its dev extras. torch is installed first and pinned by
 # constraints.txt to the local CPU wheel, so that fastai's torchvision requirement cannot pull a CUDA build of torch.
@@ -66,6 +66,11 @@ bench-preprocess: $(STAMP)
 
 bench-inference: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python benchmarks/inference.py
+
+# HFS-Net vs The Cannon, chi-square matching and the Cramer-Rao floor (SIZE=small ~15 min, SIZE=default < 90 min on 2 CPUs);
+# resumable: stages are cached in benchmarks/cache/accuracy_$(SIZE)/
+bench-accuracy: $(STAMP)
+	MPLBACKEND=Agg nice -n 5 $(BIN)/python benchmarks/accuracy.py --size $(SIZE)
 
 clean:
 	rm -rf $(VENV) demo_out _docs _proc .pytest_cache
