@@ -1,5 +1,5 @@
 # --- pasted from benchmarks/mock_realism.py --calibrate ---
-K_THETA = {"alpha1": 2.5, "fe2": 2.5, "H": -1.077, "fe1": 2.5, "na1": 2.5, "ca2": 0.507, "forest": 2.5}
+K_THETA = {"H": -1.077, "alpha1": 2.5, "ca2": 0.507, "fe1": 2.5, "fe2": 2.5, "na1": 2.5, "forest": 2.5}
 TEMPLATES.update({
     'CH': (0.65375, (
         'eNpjYBgFo2AAwNqVE5IdbJ1tvWtnrDp6c4c9Q9WZG/tzGBjqdp64dvvm/ZsT+AQZki+/3sDAkPrk/6s2BobKbO3RUBsFo2AUjIJR'
