@@ -3,7 +3,8 @@ train / test split (test stars never seen in training).
 
     make bench-accuracy SIZE=small|default       # or: .venv/bin/python benchmarks/accuracy.py --size small
 
-Writes benchmarks/results/accuracy.json, accuracy.md and accuracy_*.png. Every expensive stage (the mock spectra and
+Writes benchmarks/results/accuracy.json and accuracy.md (the latest run, read by nbs/08_results.ipynb), the same as
+accuracy_<size>.json/.md (kept per size), and the figures accuracy_<size>_*.png. Every expensive stage (the mock spectra and
 their preprocessing, each trained model, each method's predictions) is cached under benchmarks/cache/accuracy_<size>/
 and reused by the next run, so an interrupted run resumes where it stopped (`--fresh` starts over).
 
@@ -367,8 +368,9 @@ def cemp_vs_feh(pred, truth) -> dict:
 
 # ---------------------------------------------------------------- figures
 def fig_one_to_one(preds, truth_of, path):
+    "Fitted against true label: one row per method, one column per label, coloured by S/N."
     ms = [m for m in METHODS if m in preds]
-    fig, axs = plt.subplots(len(ms), 4, figsize=(14, 3.3 * len(ms)), squeeze=False)
+    fig, axs = plt.subplots(len(ms), 4, figsize=(16, 3.7 * len(ms)), squeeze=False)
     for i, m in enumerate(ms):
         tr, pr, snr = truth_of[m], preds[m]['pred'], preds[m]['snr']
         for j, l in enumerate(LABELS):
@@ -377,11 +379,12 @@ def fig_one_to_one(preds, truth_of, path):
             lim = [np.nanmin(tr[:, j]), np.nanmax(tr[:, j])]
             ax.plot(lim, lim, 'k--', lw=0.8)
             r = pr[:, j] - tr[:, j]
-            ax.set(xlabel=f'true {l}', ylabel=f'{NAMES[m]} {l}',
-                   title=f"MAE {np.mean(np.abs(r)):.3g}, $\\sigma$ {robust_scatter(r):.3g} {UNITS[l]} (N={len(r)})")
-            ax.title.set_fontsize(9)
-    fig.colorbar(sc, ax=axs, label='log10 S/N (g)', shrink=0.6)
-    fig.savefig(path, dpi=90, bbox_inches='tight'); plt.close(fig)
+            ax.set_xlabel(f'true {l}', fontsize=9)
+            ax.set_ylabel(f'{NAMES[m]}\nfitted {l}' if j == 0 else f'fitted {l}', fontsize=9)
+            ax.set_title(f"MAE {fmt(np.mean(np.abs(r)), l)}, scatter {fmt(robust_scatter(r), l)} {UNITS[l]}, N={len(r)}", fontsize=8)
+    fig.subplots_adjust(hspace=0.45, wspace=0.3, right=0.9)
+    fig.colorbar(sc, cax=fig.add_axes([0.92, 0.3, 0.012, 0.4]), label='log10 S/N (g)')
+    fig.savefig(path, dpi=80, bbox_inches='tight'); plt.close(fig)
 
 
 def fig_mae_snr(res, path):
@@ -472,7 +475,7 @@ def markdown(res) -> str:
     for k, s in res['speed'].items(): L.append(f"| {k} | {s['spectra_per_s']:.1f} | {s['what']} |")
     L += ['', '## Training time', '', '| model | seconds |', '| --- | ---: |']
     for k, v in res['training_s'].items(): L.append(f"| {k} | {v:.0f} |")
-    L += ['', 'Figures: `accuracy_one_to_one.png`, `accuracy_mae_snr.png`, `accuracy_cemp_feh.png`.', '']
+    L += ['', 'Figures: ' + ', '.join(f'`{f}`' for f in res['figures'].values()) + '.', '']
     return '\n'.join(L)
 
 
@@ -579,12 +582,14 @@ def main(argv=None):
     res['finished'] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
 
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
-    fig_one_to_one(preds, truth_of, out / 'accuracy_one_to_one.png')
-    fig_mae_snr(res, out / 'accuracy_mae_snr.png')
-    fig_cemp_feh(res, out / 'accuracy_cemp_feh.png')
-    res['figures'] = ['accuracy_one_to_one.png', 'accuracy_mae_snr.png', 'accuracy_cemp_feh.png']
-    (out / 'accuracy.json').write_text(json.dumps(res, indent=1, default=lambda o: o.tolist() if hasattr(o, 'tolist') else str(o)))
-    (out / 'accuracy.md').write_text(markdown(res))
+    res['figures'] = {k: f'accuracy_{args.size}_{k}.png' for k in ('one_to_one', 'mae_snr', 'cemp_feh')}
+    fig_one_to_one(preds, truth_of, out / res['figures']['one_to_one'])
+    fig_mae_snr(res, out / res['figures']['mae_snr'])
+    fig_cemp_feh(res, out / res['figures']['cemp_feh'])
+    text = json.dumps(res, indent=1, default=lambda o: o.tolist() if hasattr(o, 'tolist') else str(o))
+    # accuracy.json / .md: the latest run (what nbs/08_results reads); accuracy_<size>.*: kept per size
+    for name in ('accuracy', f'accuracy_{args.size}'):
+        (out / f'{name}.json').write_text(text); (out / f'{name}.md').write_text(markdown(res))
     log(f"done in {res['wall_s'] / 60:.1f} min: {out / 'accuracy.json'}")
 
 
