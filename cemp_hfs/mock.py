@@ -24,7 +24,7 @@ __all__ = ['COEFF0', 'COEFF1', 'NPIX', 'R_LAMOST', 'C_KMS', 'LABELS', 'SUN', 'ST
            'curve_of_growth', 'template_tau', 'template_growth', 'alpha_fe', 'nitrogen_fe', 'co_fraction',
            'free_carbon', 'planck', 'ccm_extinction', 'instrument_throughput', 'flux_calibration_shape',
            'interstellar_absorption', 'blue_veiling', 'model_flux', 'telluric_transmission', 'sky_spectrum', 'observe',
-           'synth_spectrum', 'cemp_fraction', 'draw_population', 'make_survey', 'plot_carbon_sequence',
+           'mk_subclass', 'synth_spectrum', 'cemp_fraction', 'draw_population', 'make_survey', 'plot_carbon_sequence',
            'plot_population']
 
 # %% ../nbs/00a_mock.ipynb #c006
@@ -529,6 +529,13 @@ def _snr_band(flux, ivar, wave, lo, hi):
     snr = np.abs(flux[:, sel]) * np.sqrt(ivar[:, sel])  # ivar = 0 pixels count as S/N 0 (few; keeps this fast)
     return np.median(snr, axis=1)
 
+_MK = ((3900, 'M0'), (4100, 'K7'), (4400, 'K5'), (4700, 'K3'), (5000, 'K1'), (5300, 'G8'), (5550, 'G5'), (5800, 'G2'),
+       (6000, 'G0'), (6250, 'F8'), (6500, 'F5'), (7000, 'F2'), (7500, 'F0'), (8500, 'A7'), (1e9, 'A0'))
+
+def mk_subclass(teff):
+    "LAMOST-style spectral subclass (e.g. 'G2') for an effective temperature, as the header's SUBCLASS card."
+    return next(name for t, name in _MK if teff < t)
+
 def synth_spectrum(teff, logg, feh, cfe, snrg=30., rv=0., ebv=0., scale=1000., seed=None, rng=None, meta=None,
                    noiseless=False, telluric=True, calib=True, sky=True, cosmics=True, bad_pixels=True):
     "Mock LAMOST LRS spectrum (or a list of them for array input) with noise, ivar, masks and metadata."
@@ -545,7 +552,7 @@ def synth_spectrum(teff, logg, feh, cfe, snrg=30., rv=0., ebv=0., scale=1000., s
     if len(metas) != len(teff): raise ValueError(f"`meta` has {len(metas)} entries for {len(teff)} stars")
     out = []
     for i in range(len(teff)):
-        md = {'class': 'STAR', 'release': 'DR7', 'pipeline': 'cemp_hfs.mock', 'vacuum': True, 'z': rv[i] / C_KMS,
+        md = {'class': 'STAR', 'subclass': mk_subclass(teff[i]), 'release': 'DR7', 'pipeline': 'cemp_hfs.mock', 'vacuum': True, 'z': rv[i] / C_KMS,
               'z_err': 5 / C_KMS, 'objtype': 'star', **{k: float(v[i]) for k, v in snr.items()},
               'teff': teff[i], 'logg': logg[i], 'feh': feh[i], 'cfe': cfe[i], 'ebv': ebv[i], 'rv': rv[i]}
         md.update(metas[i])
