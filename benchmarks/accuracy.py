@@ -404,10 +404,10 @@ def fig_mae_snr(res, path):
 
 def fig_cemp_feh(res, path):
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.5))
-    for m in METHODS:
+    for k, (m, mk) in enumerate(zip(METHODS, ('o-', 's--', '^:'))):
         if m not in res['cemp_vs_feh']: continue
-        c = res['cemp_vs_feh'][m]; e = np.array(c['edges']); mid = (e[:-1] + e[1:]) / 2
-        axs[0].plot(mid, c['completeness'], 'o-', label=NAMES[m]); axs[1].plot(mid, c['purity'], 'o-', label=NAMES[m])
+        c = res['cemp_vs_feh'][m]; e = np.array(c['edges']); mid = (e[:-1] + e[1:]) / 2 + 0.03 * (k - 1)  # offsets keep ties visible
+        axs[0].plot(mid, c['completeness'], mk, label=NAMES[m]); axs[1].plot(mid, c['purity'], mk, label=NAMES[m])
     axs[0].set(xlabel='true [Fe/H]', ylabel='CEMP completeness', ylim=(-0.05, 1.05))
     axs[1].set(xlabel='fitted [Fe/H]', ylabel='CEMP purity', ylim=(-0.05, 1.05)); axs[0].legend(fontsize=8)
     fig.suptitle("CEMP selection, 'paper' preset ([Fe/H] < -2, [C/Fe] > +0.7)")
