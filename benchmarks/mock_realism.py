@@ -34,6 +34,7 @@ DATA = Path(os.environ.get('CEMP_HFS_DATA', ROOT / '..' / 'shared' / 'data')).re
 OUT = ROOT / 'benchmarks' / 'results'
 SEGMENTS = {'blue 3800-5700': (3800., 5700.), 'red 5900-8000': (5900., 8000.)}
 WAVE = mock.lamost_wave()
+SNR_BANDS = ('snru', 'snrg', 'snrr', 'snri', 'snrz')
 MAX_PIXEL_NOISE = 0.3  # real-spectrum pixels noisier than this (normalised flux) are left out of every rms
 
 
@@ -84,7 +85,7 @@ def load_dr1(data=DATA):
             flux, ivar = s.flux.astype(float), np.where(s.andmask == 0, s.ivar, 0).astype(float)
         out.append(dict(name=r['filename'], kind='DR1 LASP', teff=float(r['teff']), logg=float(r['logg']),
                         feh=float(r['feh']), cfe=0., flux=flux, ivar=ivar, rv=float(r['rv']),
-                        snrg=float(r['snrg'])))
+                        **{b: float(r[b]) for b in SNR_BANDS}))
     return out
 
 
@@ -285,6 +286,7 @@ def calibrate(syn, dr1):
                  references=[dict(name=r['name'], teff=r['teff'], logg=r['logg'], feh=r['feh']) for r in syn])
     calib['blue_veil'], calib['blue_veil_rms'], calib['blue_veil_n'] = fit_veiling(dr1)
     mock.BLUE_VEIL = tuple(calib['blue_veil'])
+    calib['instrument_knots'] = fit_instrument(dr1)
     knots, vals, nstar = fit_throughput(dr1)
     calib['throughput'] = dict(knots=[round(float(k), 1) for k in knots], values=[round(float(v), 4) for v in vals],
                                n_stars=nstar)
@@ -316,6 +318,29 @@ def fit_veiling(dr1, lo=3800., hi=4600., min_snr=30.):
     return best[1], float(best[0]), len(stars)
 
 
+def snr_ratios(dr1, seed=0):
+    "Median S/N ratios to snrg per band: LASP's for the DR1 stars, and the mock's at the same labels, rv and snrg."
+    stars = [r for r in dr1 if r['snrg'] > 5 and r['teff'] < 9000]
+    lab = np.array([[r['teff'], r['logg'], r['feh'], r['snrg'], r['rv']] for r in stars])
+    sp = mock.synth_spectrum(lab[:, 0], lab[:, 1], lab[:, 2], 0., snrg=lab[:, 3], rv=lab[:, 4], seed=seed, cosmics=False,
+                             sky=False, bad_pixels=False, telluric=False, calib=False)
+    real = np.array([[r[b] for b in SNR_BANDS] for r in stars]); m = np.array([[s.meta[b] for b in SNR_BANDS] for s in sp])
+    ok = real > 0  # -9999: LASP gave no S/N in that band
+    return ({b: float(np.median(real[ok[:, j], j] / real[ok[:, j], 1])) for j, b in enumerate(SNR_BANDS)},
+            {b: float(np.median(m[ok[:, j], j] / m[ok[:, j], 1])) for j, b in enumerate(SNR_BANDS)})
+
+
+def fit_instrument(dr1, iterations=6):
+    "Counts per unit flux at the u, g, r, i, z knots so that the mock's S/N ratios match LASP's (fixed point, S/N^2 ~ counts)."
+    kw, kv = mock.INSTRUMENT_KNOTS[0], np.ones(len(mock.INSTRUMENT_KNOTS[0]))
+    for _ in range(iterations):
+        mock.INSTRUMENT_KNOTS = (tuple(kw), tuple(float(v) for v in kv))
+        real, sim = snr_ratios(dr1)
+        kv = kv * np.array([real[b] / sim[b] for b in SNR_BANDS]) ** 2
+    mock.INSTRUMENT_KNOTS = (tuple(kw), tuple(round(float(v), 4) for v in kv))
+    return mock.INSTRUMENT_KNOTS
+
+
 def apply_calibration(calib):
     "Put a calibration (from `calibrate` or mock_calibration.json) into cemp_hfs.mock, to try it before pasting."
     mock._ATOMIC = calib['atomic_table']; mock._MODEL = None
@@ -325,6 +350,7 @@ def apply_calibration(calib):
     mock.TEMPLATES.clear(); mock.TEMPLATES.update({g: tuple(v) for g, v in calib['templates'].items()})
     t = calib['throughput']; mock.CONT_THROUGHPUT = (t['knots'], t['values'])
     mock.BLUE_VEIL = tuple(calib['blue_veil'])
+    mock.INSTRUMENT_KNOTS = tuple(tuple(v) for v in calib['instrument_knots'])
 
 
 def calibration_figure(calib, out=OUT):
@@ -367,6 +393,7 @@ def python_constants(calib):
     out.append('})')
     t = calib['throughput']
     out.append(f"BLUE_VEIL = {tuple(calib['blue_veil'])}  # v0, L (A): fitted on DR1 spectra with S/N > 30")
+    out.append(f"INSTRUMENT_KNOTS = {tuple(tuple(v) for v in calib['instrument_knots'])}  # S/N ratios of LASP's DR1 stars")
     out.append(f"CONT_THROUGHPUT = ({t['knots']},\n                   {t['values']})")
     out.append('_ATOMIC = """\n' + calib['atomic_table'] + '\n"""')
     return '\n'.join(out)
@@ -450,7 +477,7 @@ def figures(refs_by_kind, rows, out=OUT):
     axs[0].legend(fontsize=8); fig.tight_layout(); fig.savefig(out / 'mock_realism_dr1.png', dpi=110); plt.close(fig)
 
 
-def write_report(summary, rows, rate, calib, out=OUT, survey_rate=None):
+def write_report(summary, rows, rate, calib, out=OUT, survey_rate=None, snr=None):
     out.mkdir(parents=True, exist_ok=True)
     kinds = list(summary)
     lines = ["# Mock realism: `cemp_hfs.mock` against references nobody here wrote", "",
@@ -488,6 +515,14 @@ def write_report(summary, rows, rate, calib, out=OUT, survey_rate=None):
         cool = [r for r in dr if 4000 <= r['teff'] <= 6500]
         lines += ["", f"Within the mock population's range (4000 <= Teff <= 6500 K, {len(cool)} DR1 stars), median mock rms: " +
                   ", ".join(f"{seg} {np.median([r[f'mock {seg}'] for r in cool]):.4f}" for seg in SEGMENTS) + ".", ""]
+    if snr is not None:
+        lines += ["## Noise across the spectrum: S/N ratios to snrg", "",
+                  "Median over the DR1 stars of each band's S/N divided by snrg: LASP's values, and the mock's for the same labels,",
+                  "radial velocities and snrg (the instrument throughput knots are fitted to these medians, so this shows the fit",
+                  "converged; it is not an independent test).", "",
+                  "| | " + " | ".join(SNR_BANDS) + " |", "|---|" + "---|" * len(SNR_BANDS),
+                  "| DR1 (LASP) | " + " | ".join(f"{snr[0][b]:.2f}" for b in SNR_BANDS) + " |",
+                  "| mock | " + " | ".join(f"{snr[1][b]:.2f}" for b in SNR_BANDS) + " |", ""]
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
     lines += ["## Speed", "", f"`synth_spectrum` (noise, sky, telluric residuals, cosmic rays, bad pixels included): **{rate:.0f} "
               f"spectra/s** on one process of this machine ({os.cpu_count()} cores, load average {load:.1f} while measuring: "
@@ -543,8 +578,8 @@ def main(argv=None):
     survey_rate = measure_survey_rate(a.survey_n) if a.survey_n else None
     OUT.mkdir(parents=True, exist_ok=True)
     figures(refs, rows)
-    write_report(summary, rows, rate, {k: v for k, v in calib.items() if k in ('k_theta', 'fit_rms', 'blue_veil', 'blue_veil_rms', 'throughput')},
-                 survey_rate=survey_rate)
+    write_report(summary, rows, rate, {k: v for k, v in calib.items() if k in ('k_theta', 'fit_rms', 'blue_veil', 'blue_veil_rms', 'instrument_knots', 'throughput')},
+                 survey_rate=survey_rate, snr=snr_ratios(dr1))
     print((OUT / 'mock_realism.md').read_text())
 
 

@@ -20,9 +20,9 @@ from .io import LamostSpectrum, write_lamost, read_lamost
 # %% auto #0
 __all__ = ['COEFF0', 'COEFF1', 'NPIX', 'R_LAMOST', 'C_KMS', 'LABELS', 'SUN', 'STRENGTH', 'MOLECULAR_WINDOWS', 'TEMPLATE_TAU0',
            'MOL_TAU_SUN', 'K_OPACITY', 'K_PRESSURE', 'SOLAR_ABUND', 'DOPPLER_B', 'DAMP_A', 'TEMPLATES', 'BLUE_VEIL',
-           'CONT_THROUGHPUT', 'MASK_BITS', 'CEMP_NODES', 'BAND_WINDOWS', 'lamost_wave', 'air_to_vacuum',
-           'curve_of_growth', 'template_tau', 'template_growth', 'alpha_fe', 'nitrogen_fe', 'co_fraction',
-           'free_carbon', 'planck', 'ccm_extinction', 'instrument_throughput', 'flux_calibration_shape',
+           'INSTRUMENT_KNOTS', 'CONT_THROUGHPUT', 'MASK_BITS', 'CEMP_NODES', 'BAND_WINDOWS', 'lamost_wave',
+           'air_to_vacuum', 'curve_of_growth', 'template_tau', 'template_growth', 'alpha_fe', 'nitrogen_fe',
+           'co_fraction', 'free_carbon', 'planck', 'ccm_extinction', 'instrument_throughput', 'flux_calibration_shape',
            'interstellar_absorption', 'blue_veiling', 'model_flux', 'telluric_transmission', 'sky_spectrum', 'observe',
            'mk_subclass', 'synth_spectrum', 'cemp_fraction', 'draw_population', 'make_survey', 'plot_carbon_sequence',
            'plot_population']
@@ -290,6 +290,7 @@ TEMPLATES.update({
         )),
 })
 BLUE_VEIL = (0.25, 1200.0)  # v0, L (A): fitted on DR1 spectra with S/N > 30
+INSTRUMENT_KNOTS = ((3850.0, 4750.0, 6250.0, 7650.0, 8750.0), (0.0373, 1.0, 2.351, 7.3432, 4.7548))  # S/N ratios of LASP's DR1 stars
 CONT_THROUGHPUT = ([3720.0, 3806.1, 3894.2, 3984.3, 4076.5, 4170.9, 4267.4, 4366.2, 4467.2, 4570.6, 4676.4, 4784.6, 4895.4, 5008.7, 5124.6, 5243.2, 5364.6, 5488.7, 5615.8, 5745.7, 5878.7, 6014.8, 6154.0, 6296.4, 6442.2, 6591.3, 6743.8, 6899.9, 7059.6, 7223.0, 7390.1, 7561.2, 7736.2, 7915.2, 8098.4, 8285.9, 8477.6, 8673.8, 8874.6, 9080.0],
                    [0.8933, 1.2646, 1.2594, 1.2281, 1.2086, 1.1476, 1.1426, 1.0989, 1.0795, 1.0576, 1.0244, 0.9773, 0.9583, 0.9379, 0.9207, 0.9051, 0.8821, 0.8662, 0.8512, 0.8486, 0.8244, 0.8176, 0.8102, 0.8046, 0.7933, 0.7851, 0.7787, 0.7667, 0.7729, 0.7671, 0.7645, 0.7592, 0.7445, 0.7466, 0.7544, 0.7477, 0.7433, 0.7315, 0.6994, 0.7094])  # knots (A), values: median DR1 flux / model, 3720-9080 A
 
@@ -343,13 +344,19 @@ def ccm_extinction(wave, ebv, rv=3.1):
                  + 5.30260 * y**6 - 2.09002 * y**7, -0.527 * x ** 1.61)
     return np.asarray(ebv, float) * rv * (a + b / rv)
 
+# `INSTRUMENT_KNOTS` (with the calibrated constants above): detected counts per unit calibrated flux and pixel at the
+# centres of the S/N bands u, g, r, i, z (relative to g), fitted so that mock spectra at the labels of the 100 DR1
+# stars have LASP's median snru/snrg ... snrz/snrg (the red arm collects ~7 times more counts per unit flux than g)
+
 def instrument_throughput(wave):
-    "Relative LAMOST instrument throughput (counts per unit flux): blue fall-off, dichroic dip, red fall-off."
+    "Relative LAMOST counts per unit calibrated flux: smooth band knots, blue fall-off, dichroic dip, red fall-off."
     w = np.asarray(wave, float)
-    blue = 1 / (1 + np.exp(-(w - 4050.) / 180.))
-    red = 1 / (1 + np.exp((w - 8900.) / 300.))
+    kw, kv = INSTRUMENT_KNOTS
+    smooth = np.exp(np.interp(np.log(w), np.log(kw), np.log(kv)))
+    blue = 1 / (1 + np.exp(-(w - 3750.) / 60.))
+    red = 1 / (1 + np.exp((w - 9000.) / 60.))
     dichroic = 1 - 0.75 * np.exp(-0.5 * ((w - 5800.) / 70.) ** 2)
-    return blue * red * dichroic
+    return smooth * blue * red * dichroic
 
 def flux_calibration_shape(wave):
     "Mean multiplicative shape of LAMOST's relative flux calibration (from `CONT_THROUGHPUT`; 1 when not set)."
