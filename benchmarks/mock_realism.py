@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
-from scipy.ndimage import gaussian_filter1d, percentile_filter
+from scipy.ndimage import gaussian_filter1d, percentile_filter, uniform_filter1d
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -135,6 +135,9 @@ def compare(refs, shuffle_seed=0):
         for k, sel in segs.items():
             sel = sel & good
             row[f'mock {k}'] = float(np.sqrt(np.mean((mn - rn)[sel] ** 2)))
+            # the slowly varying part of the residual (50-pixel running mean): continuum shape, not lines
+            smooth = uniform_filter1d(np.where(sel, mn - rn, 0.), 50) / np.maximum(uniform_filter1d(sel * 1., 50), 1e-9)
+            row[f'smooth {k}'] = float(np.sqrt(np.mean(smooth[sel] ** 2)))
             row[f'flat {k}'] = float(np.sqrt(np.mean((1 - rn)[sel] ** 2)))
             row[f'shuffled {k}'] = float(np.sqrt(np.mean((shn - rn)[sel] ** 2)))
             row[f'noise {k}'] = 0. if ref['ivar'] is None else float(
@@ -149,7 +152,7 @@ def summarise(rows):
     for kind in dict.fromkeys(r['kind'] for r in rows):
         rs = [r for r in rows if r['kind'] == kind]
         out[kind] = {'n': len(rs), **{k: float(np.median([r[k] for r in rs]))
-                                      for k in rs[0] if k.split()[0] in ('mock', 'flat', 'shuffled', 'noise')}}
+                                      for k in rs[0] if k.split()[0] in ('mock', 'flat', 'shuffled', 'noise', 'smooth')}}
     return out
 
 
@@ -503,15 +506,20 @@ def write_report(summary, rows, rate, calib, out=OUT, survey_rate=None, snr=None
         lines.append("")
     dr = [r for r in rows if r['kind'] == 'DR1 LASP']
     if dr:
-        lines += ["## DR1: fraction of stars where the mock beats each baseline", "", "| segment | mock < flat | mock < shuffled | mock rms / noise rms (median) |",
-                  "|---|---|---|---|"]
+        lines += ["## DR1: fraction of stars where the mock beats each baseline", "",
+                  "| segment | mock < flat | mock < shuffled | mock rms / noise rms (median) | rms of the smooth part of the residual (median) |",
+                  "|---|---|---|---|---|"]
         for seg in SEGMENTS:
             m = np.array([r[f'mock {seg}'] for r in dr])
             lines.append(f"| {seg} | {np.mean(m < [r[f'flat {seg}'] for r in dr]):.2f} | "
                          f"{np.mean(m < [r[f'shuffled {seg}'] for r in dr]):.2f} | "
-                         f"{np.median(m / np.maximum([r[f'noise {seg}'] for r in dr], 1e-9)):.2f} |")
+                         f"{np.median(m / np.maximum([r[f'noise {seg}'] for r in dr], 1e-9)):.2f} | "
+                         f"{np.median([r[f'smooth {seg}'] for r in dr]):.4f} |")
         lines += ["", "A median ratio near or below 1 means the residual is as small as the noise allows (DR1's ivar may also",
-                  "overstate the noise a little); above 1, the model (or the real data's own artefacts) leaves structure."]
+                  "overstate the noise a little); above 1, the model (or the real data's own artefacts) leaves structure. The",
+                  "smooth part (50-pixel running mean of mock minus reference) is pseudo-continuum shape (flux-calibration",
+                  "wiggles of the real spectra, the normaliser meeting noise), not line strengths: in the red it is most of the",
+                  "excess over the noise."]
         cool = [r for r in dr if 4000 <= r['teff'] <= 6500]
         lines += ["", f"Within the mock population's range (4000 <= Teff <= 6500 K, {len(cool)} DR1 stars), median mock rms: " +
                   ", ".join(f"{seg} {np.median([r[f'mock {seg}'] for r in cool]):.4f}" for seg in SEGMENTS) + ".", ""]
