@@ -518,8 +518,10 @@ def write_report(summary, rows, rate, calib, out=OUT, survey_rate=None, snr=None
         lines += ["", "A median ratio near or below 1 means the residual is as small as the noise allows (DR1's ivar may also",
                   "overstate the noise a little); above 1, the model (or the real data's own artefacts) leaves structure. The",
                   "smooth part (50-pixel running mean of mock minus reference) is pseudo-continuum shape (flux-calibration",
-                  "wiggles of the real spectra, the normaliser meeting noise), not line strengths: in the red it is most of the",
-                  "excess over the noise."]
+                  "wiggles of the real spectra, the normaliser meeting noise), not line strengths. Share of the variance in excess",
+                  "of the noise that is smooth (medians): " + ", ".join(
+                      f"{seg} {min(1, np.median([r[f'smooth {seg}'] for r in dr]) ** 2 / max(np.median([r[f'mock {seg}'] for r in dr]) ** 2 - np.median([r[f'noise {seg}'] for r in dr]) ** 2, 1e-12)):.0%}"
+                      for seg in SEGMENTS) + "."]
         cool = [r for r in dr if 4000 <= r['teff'] <= 6500]
         lines += ["", f"Within the mock population's range (4000 <= Teff <= 6500 K, {len(cool)} DR1 stars), median mock rms: " +
                   ", ".join(f"{seg} {np.median([r[f'mock {seg}'] for r in cool]):.4f}" for seg in SEGMENTS) + ".", ""]
