@@ -521,7 +521,7 @@ def write_report(summary, rows, rate, calib, out=OUT, survey_rate=None, snr=None
                   "wiggles of the real spectra, the normaliser meeting noise), not line strengths. Share of the variance in excess",
                   "of the noise that is smooth (medians): " + ", ".join(
                       f"{seg} {min(1, np.median([r[f'smooth {seg}'] for r in dr]) ** 2 / max(np.median([r[f'mock {seg}'] for r in dr]) ** 2 - np.median([r[f'noise {seg}'] for r in dr]) ** 2, 1e-12)):.0%}"
-                      for seg in SEGMENTS) + "."]
+                      for seg in SEGMENTS) + " (100% where the median residual is already at the noise level)."]
         cool = [r for r in dr if 4000 <= r['teff'] <= 6500]
         lines += ["", f"Within the mock population's range (4000 <= Teff <= 6500 K, {len(cool)} DR1 stars), median mock rms: " +
                   ", ".join(f"{seg} {np.median([r[f'mock {seg}'] for r in cool]):.4f}" for seg in SEGMENTS) + ".", ""]

@@ -6,7 +6,7 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/mock.html.md"""
 
 # %% ../nbs/00a_mock.ipynb #c002
 from __future__ import annotations
-import json, math, os
+import os
 from pathlib import Path
 
 import numpy as np
