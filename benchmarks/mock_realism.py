@@ -556,7 +556,10 @@ def write_report(summary, rows, rate, calib, out=OUT, survey_rate=None, snr=None
               "  against real CEMP stars here; only their behaviour with labels is (inline tests in nbs/00a_mock.ipynb).",
               "* LASP labels themselves carry errors (~100-150 K, 0.2-0.4 dex in logg, 0.1-0.3 dex in [Fe/H] at these S/N).",
               "* LAMOST's flux-calibration residuals, sky and telluric residuals are modelled statistically, not per plate.", ""]
-    if calib: lines += ["## Calibration run", "", "```", json.dumps(calib, indent=1)[:3000], "```", ""]
+    if calib:
+        lines += ["## Calibration run (`--calibrate`)", "", "```"]
+        lines += [f"{k}: {json.dumps(v, default=float, separators=(', ', ': '))}" for k, v in calib.items()]
+        lines += ["```", ""]
     lines += ["Figures: `mock_realism_spectra.png` (mock over references), `mock_realism_dr1.png` (per-star rms vs Teff),",
               "`mock_calibration.png` (what `--calibrate` measured; its constants are in `mock_calibration_constants.py`,",
               "pasted into nbs/00a_mock.ipynb)."]
