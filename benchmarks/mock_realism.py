@@ -89,6 +89,27 @@ def load_dr1(data=DATA):
     return out
 
 
+def jinabase_cemp(data=DATA, bins=((-4.5, -3.), (-3., -2.5), (-2.5, -2.), (-2., -1.5))):
+    "Fraction of [C/Fe] > +0.7 per [Fe/H] bin in JINAbase (carbon detections, one entry per star), with star counts."
+    from astropy.io import ascii
+    t = ascii.read(data / 'catalogs' / 'jinabase2018_all_info.txt', format='fixed_width_two_line')
+    lim = ascii.read(data / 'catalogs' / 'jinabase2018_limits_key.txt', format='fixed_width_two_line')
+    num = lambda col: np.array([float(x) if str(x).strip() not in ('*', '--', '') else np.nan for x in col])
+    feh = num(t['Fe']) - 7.50  # JINAbase lists log eps; solar Fe 7.50, C 8.43 (Asplund et al. 2009)
+    cfe = num(t['C']) - mock.SOLAR_ABUND['C'] - feh
+    ok = np.isfinite(feh) & np.isfinite(cfe) & np.array([str(x).strip() != '1' for x in lim['ulC']])
+    stars = {}
+    for i in np.nonzero(ok)[0]: stars.setdefault(str(t['Simbad_Identifier'][i]), []).append(i)
+    F = np.array([feh[v].mean() for v in stars.values()]); C = np.array([cfe[v].mean() for v in stars.values()])
+    pop = mock.draw_population(200000, seed=0)
+    out = []
+    for lo, hi in bins:
+        s, sm = (F >= lo) & (F < hi), (pop['feh'] >= lo) & (pop['feh'] < hi)
+        out.append(dict(feh_lo=lo, feh_hi=hi, n_jinabase=int(s.sum()), jinabase=float((C[s] > 0.7).mean()),
+                        mock=float((pop['cfe'][sm] > 0.7).mean())))
+    return out
+
+
 # ---------------------------------------------------------------- one normaliser for mock and reference
 def normalise(flux, good=None, size=151, pct=85, smooth=25):
     "Running-percentile pseudo-continuum normalisation on the LAMOST grid; returns (normalised flux, continuum)."
@@ -480,7 +501,7 @@ def figures(refs_by_kind, rows, out=OUT):
     axs[0].legend(fontsize=8); fig.tight_layout(); fig.savefig(out / 'mock_realism_dr1.png', dpi=110); plt.close(fig)
 
 
-def write_report(summary, rows, rate, calib, out=OUT, survey_rate=None, snr=None):
+def write_report(summary, rows, rate, calib, out=OUT, survey_rate=None, snr=None, cemp=None):
     out.mkdir(parents=True, exist_ok=True)
     kinds = list(summary)
     lines = ["# Mock realism: `cemp_hfs.mock` against references nobody here wrote", "",
@@ -533,6 +554,15 @@ def write_report(summary, rows, rate, calib, out=OUT, survey_rate=None, snr=None
                   "| | " + " | ".join(SNR_BANDS) + " |", "|---|" + "---|" * len(SNR_BANDS),
                   "| DR1 (LASP) | " + " | ".join(f"{snr[0][b]:.2f}" for b in SNR_BANDS) + " |",
                   "| mock | " + " | ".join(f"{snr[1][b]:.2f}" for b in SNR_BANDS) + " |", ""]
+    if cemp:
+        lines += ["## Population: CEMP fraction per [Fe/H] bin", "",
+                  "Fraction of stars with [C/Fe] > +0.7: the mock population (`draw_population`, 2x10^5 stars) and the JINAbase",
+                  "literature compilation (Abohalima & Frebel 2018; carbon detections only, one entry per star, no correction for",
+                  "carbon depletion on the giant branch, and a sample selected for being metal-poor and often for carbon, so a",
+                  "sanity check, not a measurement). Placco et al. (2014), with evolutionary corrections, find 20% below",
+                  "[Fe/H] = -2 and 43% below -3.", "", "| [Fe/H] | JINAbase stars | JINAbase | mock |", "|---|---|---|---|"]
+        lines += [f"| {c['feh_lo']:+.1f} .. {c['feh_hi']:+.1f} | {c['n_jinabase']} | {c['jinabase']:.2f} | {c['mock']:.2f} |" for c in cemp]
+        lines += [""]
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
     lines += ["## Speed", "", f"`synth_spectrum` (noise, sky, telluric residuals, cosmic rays, bad pixels included): **{rate:.0f} "
               f"spectra/s** on one process of this machine ({os.cpu_count()} cores, load average {load:.1f} while measuring: "
@@ -564,7 +594,7 @@ def write_report(summary, rows, rate, calib, out=OUT, survey_rate=None, snr=None
               "`mock_calibration.png` (what `--calibrate` measured; its constants are in `mock_calibration_constants.py`,",
               "pasted into nbs/00a_mock.ipynb)."]
     (out / 'mock_realism.md').write_text('\n'.join(lines) + '\n')
-    (out / 'mock_realism.json').write_text(json.dumps(dict(summary=summary, rows=rows, rate_per_s=rate, survey_files_per_s=survey_rate, calibration=calib),
+    (out / 'mock_realism.json').write_text(json.dumps(dict(summary=summary, rows=rows, rate_per_s=rate, survey_files_per_s=survey_rate, snr_ratios=snr, cemp_fraction=cemp, calibration=calib),
                                                       indent=1, default=float) + '\n')
 
 
@@ -592,7 +622,7 @@ def main(argv=None):
     OUT.mkdir(parents=True, exist_ok=True)
     figures(refs, rows)
     write_report(summary, rows, rate, {k: v for k, v in calib.items() if k in ('k_theta', 'fit_rms', 'blue_veil', 'blue_veil_rms', 'instrument_knots', 'throughput')},
-                 survey_rate=survey_rate, snr=snr_ratios(dr1))
+                 survey_rate=survey_rate, snr=snr_ratios(dr1), cemp=jinabase_cemp())
     print((OUT / 'mock_realism.md').read_text())
 
 
