@@ -99,7 +99,9 @@ def cmd_prepare(args):
     if args.config:
         if not Path(args.config).is_file(): raise FileNotFoundError(f"preprocessing config {args.config}: no such file")
         cfg = args.config
-    build_dataset(t, args.out, root=args.root or root, cfg=cfg, seed=args.seed, n_workers=args.workers, progress=not args.quiet)
+    if not args.quiet: print(f"prepare: preprocessing {len(t)} spectra into {args.out} ...", flush=True)
+    # build_dataset's own progress bar is off: with fastprogress 1.x it fails before the first chunk (reported)
+    build_dataset(t, args.out, root=args.root or root, cfg=cfg, seed=args.seed, n_workers=args.workers, progress=False)
     ds = load_dataset(args.out)
     print(f"prepare: {ds}")
     return 0
@@ -113,7 +115,7 @@ def _config_arg(config):
 def cmd_train(args):
     "Train HFS-Net on a dataset and write the model file, its log and figures."
     import matplotlib; matplotlib.use('Agg')
-    from cemp_hfs.train import train_hfsnet, split_predictions, plot_training, plot_one_to_one, plot_residuals_snr
+    from cemp_hfs.train import train_hfsnet, split_predictions, plot_training, plot_one_to_one, plot_residuals_snr, plot_expert_usage
     if not (Path(args.dataset) / 'labels.fits').exists(): raise FileNotFoundError(f"{args.dataset}: not a dataset (no labels.fits); run `cemp-hfs prepare` first")
     cfg = _config_arg(args.config)
     out = Path(args.out)
@@ -122,7 +124,7 @@ def cmd_train(args):
     figs = out.parent / f'{out.stem}_figures'; figs.mkdir(parents=True, exist_ok=True)
     vt = split_predictions(learn)
     for name, fig in [('training', plot_training(learn.history, learn.scaler)), ('one_to_one', plot_one_to_one(vt)),
-                      ('residuals_snr', plot_residuals_snr(vt))]:
+                      ('residuals_snr', plot_residuals_snr(vt)), ('expert_usage', plot_expert_usage(learn.expert_usage.usage))]:
         fig.savefig(figs / f'{name}.png', dpi=110, bbox_inches='tight')
     last = {k: round(float(learn.history[k][-1]), 4) for k in learn.history.colnames if k.startswith('mae_')}
     print(f"train: best epoch {learn.save_best.best_epoch + 1} of {len(learn.history)}, valid MAE {last} -> {out}, figures in {figs}")
@@ -166,7 +168,7 @@ def cmd_select(args):
     return 0
 
 # %% ../nbs/90_cli.ipynb #c014
-DEMO = dict(n_train=2500, n_test=800, epochs=10, bs=32, lr=3e-3, mc=16, config='small')
+DEMO = dict(n_train=2000, n_test=1000, epochs=10, bs=32, lr=3e-3, mc=10, config='small')
 
 def _summary_markdown(s: dict) -> str:
     "The demo summary as a Markdown page."
@@ -181,7 +183,9 @@ def _summary_markdown(s: dict) -> str:
     for l in ('teff', 'logg', 'feh', 'cfe', 'ch'):
         lines.append(f"| {l} | {ev[f'mae_{l}']:.3g} {UNITS.get(l, '')} |")
     lines += ["", f"CEMP selection (criteria `{s['criteria']}`): {ev['n_selected']} selected, {ev['n_true_cemp']} truly CEMP, "
-              f"{ev['n_true_positive']} both: completeness **{ev['completeness']:.2f}**, purity **{ev['purity']:.2f}**.", "",
+              f"{ev['n_true_positive']} both: completeness **{ev['completeness']:.2f}**, purity **{ev['purity']:.2f}**. "
+              f"Selecting by P(CEMP) >= 0.5 instead ({s['mc_samples']} MC-dropout draws per star): {ev['n_selected_p50']} selected, "
+              f"completeness **{ev['completeness_p50']:.2f}**, purity **{ev['purity_p50']:.2f}**.", "",
               f"Wall time: {s['seconds']['total']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in s['seconds'].items() if k != 'total')})."]
     return '\n'.join(lines) + '\n'
 
@@ -203,7 +207,7 @@ def run_demo(out='demo_out', n_train=DEMO['n_train'], n_test=DEMO['n_test'], epo
     import torch
     from cemp_hfs.mock import make_survey
     from cemp_hfs.preprocess import build_dataset, load_dataset
-    from cemp_hfs.train import train_hfsnet, split_predictions, plot_training, plot_one_to_one, plot_residuals_snr
+    from cemp_hfs.train import train_hfsnet, split_predictions, plot_training, plot_one_to_one, plot_residuals_snr, plot_expert_usage
     from cemp_hfs.select import predict, evaluate
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     secs, t0 = {}, time.time()
@@ -213,12 +217,12 @@ def run_demo(out='demo_out', n_train=DEMO['n_train'], n_test=DEMO['n_test'], epo
         if progress: print(f"demo: {name} done in {secs[name]:.0f} s", flush=True)
     train_truth = make_survey(n_train, out / 'survey_train', seed=seed, progress=progress); lap('mock_train')
     cat, root = prepare_catalogue(out / 'survey_train' / 'truth.csv', out / 'survey_train' / 'hires_labels.csv', progress=False)
-    build_dataset(cat, out / 'dataset', root=root, seed=seed, progress=progress); lap('prepare')
+    build_dataset(cat, out / 'dataset', root=root, seed=seed, progress=False); lap('prepare')
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     learn = train_hfsnet(out / 'dataset', config, epochs=epochs, bs=bs, lr=lr, out=out / 'model.pt', seed=seed, progress=progress)
     vt = split_predictions(learn)
     for name, fig in [('training', plot_training(learn.history, learn.scaler)), ('one_to_one_valid', plot_one_to_one(vt)),
-                      ('residuals_snr_valid', plot_residuals_snr(vt))]:
+                      ('residuals_snr_valid', plot_residuals_snr(vt)), ('expert_usage', plot_expert_usage(learn.expert_usage.usage))]:
         fig.savefig(out / f'{name}.png', dpi=110, bbox_inches='tight'); plt.close(fig)
     lap('train')
     test_truth = make_survey(n_test, out / 'survey_test', seed=seed + 1000, progress=progress); lap('mock_test')
@@ -230,8 +234,10 @@ def run_demo(out='demo_out', n_train=DEMO['n_train'], n_test=DEMO['n_test'], epo
         fig.savefig(out / f'{name}.png', dpi=110, bbox_inches='tight'); plt.close(fig)
     lap('select')
     ev = evaluate(pred, test_truth, criteria)
+    ev_p = evaluate(pred, test_truth, criteria, p_min=0.5)
+    ev.update({f'{k}_p50': ev_p[k] for k in ('n_selected', 'n_true_positive', 'completeness', 'purity')})
     secs['total'] = round(sum(secs.values()), 1)
-    summary = dict(config=config, criteria=criteria, seed_test=seed + 1000, n_train_spectra=len(train_truth),
+    summary = dict(config=config, criteria=criteria, seed_test=seed + 1000, mc_samples=mc, n_train_spectra=len(train_truth),
                    n_dataset=len(load_dataset(out / 'dataset')), n_test_spectra=len(test_truth), n_predicted=len(pred),
                    n_rejected=int(pred.meta['NREJECT']), n_candidates=len(cand),
                    training=dict(epochs_run=len(learn.history), best_epoch=int(learn.save_best.best_epoch) + 1,

@@ -25,9 +25,10 @@ from .hfsnet import load_model
 from .train import LABELS, LabelScaler, SpectraDataset, TEX, UNITS
 
 # %% auto #0
-__all__ = ['CLASSES', 'META_COLS', 'CATALOGUE_COLUMNS', 'GBAND', 'criteria_presets', 'load_criteria', 'satisfies', 'classify',
-           'enable_mc_dropout', 'predictive_samples', 'summarize_samples', 'DatasetSource', 'FileSource', 'open_source',
-           'predict', 'candidates', 'write_catalogue', 'evaluate', 'plot_cfe_feh', 'plot_kiel', 'plot_top_candidates']
+__all__ = ['CLASSES', 'META_COLS', 'CATALOGUE_COLUMNS', 'GBAND', 'criteria_presets', 'load_criteria', 'satisfies', 'describe',
+           'classify', 'enable_mc_dropout', 'predictive_samples', 'summarize_samples', 'DatasetSource', 'FileSource',
+           'open_source', 'predict', 'candidates', 'write_catalogue', 'evaluate', 'plot_cfe_feh', 'plot_kiel',
+           'plot_top_candidates']
 
 # %% ../nbs/06_select.ipynb #c005
 CLASSES = ('cemp', 'emp', 'vmp')
@@ -70,6 +71,10 @@ def satisfies(conds, values) -> np.ndarray:
         with np.errstate(invalid='ignore'): ok = _OPS[op](values(label), v)
         res = ok if res is None else res & ok
     return res
+
+def describe(conds) -> str:
+    "Conditions in the field's notation, e.g. '[Fe/H] < -2, [C/Fe] > 0.7'."
+    return ', '.join(f"{TEX.get(l, l)} {op} {v:g}" for l, op, v in conds)
 
 def classify(t: Table, criteria='paper') -> Table:
     "A copy of `t` with boolean columns `cemp`, `emp`, `vmp` (and `ch` if missing) under `criteria`."
@@ -178,7 +183,9 @@ def _as_model(model):
         if not Path(model).is_file(): raise FileNotFoundError(f"model file {model}: no such file")
         try: model = load_model(model)
         except ValueError: raise
-        except Exception as e: raise ValueError(f"{model}: not a model file written by train_hfsnet ({type(e).__name__})") from e
+        except Exception as e:
+            why = (str(e).strip().splitlines() or [''])[0][:200]
+            raise ValueError(f"{model}: cannot be loaded as a model written by train_hfsnet ({type(e).__name__}: {why})") from e
     if isinstance(model, tuple): net, extra = model
     elif hasattr(model, 'scaler') and hasattr(model, 'model'):  # a Learner from train_hfsnet
         net, extra = model.model, {'label_scaler': model.scaler.to_dict(), 'preprocess': dict(model.data.config or {})}
@@ -342,7 +349,7 @@ def plot_cfe_feh(t: Table, criteria='paper', ax=None, truth: Table | None = None
     x0, x1 = xl[0], fhi if fhi is not None else xl[1]
     y0, y1 = clo if clo is not None else yl[0], max(yl[1], (clo or 0) + 1)
     ax.fill_between([x0, x1], y0, y1, color='C3', alpha=0.1, label='CEMP region', zorder=0)
-    ax.set(xlim=xl, ylim=(yl[0], y1), xlabel='[Fe/H]', ylabel='[C/Fe]', title=crit['description'][:60] + '...')
+    ax.set(xlim=xl, ylim=(yl[0], y1), xlabel='[Fe/H]', ylabel='[C/Fe]', title='CEMP: ' + describe(crit['cemp']))
     ax.axhline(0, color='k', lw=0.5); ax.legend(fontsize=8, loc='upper right')
     return ax.figure
 

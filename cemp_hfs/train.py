@@ -36,7 +36,7 @@ from .hfsnet import HFSNet, load_config, save_model, load_model
 __all__ = ['LABELS', 'UNITS', 'TEX', 'label_matrix', 'LabelScaler', 'unit_median', 'SpectraDataset', 'SpectraDL', 'split_rows',
            'hfs_dataloaders', 'masked_mse', 'masked_gaussian_nll', 'hfs_loss', 'MoEBalanceCallback',
            'ExpertUsageCallback', 'LabelMAE', 'SaveBestModel', 'history_table', 'train_hfsnet', 'split_predictions',
-           'plot_training', 'plot_one_to_one', 'plot_residuals_snr']
+           'plot_training', 'plot_expert_usage', 'plot_one_to_one', 'plot_residuals_snr']
 
 # %% ../nbs/05_train.ipynb #c005
 LABELS = ('teff', 'logg', 'feh', 'cfe')
@@ -302,12 +302,25 @@ def plot_training(history: Table, scaler: LabelScaler | None = None):
     fig.tight_layout()
     return fig
 
+def plot_expert_usage(usage):
+    "Fraction of the spectra routed to each expert per training epoch (an even share is 1/k of the experts used)."
+    u = np.asarray(usage, float)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    if u.ndim == 2 and len(u):
+        for i in range(u.shape[1]): ax.plot(np.arange(1, len(u) + 1), u[:, i], 'o-', label=f'expert {i}')
+        ax.axhline(1 / u.shape[1], color='k', ls=':', lw=1, label='even share')
+        ax.legend(fontsize=8)
+    ax.set(xlabel='epoch', ylabel='routing share', title='MoE expert usage (continuum branch)')
+    fig.tight_layout()
+    return fig
+
 def plot_one_to_one(t: Table, labels=LABELS):
     "Predicted against true label, one panel per label, with the bias and scatter of the residuals."
-    fig, axs = plt.subplots(1, len(labels), figsize=(3.6 * len(labels), 3.4))
+    fig, axs = plt.subplots(1, len(labels), figsize=(3.9 * len(labels), 3.5), layout='constrained')
     for ax, l in zip(np.atleast_1d(axs), labels):
         x, y = np.asarray(t[l], float), np.asarray(t[f'{l}_pred'], float); ok = np.isfinite(x) & np.isfinite(y)
-        sc = ax.scatter(x[ok], y[ok], c=np.asarray(t['snrg'], float)[ok], s=8, cmap='viridis')
+        snr = np.asarray(t['snrg'], float)[ok]
+        sc = ax.scatter(x[ok], y[ok], c=snr, s=8, cmap='viridis', vmax=np.nanpercentile(snr, 95) if len(snr) else None)
         lim = [np.nanmin(np.r_[x[ok], y[ok]]), np.nanmax(np.r_[x[ok], y[ok]])]
         ax.plot(lim, lim, 'k--', lw=1)
         r = y[ok] - x[ok]

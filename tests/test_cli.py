@@ -65,7 +65,7 @@ def test_bad_inputs_exit_2_with_a_message(chain, tmp_path, capsys):
     d = chain
     for args, msg in [(('train', tmp_path / 'nope'), 'not a dataset'),
                       (('train', d / 'ds', '--config', tmp_path / 'missing.yaml'), 'missing.yaml'),
-                      (('predict', d / 'survey' / 'truth.csv', d / 'ds', '--out', tmp_path / 'p'), 'not a model file'),
+                      (('predict', d / 'survey' / 'truth.csv', d / 'ds', '--out', tmp_path / 'p'), 'cannot be loaded'),
                       (('predict', d / 'model.pt', tmp_path / 'empty', '--out', tmp_path / 'p'), 'empty'),
                       (('select', d / 'pred' / 'predictions.fits', '--out', tmp_path / 's', '--criteria', 'nonsense'), 'neither a preset'),
                       (('prepare', tmp_path / 'nothing.csv', '--out', tmp_path / 'ds2'), 'no such file')]:
