@@ -191,7 +191,7 @@ def load_config(name_or_path:str|Path|dict='paper', # shipped name ('paper', 'sm
     except yaml.YAMLError as e: raise ConfigError('<root>', f"{s} is not valid YAML: {e}") from e
     return check_config(cfg)
 
-# %% ../nbs/04_hfsnet.ipynb #c018
+# %% ../nbs/04_hfsnet.ipynb #c019
 def build_component(kind:str, # registry kind: 'branch', 'fusion' or 'head'
                     key:str, # config key, for error messages
                     spec:dict, # the config mapping (with `type`)
@@ -217,7 +217,7 @@ def _branch_out(branch, key, n_pixels):
     if n < 1: raise ConfigError(key, f"pools n_pixels={n_pixels} down to nothing; use fewer layers or a smaller pool")
     return branch.out_channels, n
 
-# %% ../nbs/04_hfsnet.ipynb #c019
+# %% ../nbs/04_hfsnet.ipynb #c020
 class HFSNet(nn.Module):
     "Heterogeneous feature stream network: continuum branch + normalised branch -> fusion -> multi-task head."
     def __init__(self, cfg:str|Path|dict='paper', # config: shipped name, path or dict (see `load_config`)
@@ -261,7 +261,7 @@ class HFSNet(nn.Module):
         n = len(self.labels)
         return (y[:, :n], y[:, n:]) if self.heteroscedastic else (y, None)
 
-# %% ../nbs/04_hfsnet.ipynb #c021
+# %% ../nbs/04_hfsnet.ipynb #c022
 def toy_batch(n:int=2, # spectra
               n_pixels:int=4000, # pixels
               seed:int=0, # random seed
@@ -275,7 +275,7 @@ def toy_batch(n:int=2, # spectra
     norm = 1 - (depth * torch.exp(-0.5 * ((x - centres) / width) ** 2)).sum(1).clamp(max=0.95)
     return (cont / cont.median(1, keepdim=True).values)[:, None], norm[:, None]
 
-# %% ../nbs/04_hfsnet.ipynb #c030
+# %% ../nbs/04_hfsnet.ipynb #c031
 FORMAT = 'cemp-hfs/hfsnet-v1'
 
 def _plain(obj, where:str):
@@ -314,13 +314,13 @@ def load_model(path:str|Path, # file written by `save_model`
     model.load_state_dict(obj['state_dict'])
     return model.to(map_location).eval(), obj['extra']
 
-# %% ../nbs/04_hfsnet.ipynb #c033
+# %% ../nbs/04_hfsnet.ipynb #c034
 def fuse_for_inference(model:HFSNet, # a trained network
                       ) -> HFSNet:
     "Eval-mode copy of `model` with BatchNorm folded and parallel kernels merged (inference only)."
     return fuse_pyramid(model)
 
-# %% ../nbs/04_hfsnet.ipynb #c036
+# %% ../nbs/04_hfsnet.ipynb #c037
 def _branch_boxes(branch, n_pixels, name):
     "(title, detail) boxes describing one branch."
     boxes = [(name, f"1 x {n_pixels}")]
@@ -384,7 +384,7 @@ def draw_architecture(cfg:str|Path|dict|HFSNet='paper', # config (name, path, di
     ax.set_title(f"HFS-Net, config '{model.config.get('name', '?')}'", fontsize=9)
     return ax
 
-# %% ../nbs/04_hfsnet.ipynb #c041
+# %% ../nbs/04_hfsnet.ipynb #c042
 def component_costs(model:HFSNet, # the network
                     n:int=8, # toy spectra to count on
                     seed:int=0, # seed of the toy batch
