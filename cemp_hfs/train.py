@@ -170,7 +170,9 @@ class MoEBalanceCallback(Callback):
 class ExpertUsageCallback(Callback):
     "Average `model.expert_usage` over each training epoch into `self.usage` (one row per epoch)."
     order = 11
-    def before_fit(self): self.usage = []
+    def __init__(self): self.usage = []
+    def before_train(self):
+        if self.epoch == 0: self.usage = []  # a new fit (not `before_fit`: `get_preds` fires that one too)
     def before_epoch(self): self._sum, self._n = None, 0
     def after_loss(self):
         u = getattr(self.learn.model, 'expert_usage', None)
@@ -201,7 +203,11 @@ class SaveBestModel(TrackerCallback):
     def __init__(self, fname=None, extra=None, monitor='valid_loss', comp=None, min_delta=0.):
         super().__init__(monitor=monitor, comp=comp, min_delta=min_delta, reset_on_fit=True)
         self.fname, self.extra, self.best_state, self.best_epoch = fname, extra or {}, None, None
+    def before_train(self): self._trained = True
     def after_epoch(self):
+        # `get_preds` fires before_fit/after_epoch/after_fit as well: act only on epochs that trained
+        if not getattr(self, '_trained', False): return
+        self._trained = False
         super().after_epoch()
         if not self.new_best: return
         self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.learn.model.state_dict().items()})
@@ -209,7 +215,7 @@ class SaveBestModel(TrackerCallback):
         if self.fname is not None:
             save_model(self.fname, self.learn.model, extra={**self.extra, 'epoch': int(self.epoch), self.monitor: float(self.best)})
     def after_fit(self):
-        if self.best_state is not None: self.learn.model.load_state_dict(self.best_state)
+        if self.best_state is not None and self.best_epoch is not None: self.learn.model.load_state_dict(self.best_state)
 
 # %% ../nbs/05_train.ipynb #c021
 def history_table(learn: Learner) -> Table:
@@ -279,7 +285,7 @@ def split_predictions(learn: Learner, split='valid') -> Table:
     rows = split_rows(data, split)
     dl = SpectraDL(SpectraDataset(data, rows, sc.transform(label_matrix(data.labels, sc.labels))), bs=learn.dls.bs,
                    device=learn.dls.device)
-    with learn.no_bar(): preds, _ = learn.get_preds(dl=dl)
+    with learn.no_bar(): preds, _ = learn.get_preds(dl=dl, inner=True)  # inner: no fit events for the callbacks
     pred = sc.inverse(preds[:, :len(sc.labels)].float().numpy())
     truth = label_matrix(data.labels, sc.labels)[rows]
     t = Table({'row': rows, 'snrg': np.asarray(data.labels['snrg'], float)[rows]})
