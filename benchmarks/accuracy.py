@@ -86,6 +86,16 @@ def hardware() -> dict:
                 load_average_start=list(os.getloadavg()))
 
 
+def git_state() -> dict:
+    "The commit the package was run from, and whether the forward model / pipeline had uncommitted changes."
+    def run(*a):
+        try: return subprocess.run(['git', '-C', str(ROOT), *a], capture_output=True, text=True, timeout=20).stdout.strip()
+        except Exception: return ''
+    dirty = run('status', '--porcelain', '--', 'cemp_hfs/mock.py', 'cemp_hfs/preprocess.py', 'cemp_hfs/baselines.py',
+                'cemp_hfs/hfsnet.py', 'cemp_hfs/train.py')
+    return dict(head=run('rev-parse', '--short', 'HEAD'), uncommitted=[l[3:] for l in dirty.splitlines()])
+
+
 # ---------------------------------------------------------------- data
 def write_dataset(out, continuum, normalized, mask, labels, cfg):
     "The on-disk layout of `build_dataset` (arrays, labels.fits, config.yaml, rejects.csv) from arrays in memory."
@@ -183,7 +193,7 @@ def make_data(cache: Path, size: dict, seed: int) -> dict:
                 n_train=int(((split == 'train') & kept).sum()), n_valid=int(((split == 'valid') & kept).sum()),
                 n_test=int(((split == 'test') & kept).sum()), n_ablation_train=int(((split[ab] == 'train')).sum()),
                 synthesis_s=t_synth, preprocess_s=t_pre, preprocess_spectra_per_s=n_pre / max(t_pre, 1e-9),
-                mp_tail=size['mp_tail'], seed=seed)
+                mp_tail=size['mp_tail'], seed=seed, git=git_state())
     done.write_text(json.dumps(info, indent=1))
     return info
 
@@ -214,7 +224,7 @@ def hfs_config(variant: str, base: str) -> dict:
 def train_or_load(cache: Path, name: str, dataset: Path, cfg: dict, epochs: int, bs: int, seed: int, device) -> dict:
     "Train one HFS-Net (or reuse the cached file) and predict its dataset's test split."
     mdir = cache / 'models'; mdir.mkdir(parents=True, exist_ok=True)
-    path, info_path = mdir / f'{name}.pt', mdir / f'{name}.json'
+    path, info_path = mdir / f'{name}_e{epochs}.pt', mdir / f'{name}_e{epochs}.json'
     if not (path.exists() and info_path.exists()):
         log(f"train {name}: {epochs} epochs on {dataset.name}")
         t0 = time.perf_counter()
@@ -236,7 +246,7 @@ def train_or_load(cache: Path, name: str, dataset: Path, cfg: dict, epochs: int,
 
 # ---------------------------------------------------------------- baselines
 def run_cannon(cache: Path, size: dict, seed: int) -> dict:
-    f = cache / 'preds' / 'cannon.npz'
+    f = cache / 'preds' / f"cannon_n{size['cannon_train']}.npz"
     if f.exists(): return dict(np.load(f, allow_pickle=True))
     f.parent.mkdir(parents=True, exist_ok=True)
     d = load_dataset(cache / 'data' / 'full')
@@ -267,7 +277,7 @@ def run_cannon(cache: Path, size: dict, seed: int) -> dict:
 
 
 def run_chi2(cache: Path, size: dict, seed: int) -> dict:
-    f = cache / 'preds' / 'chi2.npz'
+    f = cache / 'preds' / f"chi2_n{size['chi2_test']}.npz"
     if f.exists(): return dict(np.load(f, allow_pickle=True))
     f.parent.mkdir(parents=True, exist_ok=True)
     raw = np.load(cache / 'data' / 'test_raw.npz')
@@ -427,6 +437,8 @@ def markdown(res) -> str:
          f"torch {res['hardware']['torch']} with {res['hardware']['torch_threads']} thread(s); load average at start "
          f"{', '.join(f'{v:.1f}' for v in res['hardware']['load_average_start'])}, at end {', '.join(f'{v:.1f}' for v in res['hardware']['load_average_end'])}"
          " (other jobs shared the machine when the load exceeds the CPU count)",
+         f"* code: git {res.get('git', {}).get('head', '?')} (data made at {res['data'].get('git', {}).get('head', '?')}; "
+         f"uncommitted changes then: {', '.join(res['data'].get('git', {}).get('uncommitted', [])) or 'none'})",
          f"* data: {res['data']['n_stars']} mock stars (one spectrum each, metal-poor tail mp_tail={res['data']['mp_tail']}), "
          f"{res['data']['n_train']} train / {res['data']['n_valid']} valid / {res['data']['n_test']} test, {res['data']['n_rejected']} refused by preprocessing",
          f"* HFS-Net: config `{res['config']['hfsnet_config']}`, {res['config']['epochs']} epochs, batch {res['config']['bs']}; "
@@ -488,9 +500,13 @@ def main(argv=None):
     ap.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results'))
     ap.add_argument('--threads', type=int, default=None, help='torch threads (default: 1 when the machine is busy, else all)')
     ap.add_argument('--fresh', action='store_true', help='delete the cache first')
+    ap.add_argument('--epochs', type=int, default=None, help="override the size's HFS-Net epochs")
+    ap.add_argument('--ablation-epochs', type=int, default=None, help="override the size's ablation epochs")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     size = dict(SIZES[args.size])
+    if args.epochs: size['epochs'] = args.epochs
+    if args.ablation_epochs: size['ablation_epochs'] = args.ablation_epochs
     gpu = torch.cuda.is_available()
     device = 'cuda' if gpu else 'cpu'
     if gpu:  # scale up on a GPU: the paper config, more epochs
@@ -501,7 +517,8 @@ def main(argv=None):
     if args.fresh: shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir(parents=True, exist_ok=True)
     (cache.parent / '.gitignore').write_text('*\n')
-    manifest = dict(size=args.size, seed=args.seed, **{k: v for k, v in size.items()})
+    # what the cached data depend on (models and predictions are cached under names that carry their own settings)
+    manifest = dict(size=args.size, seed=args.seed, **{k: size[k] for k in ('n_stars', 'ablation_train', 'mp_tail')})
     mp = cache / 'manifest.json'
     if mp.exists() and json.loads(mp.read_text()) != manifest:
         sys.exit(f"{cache}: holds a run with other settings ({mp.read_text()}); use --fresh or another --cache")
@@ -539,7 +556,7 @@ def main(argv=None):
         idx, p = aligned(d)
         preds[m] = dict(pred=p, idx=idx, snr=snr[idx]); truth_of[m] = T[idx]
     cidx = np.array([truth_by_row[int(r)] for r in crb['star_rows']])
-    res = dict(size=args.size, seed=args.seed, hardware=hw, data=data,
+    res = dict(size=args.size, seed=args.seed, hardware=hw, data=data, git=git_state(),
                config=dict(hfsnet_config=base, device=device, **size, n_templates=int(chi2['n_templates']),
                            criteria=load_criteria('paper')['description']),
                per_method={}, on_chi2_subset={}, cemp={}, cemp_vs_feh={}, ablations={}, speed={}, training_s={})
