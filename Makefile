@@ -4,6 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SIZE   ?= small
+# torch's OpenMP threads spin while waiting by default, which makes parallel notebook tests crawl on 2 cores
+OMP_WAIT_POLICY ?= PASSIVE
+export OMP_WAIT_POLICY
 
 .PHONY: setup demo test test-nbs test-py check-sync readme export clean-nbs docs bench bench-mock bench-preprocess bench-inference bench-accuracy clean
 

@@ -100,8 +100,7 @@ def cmd_prepare(args):
         if not Path(args.config).is_file(): raise FileNotFoundError(f"preprocessing config {args.config}: no such file")
         cfg = args.config
     if not args.quiet: print(f"prepare: preprocessing {len(t)} spectra into {args.out} ...", flush=True)
-    # build_dataset's own progress bar is off: with fastprogress 1.x it fails before the first chunk (reported)
-    build_dataset(t, args.out, root=args.root or root, cfg=cfg, seed=args.seed, n_workers=args.workers, progress=False)
+    build_dataset(t, args.out, root=args.root or root, cfg=cfg, seed=args.seed, n_workers=args.workers, progress=not args.quiet)
     ds = load_dataset(args.out)
     print(f"prepare: {ds}")
     return 0
@@ -217,7 +216,7 @@ def run_demo(out='demo_out', n_train=DEMO['n_train'], n_test=DEMO['n_test'], epo
         if progress: print(f"demo: {name} done in {secs[name]:.0f} s", flush=True)
     train_truth = make_survey(n_train, out / 'survey_train', seed=seed, progress=progress); lap('mock_train')
     cat, root = prepare_catalogue(out / 'survey_train' / 'truth.csv', out / 'survey_train' / 'hires_labels.csv', progress=False)
-    build_dataset(cat, out / 'dataset', root=root, seed=seed, progress=False); lap('prepare')
+    build_dataset(cat, out / 'dataset', root=root, seed=seed, progress=progress); lap('prepare')
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     learn = train_hfsnet(out / 'dataset', config, epochs=epochs, bs=bs, lr=lr, out=out / 'model.pt', seed=seed, progress=progress)
     vt = split_predictions(learn)

@@ -517,6 +517,7 @@ def build_dataset(catalog, # Table (or catalogue file) with a file column and la
     todo = [k for k in range(len(chunks)) if not _chunk_dir(work, k).exists()]
     jobs = [(k, chunks[k], [files[r] for r in chunks[k]], [float(zs[r]) for r in chunks[k]], config_dict(c), str(work)) for k in todo]
     pbar = progress_bar(range(len(jobs)), leave=False) if progress and jobs else None
+    if pbar is not None: pbar.update(0)  # a bar driven by update() must be started explicitly
     def _done(i):
         if pbar is not None: pbar.update(i + 1)
     if n_workers <= 1:

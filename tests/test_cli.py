@@ -1,7 +1,4 @@
 "The `cemp-hfs` console script end to end on a tiny mock survey: mock -> prepare -> train -> predict -> select."
-import os
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch: spinning OpenMP waiters crawl on shared cores
-
 import subprocess, sys
 from pathlib import Path
 

@@ -4,9 +4,6 @@ The model is a small HFS-Net trained here in seconds on a tiny mock survey: the 
 layout go through reading, preprocessing and the network without errors, and that repeat observations of one star
 get more similar predictions than different stars do. Set CEMP_HFS_TEST_OUT to keep the figure and the numbers,
 CEMP_HFS_MODEL to use a trained model instead of the quick one."""
-import os
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch: spinning OpenMP waiters crawl on shared cores
-
 import json, os
 from pathlib import Path
 

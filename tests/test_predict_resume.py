@@ -1,7 +1,4 @@
 "`predict` interrupted (the process killed mid-run) and rerun: every spectrum exactly once, same numbers as one run."
-import os
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch: spinning OpenMP waiters crawl on shared cores
-
 import os, signal, subprocess, sys, time
 from pathlib import Path
 
