@@ -17,7 +17,7 @@ from .mock import model_flux, lamost_wave, synth_spectrum, C_KMS, COEFF1
 from .preprocess import SEGMENTS, output_grid
 
 # %% auto #0
-__all__ = ['LABELS', 'LABEL_RANGES', 'TEMPLATE_STEPS', 'CCF_LABELS', 'CRB_PARAMS', 'FD_STEPS', 'quadratic_terms',
+__all__ = ['LABELS', 'LABEL_RANGES', 'TEMPLATE_STEPS', 'RV_MAX', 'CCF_LABELS', 'CRB_PARAMS', 'FD_STEPS', 'quadratic_terms',
            'quadratic_jacobian', 'normalized_ivar', 'CannonModel', 'train_cannon', 'batched_lm', 'cannon_starts',
            'cannon_labels', 'cannon_labels_scipy', 'TemplateGrid', 'template_grid', 'segment_basis', 'segment_pixels',
            'ccf_velocity', 'grid_match', 'refine_match', 'chi2_match', 'fisher_matrix', 'cramer_rao', 'plot_recovery',
@@ -268,6 +268,7 @@ def segment_pixels(wave, segments=SEGMENTS):
     return np.any([(wave >= lo) & (wave < hi) for lo, hi in segments], 0)
 
 # %% ../nbs/07_baselines.ipynb #c025
+RV_MAX = 650.  # km/s: largest velocity fitted (a Galactic star; the mock's shift limit is 10 LAMOST pixels, 690 km/s)
 CCF_LABELS = np.array([[6000., 4.0, -0.5, 0.], [4800., 2.5, -0.5, 0.], [5300., 3.0, -2.5, 0.], [4600., 1.8, -2.5, 1.5]])
 
 def _highpass(flux, ivar, width=30.):
@@ -309,7 +310,7 @@ def ccf_velocity(flux, # (N, P) observed flux on the LAMOST grid
     den = y0 - 2 * y1 + y2
     frac = np.where(den < 0, 0.5 * (y0 - y2) / np.where(den < 0, den, -1), 0.)
     shift = lags[j] + np.clip(frac, -1, 1)
-    return (10 ** (shift * COEFF1) - 1) * C_KMS
+    return np.clip((10 ** (shift * COEFF1) - 1) * C_KMS, -RV_MAX, RV_MAX)
 
 # %% ../nbs/07_baselines.ipynb #c028
 def _poly_chi2(T, flux, w, basis, T2=None):
@@ -354,7 +355,7 @@ def grid_match(grid: TemplateGrid, # the template grid
 
 # %% ../nbs/07_baselines.ipynb #c031
 def _match_scales(ranges):
-    lo = np.array([ranges[l][0] for l in LABELS] + [-700.]); hi = np.array([ranges[l][1] for l in LABELS] + [700.])
+    lo = np.array([ranges[l][0] for l in LABELS] + [-RV_MAX]); hi = np.array([ranges[l][1] for l in LABELS] + [RV_MAX])
     return (lo + hi) / 2, np.r_[(hi - lo)[:4] / 2, 100.], lo, hi
 
 def _match_resid(flux, w, basis, ranges, wide=0.1):
@@ -365,6 +366,7 @@ def _match_resid(flux, w, basis, ranges, wide=0.1):
         p = np.clip(mid + half * u, lo - wide * span, hi + wide * span)
         p[:, 0] = np.clip(p[:, 0], 3100., 9900.); p[:, 1] = np.clip(p[:, 1], -0.4, 5.9)
         p[:, 2] = np.clip(p[:, 2], -5.9, 1.4); p[:, 3] = np.clip(p[:, 3], -1.9, 4.4)
+        p[:, 4] = np.clip(p[:, 4], -RV_MAX, RV_MAX)  # the forward model's padded grid ends at +-10 px (690 km/s)
         m = model_flux(p[:, 0], p[:, 1], p[:, 2], p[:, 3], rv=p[:, 4]).reshape(len(p), -1).astype(float)
         D = m[:, None, :] * basis[None]  # (n, B, P)
         ww = w[rows]
