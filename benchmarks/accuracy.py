@@ -432,7 +432,9 @@ def fmt(v, l=None):
 
 def markdown(res) -> str:
     L = [f"# Accuracy benchmark ({res['size']} size)", '',
-         f"Written by `benchmarks/accuracy.py --size {res['size']}` on {res['finished']} in {res['wall_s'] / 60:.1f} min.", '',
+         f"Written by `benchmarks/accuracy.py --size {res['size']}` on {res['finished']}; this session {res['wall_s'] / 60:.1f} min, "
+         f"all stages (some may be reused from the cache of earlier sessions) {sum(res.get('stages_s', {}).values()) / 60:.1f} min: "
+         + ', '.join(f"{k} {v / 60:.1f}" for k, v in res.get('stages_s', {}).items()) + '.', '',
          f"* hardware: {res['hardware']['cpu']} ({res['hardware']['logical_cpus']} logical CPUs), GPU: {res['hardware']['gpu'] or 'none'}, "
          f"torch {res['hardware']['torch']} with {res['hardware']['torch_threads']} thread(s); load average at start "
          f"{', '.join(f'{v:.1f}' for v in res['hardware']['load_average_start'])}, at end {', '.join(f'{v:.1f}' for v in res['hardware']['load_average_end'])}"
@@ -596,6 +598,11 @@ def main(argv=None):
     res['crb_time_s'] = float(crb['time_s'])
     hw['load_average_end'] = list(os.getloadavg())
     res['wall_s'] = time.perf_counter() - t_start
+    # the cost of every stage, whether it ran in this session or was reused from the cache of an earlier one
+    res['stages_s'] = dict(data=data['synthesis_s'] + data['preprocess_s'], hfsnet=hfs['train_s'] + hfs['predict_s'],
+                           ablations=sum(a['train_s'] + a['predict_s'] for a in abl.values()),
+                           cannon=float(cannon['train_s']) + float(cannon['predict_s']),
+                           chi2=float(chi2['grid_s']) + float(chi2['predict_s']), crb=float(crb['time_s']))
     res['finished'] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
 
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
