@@ -572,9 +572,12 @@ def main(argv=None):
     res['per_method']['crb'] = dict(n=len(cidx), bins={k: bound_stats(np.asarray(crb['bound']), s) for k, s in bins.items()},
                                     known_nuisance={k: bound_stats(np.asarray(crb['bound_known_nuisance']), s) for k, s in bins.items()})
     sub = set(preds['chi2']['idx'].tolist())
+    res['on_chi2_subset_bins'] = {}
     for m in ('hfsnet', 'cannon'):
         keep = np.array([i in sub for i in preds[m]['idx']])
         res['on_chi2_subset'][m] = label_stats(preds[m]['pred'][keep], T[preds[m]['idx'][keep]], np.ones(keep.sum(), bool))
+        ii = preds[m]['idx'][keep]  # per-bin statistics on exactly the chi-square stars, for like-for-like comparisons
+        res['on_chi2_subset_bins'][m] = {k: label_stats(preds[m]['pred'][keep], T[ii], s) for k, s in bins_of(snr[ii], T[ii, 2]).items()}
         res['cemp'][f"{NAMES[m]} (chi2 subset)"] = cemp_stats(preds[m]['pred'][keep], T[preds[m]['idx'][keep]])
     keep = np.array([i in sub for i in cidx])
     res['on_chi2_subset']['crb'] = bound_stats(np.asarray(crb['bound'])[keep], np.ones(keep.sum(), bool))
