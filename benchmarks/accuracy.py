@@ -52,7 +52,7 @@ SIZES = {
     # n_stars: one spectrum per star, split 80/10/10; ablation_train: training spectra of each ablation model
     'small': dict(n_stars=3000, epochs=6, ablation_train=1200, ablation_epochs=6, cannon_train=2000, chi2_test=100,
                   crb_test=None, bs=64, mp_tail=0.2),
-    'default': dict(n_stars=26000, epochs=10, ablation_train=6000, ablation_epochs=8, cannon_train=8000, chi2_test=600,
+    'default': dict(n_stars=26000, epochs=20, ablation_train=6000, ablation_epochs=8, cannon_train=8000, chi2_test=600,
                     crb_test=None, bs=64, mp_tail=0.2),
 }
 SNR_BINS = [('<10', 0, 10), ('10-20', 10, 20), ('20-50', 20, 50), ('50-100', 50, 100), ('>100', 100, np.inf)]
