@@ -37,6 +37,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 
+from hardware import cpu_model
 from cemp_hfs.mock import draw_population, synth_spectrum, C_KMS
 from cemp_hfs.preprocess import (preprocess, load_preprocess_config, save_preprocess_config, assign_splits,
                                  load_dataset, output_grid)
@@ -75,11 +76,7 @@ def log(*a):
 
 def hardware() -> dict:
     "CPU, GPU, threads and versions."
-    cpu = platform.processor() or 'unknown'
-    try:
-        for line in subprocess.run(['lscpu'], capture_output=True, text=True, timeout=10).stdout.splitlines():
-            if line.startswith('Model name:'): cpu = line.split(':', 1)[1].strip()
-    except Exception: pass
+    cpu = cpu_model()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return dict(cpu=cpu, logical_cpus=os.cpu_count(), gpu=gpu, torch=torch.__version__, numpy=np.__version__,
                 python=platform.python_version(), torch_threads=torch.get_num_threads(),

@@ -16,17 +16,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from hardware import cpu_model
 from cemp_hfs.hfsnet import HFSNet, toy_batch, component_costs, fuse_for_inference
-
-
-def cpu_model() -> str:
-    "CPU model name from lscpu (or platform)."
-    try:
-        out = subprocess.run(['lscpu'], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith('Model name:'): return line.split(':', 1)[1].strip()
-    except Exception: pass
-    return platform.processor() or 'unknown'
 
 
 def matmul_rate(n: int = 2048, repeats: int = 5, device: str = 'cpu', dtype=torch.float32) -> float:

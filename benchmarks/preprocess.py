@@ -22,27 +22,18 @@ LAMOST files, and agreement with LAMOST's own DR1 normalised flux, side by side 
 from __future__ import annotations
 import os
 for _v in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'): os.environ.setdefault(_v, '1')
-import argparse, datetime, json, platform, subprocess, sys, time, types, warnings
+import argparse, datetime, json, platform, sys, time, types, warnings
 from pathlib import Path
 
 import numpy as np
 
+from hardware import cpu_model
 from cemp_hfs.io import read_lamost, lamost_files
 from cemp_hfs.preprocess import preprocess, native_continuum, output_grid, load_preprocess_config, config_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get('CEMP_HFS_DATA', ROOT / '..' / 'shared' / 'data')).resolve()
 RANGES = ((3900., 5700.), (5900., 8000.))
-
-
-def cpu_model() -> str:
-    "CPU model name from lscpu (or platform)."
-    try:
-        out = subprocess.run(['lscpu'], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith('Model name:'): return line.split(':', 1)[1].strip()
-    except Exception: pass
-    return platform.processor() or 'unknown'
 
 
 def best_time(fn, rounds):
