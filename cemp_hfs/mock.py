@@ -425,7 +425,6 @@ def model_flux(teff, logg, feh, cfe, ebv=0., rv=0., wave=None, normalized=False,
     "Noiseless LAMOST-grid model spectrum (observed frame); scalars -> (P,), arrays -> (N, P)."
     (teff, logg, feh, cfe, ebv, rv), scalar = _as_batch(teff, logg, feh, cfe, ebv, rv)
     _check_labels(teff, logg, feh, cfe)
-    m = _line_model()
     absn = _shift(_absorption_rest(teff, logg, feh, cfe), rv)
     if instrument:  # LAMOST's blue arm: lines shallower than a synthesis predicts
         v = blue_veiling(lamost_wave())[None, :]
