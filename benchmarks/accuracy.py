@@ -10,11 +10,12 @@ and reused by the next run, so an interrupted run resumes where it stopped (`--f
 
 Design (numbers per size in SIZES):
 * one mock population (cemp_hfs.mock.draw_population, metal-poor tail enriched with mp_tail so that the [Fe/H] < -3
-  bin holds enough test stars); one spectrum per star, so star-grouped splits (preprocess.assign_splits, [Fe/H]
+  bin holds enough test stars); one spectrum per star, so star-grouped splits (cemp_hfs.dataset.assign_splits, [Fe/H]
   stratified, 80/10/10) keep every test star out of training;
 * spectra are synthesised with cemp_hfs.mock.synth_spectrum (noise, ivar, sky, tellurics, cosmics, bad pixels,
   calibration distortion, extinction, velocity) and preprocessed in memory with cemp_hfs.preprocess.preprocess, then
-  written in the on-disk dataset layout of build_dataset (no FITS round trip: same model, same pipeline, less I/O);
+  written with cemp_hfs.dataset.write_dataset, the layout build_dataset writes (no FITS round trip: same model, same
+  pipeline, less I/O);
 * HFS-Net (cemp_hfs.train.train_hfsnet; 'small' config on CPU, 'paper' on a GPU) on the full training split; the
   ablations (no continuum branch, one expert instead of the MoE, no wavelet denoising) and a reference model are all
   trained on the same smaller training subset with the same epochs, so they compare with each other;
@@ -27,6 +28,7 @@ import argparse, datetime, json, os, platform, shutil, subprocess, sys, time
 from pathlib import Path
 
 import numpy as np
+from astropy.stats import mad_std
 from astropy.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,14 +40,15 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 
 from hardware import cpu_model
-from cemp_hfs.mock import draw_population, synth_spectrum, C_KMS
-from cemp_hfs.preprocess import (preprocess, load_preprocess_config, save_preprocess_config, assign_splits,
-                                 load_dataset, output_grid)
-from cemp_hfs.hfsnet import load_config, load_model
-from cemp_hfs.train import train_hfsnet, LabelScaler, SpectraDataset, label_matrix
-from cemp_hfs.select import classify, load_criteria
-from cemp_hfs.baselines import (LABELS, train_cannon, cannon_labels, normalized_ivar, template_grid, chi2_match,
-                                cramer_rao)
+from cemp_hfs.core import LABELS, UNITS, atomic_path, check_manifest
+from cemp_hfs.mock import draw_population, synth_spectrum
+from cemp_hfs.preprocess import preprocess, load_preprocess_config, output_grid
+from cemp_hfs.dataset import write_dataset, load_dataset, split_rows, assign_splits, label_matrix, SpectraDataset
+from cemp_hfs.hfsnet import load_config
+from cemp_hfs.train import train_hfsnet
+from cemp_hfs.predict import HFSModel, load_hfs_model, predictive_samples
+from cemp_hfs.select import evaluate, load_criteria
+from cemp_hfs.baselines import train_cannon, cannon_labels, normalized_ivar, template_grid, chi2_match, cramer_rao
 
 SIZES = {
     'tiny': dict(n_stars=400, epochs=1, ablation_train=150, ablation_epochs=1, cannon_train=250, chi2_test=10,
@@ -59,7 +62,6 @@ SIZES = {
 SNR_BINS = [('<10', 0, 10), ('10-20', 10, 20), ('20-50', 20, 50), ('50-100', 50, 100), ('>100', 100, np.inf)]
 FEH_BINS = [('> -1', -1, np.inf), ('-2..-1', -2, -1), ('-3..-2', -3, -2), ('< -2', -np.inf, -2), ('< -3', -np.inf, -3)]
 CEMP_FEH_EDGES = np.array([-4.0, -3.5, -3.0, -2.5, -2.0])
-UNITS = dict(teff='K', logg='dex', feh='dex', cfe='dex')
 METHODS = ('hfsnet', 'cannon', 'chi2')
 NAMES = dict(hfsnet='HFS-Net', cannon='The Cannon', chi2='chi-square matching', crb='Cramer-Rao floor')
 ABLATIONS = {
@@ -88,23 +90,18 @@ def git_state() -> dict:
     def run(*a):
         try: return subprocess.run(['git', '-C', str(ROOT), *a], capture_output=True, text=True, timeout=20).stdout.strip()
         except Exception: return ''
-    dirty = run('status', '--porcelain', '--', 'cemp_hfs/mock.py', 'cemp_hfs/preprocess.py', 'cemp_hfs/baselines.py',
-                'cemp_hfs/hfsnet.py', 'cemp_hfs/train.py')
+    dirty = run('status', '--porcelain', '--', 'cemp_hfs/mock.py', 'cemp_hfs/preprocess.py', 'cemp_hfs/dataset.py',
+                'cemp_hfs/baselines.py', 'cemp_hfs/hfsnet.py', 'cemp_hfs/train.py', 'cemp_hfs/predict.py')
     return dict(head=run('rev-parse', '--short', 'HEAD'), uncommitted=[l[3:] for l in dirty.splitlines()])
 
 
 # ---------------------------------------------------------------- data
-def write_dataset(out, continuum, normalized, mask, labels, cfg):
-    "The on-disk layout of `build_dataset` (arrays, labels.fits, config.yaml, rejects.csv) from arrays in memory."
-    out = Path(out); tmp = out.with_name(out.name + '.tmp')
-    shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-    np.save(tmp / 'continuum.npy', continuum.astype(np.float32)); np.save(tmp / 'normalized.npy', normalized.astype(np.float32))
-    np.save(tmp / 'mask.npy', mask.astype(bool)); np.save(tmp / 'wave.npy', output_grid(cfg))
-    labels.write(tmp / 'labels.fits', overwrite=True)
-    save_preprocess_config(cfg, tmp / 'config.yaml')
-    (tmp / 'rejects.csv').write_text('file,reason,row\n')
-    shutil.rmtree(out, ignore_errors=True); tmp.rename(out)
-    return out
+def write_folder(out, continuum, normalized, mask, labels, cfg) -> Path:
+    "`write_dataset` into a temporary sibling folder that replaces `out` whole once it is complete."
+    with atomic_path(out, directory=True) as tmp:
+        write_dataset(tmp, output_grid(cfg), dict(continuum=continuum, normalized=normalized, mask=mask), labels, cfg)
+        shutil.rmtree(out, ignore_errors=True)
+    return Path(out)
 
 
 def make_data(cache: Path, size: dict, seed: int) -> dict:
@@ -170,19 +167,19 @@ def make_data(cache: Path, size: dict, seed: int) -> dict:
         return t
 
     full = np.flatnonzero(kept)
-    write_dataset(cache / 'data' / 'full', cont[full], norm[full], mask[full], table(full, meta['noise']), cfg)
+    write_folder(cache / 'data' / 'full', cont[full], norm[full], mask[full], table(full, meta['noise']), cfg)
     del cont, norm, mask
     ab = np.flatnonzero(in_abl & kept & kept_nd)  # both versions exist for every ablation row
     for name, arr_src, noise, c in (('ablate', None, meta['noise'], cfg), ('ablate_nodenoise', abl, meta['noise_nd'], cfg_nd)):
         if arr_src is None:
             d = load_dataset(cache / 'data' / 'full')
             pos = np.searchsorted(full, ab)
-            write_dataset(cache / 'data' / name, np.asarray(d.continuum[pos]), np.asarray(d.normalized[pos]),
-                          np.asarray(d.mask[pos]), table(ab, noise), c)
+            write_folder(cache / 'data' / name, np.asarray(d.continuum[pos]), np.asarray(d.normalized[pos]),
+                         np.asarray(d.mask[pos]), table(ab, noise), c)
         else:
             pos = abl_pos[ab]
-            write_dataset(cache / 'data' / name, arr_src['continuum'][pos], arr_src['normalized'][pos], arr_src['mask'][pos],
-                          table(ab, noise), c)
+            write_folder(cache / 'data' / name, arr_src['continuum'][pos], arr_src['normalized'][pos], arr_src['mask'][pos],
+                         table(ab, noise), c)
     tr = np.array(sorted(raw_flux))
     np.savez(cache / 'data' / 'test_raw.npz', rows=tr, flux=np.stack([raw_flux[i] for i in tr]),
              ivar=np.stack([raw_ivar[i] for i in tr]))
@@ -196,19 +193,16 @@ def make_data(cache: Path, size: dict, seed: int) -> dict:
 
 
 # ---------------------------------------------------------------- HFS-Net
-def predict_rows(model, scaler: LabelScaler, data, rows, bs=256, device='cpu'):
-    "Deterministic labels (physical units) of dataset rows, and the model-only wall time."
-    ds = SpectraDataset(data, rows)
-    model = model.to(device).eval()
+def predict_rows(model: HFSModel, data, rows, bs=256, device='cpu'):
+    "Deterministic labels (physical units) of dataset rows (one eval-mode pass), and the model-only wall time."
+    ds, net = SpectraDataset(data, rows), model.net.to(device)
     out, t = [], 0.
-    with torch.inference_mode():
-        for a in range(0, len(rows), bs):
-            c, n = ds.batch(np.arange(a, min(a + bs, len(rows))))
-            t0 = time.perf_counter()
-            y = model(c.to(device), n.to(device)).float().cpu().numpy()
-            t += time.perf_counter() - t0
-            out.append(y[:, :len(scaler.labels)])
-    return scaler.inverse(np.concatenate(out)), t
+    for a in range(0, len(rows), bs):
+        c, n = (x.to(device) for x in ds.batch(np.arange(a, min(a + bs, len(rows)))))
+        t0 = time.perf_counter()
+        out.append(predictive_samples(net, c, n, model.scaler, mc_samples=1)[0])
+        t += time.perf_counter() - t0
+    return np.concatenate(out), t
 
 
 def hfs_config(variant: str, base: str) -> dict:
@@ -232,12 +226,11 @@ def train_or_load(cache: Path, name: str, dataset: Path, cfg: dict, epochs: int,
         info_path.write_text(json.dumps(info))
         del learn
     info = json.loads(info_path.read_text())
-    model, extra = load_model(path, map_location='cpu')
-    scaler = LabelScaler.from_dict(extra['label_scaler'])
+    model = load_hfs_model(path)
     data = load_dataset(dataset)
-    rows = np.flatnonzero(np.asarray(data.labels['split']).astype(str) == 'test')
-    pred, t = predict_rows(model, scaler, data, rows, device=device or 'cpu')
-    info.update(pred=pred, star_rows=np.asarray(data.labels['row'])[rows], predict_s=t, n_params=sum(p.numel() for p in model.parameters()))
+    rows = split_rows(data, 'test')
+    pred, t = predict_rows(model, data, rows, device=device or 'cpu')
+    info.update(pred=pred, star_rows=np.asarray(data.labels['row'])[rows], predict_s=t, n_params=sum(p.numel() for p in model.net.parameters()))
     return info
 
 
@@ -248,10 +241,10 @@ def run_cannon(cache: Path, size: dict, seed: int) -> dict:
     f.parent.mkdir(parents=True, exist_ok=True)
     d = load_dataset(cache / 'data' / 'full')
     lab = d.labels
-    split = np.asarray(lab['split']).astype(str)
     rng = np.random.default_rng([seed, 3])
-    tr = np.sort(rng.choice(np.flatnonzero(split == 'train'), min(size['cannon_train'], (split == 'train').sum()), replace=False))
-    te = np.flatnonzero(split == 'test')
+    train = d.indices('train')
+    tr = np.sort(rng.choice(train, min(size['cannon_train'], len(train)), replace=False))
+    te = d.indices('test')
     noise = np.c_[lab['noise_seg0'], lab['noise_seg1']]
     def arrays(rows):
         return (np.asarray(d.normalized[rows], float),
@@ -313,7 +306,7 @@ def run_crb(cache: Path, truth: Table) -> dict:
 
 
 # ---------------------------------------------------------------- metrics
-def robust_scatter(r): return float(1.4826 * np.median(np.abs(r - np.median(r)))) if len(r) else float('nan')
+def robust_scatter(r): return float(mad_std(r)) if len(r) else float('nan')
 
 
 def label_stats(pred, truth, sel) -> dict:
@@ -347,29 +340,28 @@ def bins_of(snr, feh):
     return out
 
 
-def cemp_flags(labels, criteria='paper'):
-    t = Table({l: labels[:, j] for j, l in enumerate(LABELS)})
-    return np.asarray(classify(t, criteria)['cemp'], bool)
+def label_table(labels) -> Table:
+    "(N, L) label rows as a table, keyed by row number for `evaluate`."
+    return Table({'row': np.arange(len(labels)), **{l: labels[:, j] for j, l in enumerate(LABELS)}})
 
 
-def cemp_stats(pred, truth) -> dict:
-    p, t = cemp_flags(pred), cemp_flags(truth)
-    tp, fp, fn = int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())
-    comp = tp / (tp + fn) if tp + fn else float('nan'); pur = tp / (tp + fp) if tp + fp else float('nan')
-    f1 = 2 * comp * pur / (comp + pur) if (tp and np.isfinite(comp) and np.isfinite(pur)) else (0. if tp + fn else float('nan'))
-    return dict(completeness=comp, purity=pur, f1=f1, tp=tp, fp=fp, fn=fn, n_true=int(t.sum()), n_selected=int(p.sum()), n=len(p))
+def cemp_stats(pred, truth, criteria='paper') -> dict:
+    "CEMP completeness, purity and F1 with their counts (`cemp_hfs.select.evaluate`) of predicted against true labels."
+    if not len(pred): return dict(completeness=np.nan, purity=np.nan, f1=np.nan, tp=0, fp=0, fn=0, n_true=0, n_selected=0, n=0)
+    e = evaluate(label_table(pred), label_table(truth), criteria, key='row')
+    tp, n_true, n_sel, comp, pur = e['n_true_positive'], e['n_true_cemp'], e['n_selected'], e['completeness'], e['purity']
+    f1 = 2 * comp * pur / (comp + pur) if tp else (0. if n_true else float('nan'))
+    return dict(completeness=comp, purity=pur, f1=f1, tp=tp, fp=n_sel - tp, fn=n_true - tp, n_true=n_true, n_selected=n_sel,
+                n=e['n_matched'])
 
 
 def cemp_vs_feh(pred, truth) -> dict:
     "Completeness in bins of true [Fe/H], purity in bins of fitted [Fe/H]."
-    p, t = cemp_flags(pred), cemp_flags(truth)
     comp, pur, nt, ns = [], [], [], []
     for lo, hi in zip(CEMP_FEH_EDGES[:-1], CEMP_FEH_EDGES[1:]):
         bt = (truth[:, 2] >= lo) & (truth[:, 2] < hi); bp = (pred[:, 2] >= lo) & (pred[:, 2] < hi)
-        comp.append(float((p & t & bt).sum() / (t & bt).sum()) if (t & bt).sum() else float('nan'))
-        pur.append(float((p & t & bp).sum() / (p & bp).sum()) if (p & bp).sum() else float('nan'))
-        nt.append(int((t & bt).sum())); ns.append(int((p & bp).sum()))
-    lo = CEMP_FEH_EDGES[0]  # the lowest bin is open below
+        c, p = cemp_stats(pred[bt], truth[bt]), cemp_stats(pred[bp], truth[bp])
+        comp.append(c['completeness']); nt.append(c['n_true']); pur.append(p['purity']); ns.append(p['n_selected'])
     return dict(edges=CEMP_FEH_EDGES.tolist(), completeness=comp, purity=pur, n_true=nt, n_selected=ns)
 
 
@@ -454,7 +446,7 @@ def markdown(res) -> str:
         if m in res.get('on_chi2_subset', {}):
             b = res['on_chi2_subset'][m]
             L.append(f"| {NAMES[m]} on the chi2 subset | {b['teff']['n']} | " + ' | '.join(f"{fmt(b[l]['mae'], l)} | {fmt(b[l]['scatter'], l)}" for l in LABELS) + ' |')
-    L += ['', 'Scatter = 1.4826 x MAD of the residuals. For the floor, "MAE" is what an efficient unbiased estimator would reach '
+    L += ['', 'Scatter = 1.4826 x MAD of the residuals (astropy.stats.mad_std). For the floor, "MAE" is what an efficient unbiased estimator would reach '
           '(sqrt(2/pi) x mean bound, the expectation of |error| for errors drawn from N(0, bound^2)) and "scatter" the robust scatter of such errors.', '']
     for l in LABELS:
         L += [f'### {l} ({UNITS[l]}): MAE / scatter per bin', '', '| bin | N | ' + ' | '.join(NAMES[m] for m in METHODS + ('crb',) if m in res['per_method']) + ' |',
@@ -518,10 +510,8 @@ def main(argv=None):
     (cache.parent / '.gitignore').write_text('*\n')
     # what the cached data depend on (models and predictions are cached under names that carry their own settings)
     manifest = dict(size=args.size, seed=args.seed, **{k: size[k] for k in ('n_stars', 'ablation_train', 'mp_tail')})
-    mp = cache / 'manifest.json'
-    if mp.exists() and json.loads(mp.read_text()) != manifest:
-        sys.exit(f"{cache}: holds a run with other settings ({mp.read_text()}); use --fresh or another --cache")
-    mp.write_text(json.dumps(manifest, indent=1))
+    try: check_manifest(cache, manifest, 'run', 'use --fresh or another --cache')
+    except ValueError as e: sys.exit(str(e))
     hw = hardware()
     log(f"accuracy benchmark, size {args.size}, cache {cache}, {threads} torch thread(s), device {device}")
 

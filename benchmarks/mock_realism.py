@@ -9,7 +9,7 @@ to the rms that the reference's noise alone explains and two baselines: a flat s
 labels (the labels of another reference star).
 
     python benchmarks/mock_realism.py              # the realism table -> benchmarks/results/mock_realism.{md,json,png}
-    python benchmarks/mock_realism.py --calibrate  # also refit the calibrated constants (printed; paste into 00a_mock)
+    python benchmarks/mock_realism.py --calibrate  # also refit the calibrated constants -> cemp_hfs/data/mock_calibration.json
 
 Calibration (`--calibrate`): group line-strength scales and temperature slopes are fitted by least squares on the
 seven R=2000 spectra (so these seven are in-sample for the table; the FERRE solar spectrum and the DR1 spectra are
@@ -28,10 +28,12 @@ from scipy.ndimage import gaussian_filter1d, percentile_filter, uniform_filter1d
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from cemp_hfs import mock  # noqa: E402
+from cemp_hfs.core import LABELS, atomic_path  # noqa: E402
 from cemp_hfs.io import read_lamost  # noqa: E402
 
 DATA = Path(os.environ.get('CEMP_HFS_DATA', ROOT / '..' / 'shared' / 'data')).resolve()
 OUT = ROOT / 'benchmarks' / 'results'
+CALIB_FILE = ROOT / 'cemp_hfs' / 'data' / 'mock_calibration.json'  # package data: what cemp_hfs.mock reads at import
 SEGMENTS = {'blue 3800-5700': (3800., 5700.), 'red 5900-8000': (5900., 8000.)}
 WAVE = mock.lamost_wave()
 SNR_BANDS = ('snru', 'snrg', 'snrr', 'snri', 'snrz')
@@ -203,7 +205,7 @@ def fit_templates(syn):
     own = template_windows(m.pix_wave)
     num = {g: 0. for g in own}; den = {g: 0. for g in own}
     for ref in syn:
-        lab = [np.array([ref[k]]) for k in mock.LABELS]
+        lab = [np.array([ref[k]]) for k in LABELS]
         strong = mock._absorption_rest(*lab)[0]
         true = np.interp(m.pix_wave, WAVE, ref['true_norm'])
         t = np.clip(-np.log(np.clip(true, 1e-3, None)) + np.log(np.clip(strong, 1e-3, None)), 0, None)
@@ -231,7 +233,7 @@ def calibrate_lines(syn, iterations=3, min_ew=0.005):
     groups = list(mock.STRENGTH)
     ew = []
     for ref in syn:  # equivalent widths (A) of every atomic line, molecules subtracted first
-        lab = [np.array([ref[k]]) for k in mock.LABELS]
+        lab = [np.array([ref[k]]) for k in LABELS]
         full = mock._absorption_rest(*lab)[0][mock._PAD:-mock._PAD]
         sav = {g: mock.STRENGTH[g]['scale'] for g in groups}
         for g in groups:
@@ -249,7 +251,7 @@ def calibrate_lines(syn, iterations=3, min_ew=0.005):
     for _ in range(iterations):
         logtau, dth = [], []
         for i, ref in enumerate(syn):
-            lab = [np.array([ref[k]]) for k in mock.LABELS]
+            lab = [np.array([ref[k]]) for k in LABELS]
             dlog, ddamp = mock._dlog_strength(*lab)
             for g in set(grp):  # remove the current temperature term, keep abundance and environment
                 dlog[0, groups.index(g)] -= mock.STRENGTH[g]['k_theta'] * (5040 / ref['teff'] - 5040 / mock.SUN['teff'])
@@ -366,7 +368,7 @@ def fit_instrument(dr1, iterations=6):
 
 
 def apply_calibration(calib):
-    "Put a calibration (from `calibrate` or mock_calibration.json) into cemp_hfs.mock, to try it before pasting."
+    "Put a calibration (from `calibrate` or results/mock_calibration.json) into the running cemp_hfs.mock (no file written)."
     mock._ATOMIC = calib['atomic_table']; mock._MODEL = None
     for g, k in calib['k_theta'].items(): mock.STRENGTH[g]['k_theta'] = k
     for g in mock.STRENGTH:
@@ -405,22 +407,44 @@ def _decode(tmax, b64):
     return tmax * (q / 255) ** 2
 
 
-def python_constants(calib):
-    "The calibrated constants as Python source, to paste into nbs/00a_mock.ipynb."
-    out = ['# --- pasted from benchmarks/mock_realism.py --calibrate ---',
-           f"K_THETA = {json.dumps({g: round(k, 3) for g, k in calib['k_theta'].items()})}",
-           'TEMPLATES.update({']
-    for g, (tmax, b64) in calib['templates'].items():
-        out.append(f"    {g!r}: ({tmax:.5f}, (")
-        out += [f"        {b64[i:i + 100]!r}" for i in range(0, len(b64), 100)]
-        out.append('        )),')
-    out.append('})')
+CALIB_ABOUT = [
+    "Calibrated constants of cemp_hfs.mock, read by the package at import. Written by",
+    "`python benchmarks/mock_realism.py --calibrate`: refit them there rather than editing this file.",
+    "k_theta: temperature slope of each group's log line strength per unit theta = 5040 / Teff (STRENGTH).",
+    "atomic_lines: air wavelength (A), group, solar equivalent width at LAMOST resolution (mA), damping weight.",
+    "templates: optical depth at the Sun on the padded rest-frame LAMOST grid, tau_max * (q / 255)**2, with q the",
+    "  uint8 values in `encoded` (square-root quantised, zlib, base64).",
+    "blue_veil: veiling v0 exp(-(lambda - 3850 A) / length_A) of LAMOST's blue arm.",
+    "instrument_knots: counts per unit calibrated flux relative to g at the u, g, r, i, z band centres (A).",
+    "cont_throughput: mean shape of LAMOST's relative flux calibration (ratio) at wavelength knots (A, vacuum).",
+]
+
+
+def calibration_constants(calib):
+    "The calibrated constants as the dict that cemp_hfs.mock reads from cemp_hfs/data/mock_calibration.json."
     t = calib['throughput']
-    out.append(f"BLUE_VEIL = {tuple(calib['blue_veil'])}  # v0, L (A): fitted on DR1 spectra with S/N > 30")
-    out.append(f"INSTRUMENT_KNOTS = {tuple(tuple(v) for v in calib['instrument_knots'])}  # S/N ratios of LASP's DR1 stars")
-    out.append(f"CONT_THROUGHPUT = ({t['knots']},\n                   {t['values']})")
-    out.append('_ATOMIC = """\n' + calib['atomic_table'] + '\n"""')
-    return '\n'.join(out)
+    v0, length = calib['blue_veil']
+    kw, kv = calib['instrument_knots']
+    return {'about': CALIB_ABOUT,
+            'k_theta': {str(g): round(float(k), 3) for g, k in calib['k_theta'].items()},
+            'atomic_lines': [c.strip() for c in calib['atomic_table'].replace(';', '\n').split('\n') if c.strip()],
+            'templates': {str(g): {'tau_max': round(float(tmax), 5), 'encoded': str(b64)}
+                          for g, (tmax, b64) in calib['templates'].items()},
+            'blue_veil': {'v0': float(v0), 'length_A': float(length)},
+            'instrument_knots': {'wave_A': [float(w) for w in kw], 'counts_rel_g': [float(v) for v in kv]},
+            'cont_throughput': {'wave_A': [float(w) for w in t['knots']], 'ratio': [float(v) for v in t['values']]}}
+
+
+def calibration_json(calib):
+    "The text of cemp_hfs/data/mock_calibration.json for a calibration."
+    return json.dumps(calibration_constants(calib), indent=1) + '\n'
+
+
+def write_calibration(calib, path=CALIB_FILE):
+    "Write the package's calibration file atomically (`cemp_hfs.core.atomic_path`), readable by all like package data."
+    with atomic_path(path) as tmp:
+        tmp.write_text(calibration_json(calib)); os.chmod(tmp, 0o644)
+    return Path(path)
 
 
 def encode_forest(forest):
@@ -591,8 +615,8 @@ def write_report(summary, rows, rate, calib, out=OUT, survey_rate=None, snr=None
         lines += [f"{k}: {json.dumps(v, default=float, separators=(', ', ': '))}" for k, v in calib.items()]
         lines += ["```", ""]
     lines += ["Figures: `mock_realism_spectra.png` (mock over references), `mock_realism_dr1.png` (per-star rms vs Teff),",
-              "`mock_calibration.png` (what `--calibrate` measured; its constants are in `mock_calibration_constants.py`,",
-              "pasted into nbs/00a_mock.ipynb)."]
+              "`mock_calibration.png` (what `--calibrate` measured; it writes the constants to",
+              "`cemp_hfs/data/mock_calibration.json`, which `cemp_hfs.mock` reads)."]
     (out / 'mock_realism.md').write_text('\n'.join(lines) + '\n')
     (out / 'mock_realism.json').write_text(json.dumps(dict(summary=summary, rows=rows, rate_per_s=rate, survey_files_per_s=survey_rate, snr_ratios=snr, cemp_fraction=cemp, calibration=calib),
                                                       indent=1, default=float) + '\n')
@@ -600,7 +624,7 @@ def write_report(summary, rows, rate, calib, out=OUT, survey_rate=None, snr=None
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--calibrate', action='store_true', help='refit the calibrated constants and print them')
+    ap.add_argument('--calibrate', action='store_true', help='refit the calibrated constants and write them to cemp_hfs/data/mock_calibration.json')
     ap.add_argument('--rate-n', type=int, default=10000, help='spectra for the synth_spectrum rate')
     ap.add_argument('--survey-n', type=int, default=400, help='stars for the make_survey rate (0: skip)')
     a = ap.parse_args(argv)
@@ -611,9 +635,9 @@ def main(argv=None):
         calib = calibrate(syn, dr1)
         OUT.mkdir(parents=True, exist_ok=True)
         (OUT / 'mock_calibration.json').write_text(json.dumps(calib, indent=1) + '\n')
-        (OUT / 'mock_calibration_constants.py').write_text(python_constants(calib) + '\n')
+        path = write_calibration(calib)
         calibration_figure(calib)
-        print(f"calibration fit rms on the R=2000 spectra: {calib['fit_rms']:.4f}; constants in {OUT / 'mock_calibration_constants.py'}")
+        print(f"calibration fit rms on the R=2000 spectra: {calib['fit_rms']:.4f}; constants in {path}")
     refs = {'FERRE solar': sun, 'synthetic R2000': syn, 'DR1 LASP': dr1}
     rows = compare(sun + syn) + compare(dr1)
     summary = summarise(rows)

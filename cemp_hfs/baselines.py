@@ -15,16 +15,17 @@ import matplotlib.pyplot as plt
 
 from .mock import model_flux, lamost_wave, synth_spectrum, C_KMS, COEFF1
 from .preprocess import SEGMENTS, output_grid
+from .core import LABELS
+
 
 # %% auto #0
-__all__ = ['LABELS', 'LABEL_RANGES', 'TEMPLATE_STEPS', 'RV_MAX', 'CCF_LABELS', 'CRB_PARAMS', 'FD_STEPS', 'quadratic_terms',
+__all__ = ['LABEL_RANGES', 'TEMPLATE_STEPS', 'RV_MAX', 'CCF_LABELS', 'CRB_PARAMS', 'FD_STEPS', 'quadratic_terms',
            'quadratic_jacobian', 'normalized_ivar', 'CannonModel', 'train_cannon', 'batched_lm', 'cannon_starts',
            'cannon_labels', 'cannon_labels_scipy', 'TemplateGrid', 'template_grid', 'segment_basis', 'segment_pixels',
            'ccf_velocity', 'grid_match', 'refine_match', 'chi2_match', 'fisher_matrix', 'cramer_rao', 'plot_recovery',
            'plot_match', 'plot_crb_snr']
 
 # %% ../nbs/07_baselines.ipynb #c005
-LABELS = ('teff', 'logg', 'feh', 'cfe')
 # the label box of the mock population (teff, logg, feh as SPEC section 7; [C/Fe] from the normal stars' low tail
 # to the CEMP cap) and of the paper's template library (section 2.1.1: 4000-6500 K, 1.0-4.5, -4..0, 0..+3)
 LABEL_RANGES = dict(teff=(4000., 6500.), logg=(1.0, 4.5), feh=(-4.0, 0.5), cfe=(-0.75, 3.0))

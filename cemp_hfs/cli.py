@@ -1,4 +1,4 @@
-"""One console script with a subcommand per job: `info`, `mock`, `prepare`, `train`, `predict`, `select`, and `demo`, the main job that runs them all on a mock survey.
+"""One console script with a subcommand per job: `info`, `mock`, `prepare`, `train`, `predict`, `select`, and `demo`, the main job that runs them all on a mock survey. It parses arguments and prints messages; the work is done by `cemp_hfs.pipeline` and `cemp_hfs.predict`, whose signatures give the defaults.
 
 Docs: https://cemp-hfs.github.io/cemp-hfs/cli.html.md"""
 
@@ -6,45 +6,31 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/cli.html.md"""
 
 # %% ../nbs/90_cli.ipynb #c002
 from __future__ import annotations
-import argparse, json, os, sys, time, warnings
+import argparse, inspect, os, sys
 from pathlib import Path
 
 import numpy as np
-from astropy.table import Table
 
-from .io import read_many, iter_lamost, lamost_files, read_catalog, crossmatch, META_KEYS, LamostFormatError
+from .io import LamostFormatError
+from . import pipeline
 
 # %% auto #0
-__all__ = ['DEMO', 'spectra_table', 'cmd_info', 'cmd_mock', 'prepare_catalogue', 'cmd_prepare', 'cmd_train', 'cmd_predict',
-           'run_select', 'cmd_select', 'run_demo', 'cmd_demo', 'main']
+__all__ = ['COMMANDS', 'cmd_info', 'cmd_mock', 'cmd_prepare', 'cmd_train', 'cmd_predict', 'cmd_select', 'cmd_demo', 'main']
 
 # %% ../nbs/90_cli.ipynb #c006
-def spectra_table(spectra) -> Table:
-    "One row of metadata per spectrum (the keys of `META_KEYS`) plus the pixel count and wavelength range."
-    rows = [{**{k: s.meta.get(k) for k in META_KEYS}, 'npix': len(s), 'wave_min': float(s.wave[0]),
-             'wave_max': float(s.wave[-1])} for s in spectra]
-    t = Table(rows=rows) if rows else Table(names=list(META_KEYS) + ['npix', 'wave_min', 'wave_max'])
-    return t
-
 def cmd_info(args):
     "Summarise the LAMOST files named on the command line."
-    spectra, rejects = read_many(args.paths, progress=not args.quiet)
-    t = spectra_table(spectra)
-    print(f"{len(spectra)} spectra read, {len(rejects)} rejected")
+    t, rejects = pipeline.survey_info(args.paths, out=args.out, progress=not args.quiet)
+    print(f"{len(t)} spectra read, {len(rejects)} rejected")
     if len(t):
         for rel in sorted(set(t['release'])):
             sel = t[t['release'] == rel]
             print(f"  {rel:>7}: {len(sel):5d} spectra, {int(min(sel['npix']))}-{int(max(sel['npix']))} px, "
                   f"median snrg {np.nanmedian(np.asarray(sel['snrg'], float)):.1f}")
     for f, why in rejects: print(f"  rejected {f}: {why}")
-    if args.out:
-        out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
-        t.write(out / 'spectra.csv', overwrite=True)
-        Table(rows=rejects, names=('file', 'reason'), dtype=(str, str)).write(out / 'rejects.csv', overwrite=True)
-        print(f"wrote {out/'spectra.csv'} and {out/'rejects.csv'}")
+    if args.out: print(f"wrote {Path(args.out) / 'spectra.csv'} and {Path(args.out) / 'rejects.csv'}")
     return 0
 
-# %% ../nbs/90_cli.ipynb #c008
 def cmd_mock(args):
     "Write a mock LAMOST survey."
     from cemp_hfs.mock import make_survey
@@ -53,85 +39,24 @@ def cmd_mock(args):
     print(f"mock: {len(t)} spectra of {len(set(t['star_id']))} stars -> {args.out} (truth.csv, hires_labels.csv, spectra/)")
     return 0
 
-# %% ../nbs/90_cli.ipynb #c010
-_LABEL_COLS = ('teff', 'logg', 'feh', 'cfe', 'ch')
-
-def _catalogue_from_files(source, progress=True) -> Table:
-    "A spectra table (filename relative to `source`, obsid, designation, ra, dec, z, S/N) from the headers."
-    root = Path(source)
-    rows = []
-    for s in iter_lamost(source, rejects=[], progress=progress):
-        m = s.meta
-        rows.append(dict(filename=m['filename'], obsid=m['obsid'] if m['obsid'] is not None else -1,
-                         designation=m['designation'] or '', ra=m['ra'], dec=m['dec'], z=m['z'], snrg=m['snrg'], snri=m['snri']))
-    if not rows: raise ValueError(f"{source}: no readable LAMOST files")
-    files = {p.name: str(p.relative_to(root)) for p in lamost_files(source)}
-    t = Table(rows=rows); t['filename'] = [files.get(f, f) for f in t['filename']]
-    return t
-
-def prepare_catalogue(catalog, labels=None, radius=3., snr_min=None, progress=True):
-    "The table `build_dataset` needs, and the folder its file names are relative to."
-    p = Path(catalog)
-    if not p.exists(): raise FileNotFoundError(f"{catalog}: no such file or directory")
-    t, root = (_catalogue_from_files(p, progress), p) if p.is_dir() else (read_catalog(p), p.parent)
-    if labels is not None:
-        if not Path(labels).exists(): raise FileNotFoundError(f"label catalogue {labels}: no such file")
-        lab = read_catalog(labels)
-        missing = [c for c in ('ra', 'dec') if c not in lab.colnames]
-        if missing: raise KeyError(f"label catalogue {labels} lacks columns {missing}")
-        t.remove_columns([c for c in t.colnames if c in _LABEL_COLS or (c.endswith('_err') and c[:-4] in _LABEL_COLS)])
-        keep = ['ra', 'dec'] + [c for c in lab.colnames if c in _LABEL_COLS or (c.endswith('_err') and c[:-4] in _LABEL_COLS)]
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            t = crossmatch(t, lab[keep], radius=radius, verbose=progress)
-        t.remove_columns([c for c in ('ra_2', 'dec_2') if c in t.colnames])
-    if snr_min:
-        snr = np.fmax(np.ma.filled(np.ma.asarray(t['snrg'], dtype=float), np.nan), np.ma.filled(np.ma.asarray(t['snri'], dtype=float), np.nan))
-        t = t[snr > snr_min]
-    if not len(t): raise ValueError(f"{catalog}: no spectra left after the cross-match and cuts")
-    return t, root
-
 def cmd_prepare(args):
     "Cross-match (optional) and preprocess into an on-disk dataset."
-    from cemp_hfs.preprocess import build_dataset, load_dataset
-    t, root = prepare_catalogue(args.catalog, args.labels, args.radius, args.snr_min, progress=not args.quiet)
-    cfg = None
-    if args.config:
-        if not Path(args.config).is_file(): raise FileNotFoundError(f"preprocessing config {args.config}: no such file")
-        cfg = args.config
-    if not args.quiet: print(f"prepare: preprocessing {len(t)} spectra into {args.out} ...", flush=True)
-    build_dataset(t, args.out, root=args.root or root, cfg=cfg, seed=args.seed, n_workers=args.workers, progress=not args.quiet)
-    ds = load_dataset(args.out)
+    ds = pipeline.run_prepare(args.catalog, args.out, labels=args.labels, radius=args.radius, snr_min=args.snr_min, root=args.root,
+                              cfg=args.config, seed=args.seed, n_workers=args.workers, progress=not args.quiet)
     print(f"prepare: {ds}")
     return 0
 
-# %% ../nbs/90_cli.ipynb #c012
-def _config_arg(config):
-    "A shipped config name or an existing YAML path, checked now so that a typo fails before any work."
-    from cemp_hfs.hfsnet import load_config
-    return load_config(config)
-
 def cmd_train(args):
     "Train HFS-Net on a dataset and write the model file, its log and figures."
-    import matplotlib; matplotlib.use('Agg')
-    from cemp_hfs.train import train_hfsnet, split_predictions, plot_training, plot_one_to_one, plot_residuals_snr, plot_expert_usage
-    if not (Path(args.dataset) / 'labels.fits').exists(): raise FileNotFoundError(f"{args.dataset}: not a dataset (no labels.fits); run `cemp-hfs prepare` first")
-    cfg = _config_arg(args.config)
-    out = Path(args.out)
-    learn = train_hfsnet(args.dataset, cfg, epochs=args.epochs, bs=args.bs, lr=args.lr, out=out, balanced=args.balanced,
-                         seed=args.seed, patience=args.patience, progress=not args.quiet)
-    figs = out.parent / f'{out.stem}_figures'; figs.mkdir(parents=True, exist_ok=True)
-    vt = split_predictions(learn)
-    for name, fig in [('training', plot_training(learn.history, learn.scaler)), ('one_to_one', plot_one_to_one(vt)),
-                      ('residuals_snr', plot_residuals_snr(vt)), ('expert_usage', plot_expert_usage(learn.expert_usage.usage))]:
-        fig.savefig(figs / f'{name}.png', dpi=110, bbox_inches='tight')
+    learn = pipeline.run_train(args.dataset, args.out, config=args.config, epochs=args.epochs, bs=args.bs, lr=args.lr,
+                               balanced=args.balanced, seed=args.seed, patience=args.patience, progress=not args.quiet)
     last = {k: round(float(learn.history[k][-1]), 4) for k in learn.history.colnames if k.startswith('mae_')}
-    print(f"train: best epoch {learn.save_best.best_epoch + 1} of {len(learn.history)}, valid MAE {last} -> {out}, figures in {figs}")
+    print(f"train: best epoch {learn.save_best.best_epoch + 1} of {len(learn.history)}, valid MAE {last} -> {args.out}, figures in {learn.figures}")
     return 0
 
 def cmd_predict(args):
     "Label spectra with a trained model (resumable)."
-    from cemp_hfs.select import predict
+    from cemp_hfs.predict import predict
     if not Path(args.model).is_file(): raise FileNotFoundError(f"model file {args.model}: no such file")
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
     t = predict(args.model, inputs, out=args.out, bs=args.bs, chunk_size=args.chunk_size, mc_samples=args.mc,
@@ -140,200 +65,139 @@ def cmd_predict(args):
     print(f"predict: {len(t)} spectra labelled, {t.meta['NREJECT']} rejected (see {Path(args.out) / 'rejects.csv'}) -> {Path(args.out) / 'predictions.fits'}")
     return 0
 
-def run_select(predictions, out, criteria='paper', p_min=None, n_top=4, source=None, truth=None):
-    "Classify predictions, write the candidate catalogue and the figures into `out`; returns (classified, candidates)."
-    import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    from cemp_hfs.select import classify, candidates, write_catalogue, plot_cfe_feh, plot_kiel, plot_top_candidates
-    t = predictions if isinstance(predictions, Table) else Table.read(predictions)
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    cl = classify(t, criteria)
-    cand = candidates(cl, p_min)
-    write_catalogue(cand, out / 'cemp_candidates')
-    write_catalogue(cl, out / 'all_classified')
-    figs = [('cfe_feh', plot_cfe_feh(cl, criteria, truth=truth)), ('kiel', plot_kiel(cl))]
-    if len(cand): figs.append(('top_candidates', plot_top_candidates(cand, n=n_top, source=source)))
-    for name, fig in figs: fig.savefig(out / f'{name}.png', dpi=110, bbox_inches='tight'); plt.close(fig)
-    return cl, cand
-
 def cmd_select(args):
     "Classify predictions and write the CEMP candidate catalogue and figures."
-    from cemp_hfs.select import load_criteria
-    if not Path(args.predictions).is_file(): raise FileNotFoundError(f"predictions {args.predictions}: no such file")
-    load_criteria(args.criteria)
-    cl, cand = run_select(args.predictions, args.out, args.criteria, args.p_min, source=args.source)
+    cl, cand = pipeline.run_select(args.predictions, args.out, args.criteria, args.p_min, source=args.source)
     print(f"select: {int(cl['cemp'].sum())} CEMP, {int(cl['emp'].sum())} EMP, {int(cl['vmp'].sum())} VMP of {len(cl)}; "
           f"{len(cand)} candidates -> {Path(args.out) / 'cemp_candidates.fits'} (.csv)")
     return 0
 
-# %% ../nbs/90_cli.ipynb #c014
-DEMO = dict(n_train=3000, n_test=1500, epochs=12, bs=32, lr=3e-3, mc=16, config='small')
-
-def _summary_markdown(s: dict) -> str:
-    "The demo summary as a Markdown page."
-    ev, tr = s['evaluation'], s['training']
-    lines = [f"# cemp-hfs demo summary", "",
-             f"Mock training survey: {s['n_train_spectra']} spectra, {s['n_dataset']} with cross-matched labels; "
-             f"HFS-Net `{s['config']}` trained {tr['epochs_run']} epochs on the CPU (best epoch {tr['best_epoch']}).",
-             f"Unseen mock survey (seed {s['seed_test']}): {s['n_test_spectra']} spectra, {s['n_predicted']} labelled, "
-             f"{s['n_rejected']} rejected, {ev['n_matched']} matched to the truth.", "",
-             "| label | MAE against the mock truth |", "| --- | --- |"]
-    from cemp_hfs.train import UNITS
-    for l in ('teff', 'logg', 'feh', 'cfe', 'ch'):
-        lines.append(f"| {l} | {ev[f'mae_{l}']:.3g} {UNITS.get(l, '')} |")
-    lines += ["", f"CEMP selection (criteria `{s['criteria']}`): {ev['n_selected']} selected, {ev['n_true_cemp']} truly CEMP, "
-              f"{ev['n_true_positive']} both: completeness **{ev['completeness']:.2f}**, purity **{ev['purity']:.2f}**. "
-              f"Selecting by P(CEMP) >= 0.5 instead ({s['mc_samples']} MC-dropout draws per star): {ev['n_selected_p50']} selected, "
-              f"completeness **{ev['completeness_p50']:.2f}**, purity **{ev['purity_p50']:.2f}**.", "",
-              f"Wall time: {s['seconds']['total']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in s['seconds'].items() if k != 'total')})."]
-    return '\n'.join(lines) + '\n'
-
-def _with_truth(pred: Table, truth: Table, key='obsid') -> Table:
-    "Predictions joined to the truth on `key`: columns `<label>` (truth), `<label>_pred` and `snrg` for the plots."
-    from cemp_hfs.train import LABELS
-    at = {k: i for i, k in enumerate(np.asarray(truth[key]))}
-    ip = np.array([i for i, k in enumerate(np.asarray(pred[key])) if k in at], int)
-    it = np.array([at[k] for k in np.asarray(pred[key])[ip]], int)
-    t = Table({key: np.asarray(pred[key])[ip], 'snrg': np.asarray(pred['snrg'], float)[ip]})
-    for l in LABELS: t[l], t[f'{l}_pred'] = np.asarray(truth[l], float)[it], np.asarray(pred[l], float)[ip]
-    return t
-
-def run_demo(out='demo_out', n_train=DEMO['n_train'], n_test=DEMO['n_test'], epochs=DEMO['epochs'], bs=DEMO['bs'],
-             lr=DEMO['lr'], mc=DEMO['mc'], config=DEMO['config'], criteria='paper', seed=0, progress=True) -> dict:
-    "The main job on a mock survey into `out`; returns the summary (also in `out/summary.json` and `summary.md`)."
-    import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    import torch
-    from cemp_hfs.mock import make_survey
-    from cemp_hfs.preprocess import build_dataset, load_dataset
-    from cemp_hfs.train import train_hfsnet, split_predictions, plot_training, plot_one_to_one, plot_residuals_snr, plot_expert_usage
-    from cemp_hfs.select import predict, evaluate
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    secs, t0 = {}, time.time()
-    def lap(name):
-        nonlocal t0
-        secs[name] = round(time.time() - t0, 1); t0 = time.time()
-        if progress: print(f"demo: {name} done in {secs[name]:.0f} s", flush=True)
-    train_truth = make_survey(n_train, out / 'survey_train', seed=seed, progress=progress); lap('mock_train')
-    cat, root = prepare_catalogue(out / 'survey_train' / 'truth.csv', out / 'survey_train' / 'hires_labels.csv', progress=False)
-    build_dataset(cat, out / 'dataset', root=root, seed=seed, progress=progress); lap('prepare')
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
-    learn = train_hfsnet(out / 'dataset', config, epochs=epochs, bs=bs, lr=lr, out=out / 'model.pt', seed=seed, progress=progress)
-    vt = split_predictions(learn)
-    for name, fig in [('training', plot_training(learn.history, learn.scaler)), ('one_to_one_valid', plot_one_to_one(vt)),
-                      ('residuals_snr_valid', plot_residuals_snr(vt)), ('expert_usage', plot_expert_usage(learn.expert_usage.usage))]:
-        fig.savefig(out / f'{name}.png', dpi=110, bbox_inches='tight'); plt.close(fig)
-    lap('train')
-    test_truth = make_survey(n_test, out / 'survey_test', seed=seed + 1000, progress=progress); lap('mock_test')
-    pred = predict(out / 'model.pt', out / 'survey_test' / 'spectra', out=out / 'predictions', mc_samples=mc, bs=64,
-                   criteria=criteria, progress=progress); lap('predict')
-    cl, cand = run_select(pred, out, criteria, truth=test_truth)
-    for name, fig in [('one_to_one_unseen', plot_one_to_one(_with_truth(pred, test_truth))),
-                      ('residuals_snr_unseen', plot_residuals_snr(_with_truth(pred, test_truth)))]:
-        fig.savefig(out / f'{name}.png', dpi=110, bbox_inches='tight'); plt.close(fig)
-    lap('select')
-    ev = evaluate(pred, test_truth, criteria)
-    ev_p = evaluate(pred, test_truth, criteria, p_min=0.5)
-    ev.update({f'{k}_p50': ev_p[k] for k in ('n_selected', 'n_true_positive', 'completeness', 'purity')})
-    secs['total'] = round(sum(secs.values()), 1)
-    summary = dict(config=config, criteria=criteria, seed_test=seed + 1000, mc_samples=mc, n_train_spectra=len(train_truth),
-                   n_dataset=len(load_dataset(out / 'dataset')), n_test_spectra=len(test_truth), n_predicted=len(pred),
-                   n_rejected=int(pred.meta['NREJECT']), n_candidates=len(cand),
-                   training=dict(epochs_run=len(learn.history), best_epoch=int(learn.save_best.best_epoch) + 1,
-                                 valid=[{k: float(r[k]) for k in learn.history.colnames} for r in learn.history[-1:]][0]),
-                   evaluation=ev, seconds=secs)
-    (out / 'summary.json').write_text(json.dumps(summary, indent=1))
-    (out / 'summary.md').write_text(_summary_markdown(summary))
-    if progress: print(_summary_markdown(summary))
-    return summary
-
 def cmd_demo(args):
     "Run the main job into `args.out`."
-    run_demo(args.out, n_train=args.n_train, n_test=args.n_test, epochs=args.epochs, mc=args.mc, seed=args.seed, progress=not args.quiet)
+    pipeline.run_demo(args.out, n_train=args.n_train, n_test=args.n_test, epochs=args.epochs, mc=args.mc, seed=args.seed,
+                      progress=not args.quiet)
     return 0
 
 # %% ../nbs/90_cli.ipynb #c016
-def _parser():
-    p = argparse.ArgumentParser(prog='cemp-hfs', description='Find CEMP stars in LAMOST low-resolution spectra with HFS-Net.')
-    sub = p.add_subparsers(dest='command', required=True)
-    s = sub.add_parser('info', help='summarise LAMOST files (directory, glob or paths)')
+def _default(f, name):
+    "The default of parameter `name` of function `f`."
+    return inspect.signature(f).parameters[name].default
+
+def _opt(s, flag, f, name, help, **kw):
+    "Add option `flag` whose default is that of `f`'s parameter `name`, shown in the help."
+    d = _default(f, name)
+    s.add_argument(flag, default=d, help=f"{help} (default: {d})", **kw)
+
+def _train_fn():
+    from cemp_hfs.train import train_hfsnet
+    return train_hfsnet
+
+def _predict_fn():
+    from cemp_hfs.predict import predict
+    return predict
+
+def _mock_fn():
+    from cemp_hfs.mock import make_survey
+    return make_survey
+
+def _add_info(s):
     s.add_argument('paths', nargs='+', help='files, directories or glob patterns')
     s.add_argument('--out', help='directory for spectra.csv and rejects.csv')
     s.add_argument('--quiet', action='store_true', help='no progress bar')
-    s.set_defaults(func=cmd_info)
 
-    s = sub.add_parser('mock', help='write a mock LAMOST survey with known labels')
+def _add_mock(s):
     s.add_argument('out', help='output directory')
     s.add_argument('-n', type=int, default=500, help='number of stars (default 500; repeat visits come on top)')
-    s.add_argument('--seed', type=int, default=0, help='random seed (another seed gives other stars)')
+    _opt(s, '--seed', _mock_fn(), 'seed', 'random seed (another seed gives other stars)', type=int)
     s.add_argument('--quiet', action='store_true', help='no progress bar')
-    s.set_defaults(func=cmd_mock)
 
-    s = sub.add_parser('prepare', help='cross-match spectra with labels and preprocess them into a dataset')
+def _add_prepare(s):
+    f = pipeline.run_prepare
     s.add_argument('catalog', help='table of spectra (CSV/FITS with a filename column) or a directory of LAMOST files')
     s.add_argument('--out', required=True, help='dataset directory to write')
     s.add_argument('--labels', help='label catalogue (ra, dec, teff, logg, feh, cfe) to cross-match with')
-    s.add_argument('--radius', type=float, default=3., help='cross-match radius in arcsec (default 3)')
+    _opt(s, '--radius', f, 'radius', 'cross-match radius in arcsec', type=float)
     s.add_argument('--root', help='folder the file names are relative to (default: the catalogue folder)')
-    s.add_argument('--snr-min', type=float, default=None, help='keep spectra with snrg or snri above this')
+    _opt(s, '--snr-min', f, 'snr_min', 'keep spectra with snrg or snri above this', type=float)
     s.add_argument('--config', help='preprocessing config YAML (default: the package default)')
-    s.add_argument('--seed', type=int, default=0, help='seed of the train/valid/test split')
-    s.add_argument('--workers', type=int, default=1, help='worker processes')
+    _opt(s, '--seed', f, 'seed', 'seed of the train/valid/test split', type=int)
+    _opt(s, '--workers', f, 'n_workers', 'worker processes', type=int)
     s.add_argument('--quiet', action='store_true', help='no progress bar')
-    s.set_defaults(func=cmd_prepare)
 
-    s = sub.add_parser('train', help='train HFS-Net on a dataset')
+def _add_train(s):
+    f = _train_fn()
     s.add_argument('dataset', help='dataset directory (from `prepare`)')
-    s.add_argument('--out', default='model.pt', help='model file to write (default model.pt)')
-    s.add_argument('--config', default='paper', help="HFS-Net config: 'paper', 'small' or a YAML path (default paper)")
-    s.add_argument('--epochs', type=int, default=30, help='maximum epochs (default 30)')
-    s.add_argument('--bs', type=int, default=64, help='batch size (default 64)')
-    s.add_argument('--lr', type=float, default=1e-3, help='peak learning rate (default 1e-3)')
+    _opt(s, '--out', pipeline.run_train, 'out', 'model file to write')
+    _opt(s, '--config', pipeline.run_train, 'config', "HFS-Net config: 'paper', 'small' or a YAML path")
+    _opt(s, '--epochs', f, 'epochs', 'maximum epochs', type=int)
+    _opt(s, '--bs', f, 'bs', 'batch size', type=int)
+    _opt(s, '--lr', f, 'lr', 'peak learning rate', type=float)
     s.add_argument('--balanced', action='store_true', help='"random mean sampling": [Fe/H]-balanced training split')
-    s.add_argument('--patience', type=int, default=None, help='stop after this many epochs without improvement')
-    s.add_argument('--seed', type=int, default=0, help='random seed')
+    _opt(s, '--patience', f, 'patience', 'stop after this many epochs without improvement', type=int)
+    _opt(s, '--seed', f, 'seed', 'random seed', type=int)
     s.add_argument('--quiet', action='store_true', help='no progress bar')
-    s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser('predict', help='label spectra with a trained model (streaming, resumable)')
+def _add_predict(s):
+    f = _predict_fn()
     s.add_argument('model', help='model file (from `train`)')
     s.add_argument('inputs', nargs='+', help='a dataset directory, a directory of LAMOST files, globs or paths')
     s.add_argument('--out', required=True, help='output directory (rerun with the same --out to resume)')
-    s.add_argument('--mc', type=int, default=16, help='Monte-Carlo dropout samples (default 16)')
-    s.add_argument('--bs', type=int, default=64, help='batch size (default 64)')
-    s.add_argument('--chunk-size', type=int, default=1024, help='spectra per chunk file (default 1024)')
-    s.add_argument('--criteria', default='paper', help='CEMP criteria for P(CEMP): preset or YAML (default paper)')
-    s.add_argument('--max-chunks', type=int, default=None, help='stop after this many chunks (resume later)')
-    s.add_argument('--seed', type=int, default=0, help='seed of the dropout draws')
+    _opt(s, '--mc', f, 'mc_samples', 'Monte-Carlo dropout samples', type=int)
+    _opt(s, '--bs', f, 'bs', 'batch size', type=int)
+    _opt(s, '--chunk-size', f, 'chunk_size', 'spectra per chunk file', type=int)
+    _opt(s, '--criteria', f, 'criteria', 'CEMP criteria for P(CEMP): preset or YAML')
+    _opt(s, '--max-chunks', f, 'max_chunks', 'stop after this many chunks (resume later)', type=int)
+    _opt(s, '--seed', f, 'seed', 'seed of the dropout draws', type=int)
     s.add_argument('--quiet', action='store_true', help='no progress bar')
-    s.set_defaults(func=cmd_predict)
 
-    s = sub.add_parser('select', help='classify predictions and write the CEMP candidate catalogue and figures')
+def _add_select(s):
+    f = pipeline.run_select
     s.add_argument('predictions', help='predictions.fits (from `predict`)')
     s.add_argument('--out', required=True, help='output directory')
-    s.add_argument('--criteria', default='paper', help='preset (paper, beers2005, aoki2007) or a YAML file (default paper)')
-    s.add_argument('--p-min', type=float, default=None, help='select by P(CEMP) >= this instead of the point estimate')
+    _opt(s, '--criteria', f, 'criteria', 'preset (paper, beers2005, aoki2007) or a YAML file')
+    _opt(s, '--p-min', f, 'p_min', 'select by P(CEMP) >= this instead of the point estimate', type=float)
     s.add_argument('--source', help='dataset directory the predictions came from (for the spectra figure)')
-    s.set_defaults(func=cmd_select)
 
-    s = sub.add_parser('demo', help='run the main job end to end on a mock survey (a few minutes on 2 idle cores)')
-    s.add_argument('--out', default='demo_out', help='output directory (default: demo_out)')
-    s.add_argument('--n-train', type=int, default=DEMO['n_train'], help=f"stars in the training survey (default {DEMO['n_train']})")
-    s.add_argument('--n-test', type=int, default=DEMO['n_test'], help=f"stars in the unseen survey (default {DEMO['n_test']})")
-    s.add_argument('--epochs', type=int, default=DEMO['epochs'], help=f"training epochs (default {DEMO['epochs']})")
-    s.add_argument('--mc', type=int, default=DEMO['mc'], help=f"Monte-Carlo dropout draws per star (default {DEMO['mc']})")
-    s.add_argument('--seed', type=int, default=0, help='seed of the training survey (the unseen one uses seed + 1000)')
+def _add_demo(s):
+    f = pipeline.run_demo
+    _opt(s, '--out', f, 'out', 'output directory')
+    _opt(s, '--n-train', f, 'n_train', 'stars in the training survey', type=int)
+    _opt(s, '--n-test', f, 'n_test', 'stars in the unseen survey', type=int)
+    _opt(s, '--epochs', f, 'epochs', 'training epochs', type=int)
+    _opt(s, '--mc', f, 'mc', 'Monte-Carlo dropout draws per star', type=int)
+    _opt(s, '--seed', f, 'seed', 'seed of the training survey (the unseen one uses seed + 1000)', type=int)
     s.add_argument('--quiet', action='store_true', help='no progress output')
-    s.set_defaults(func=cmd_demo)
+
+COMMANDS = {  # name: (help, options, function)
+    'info': ('summarise LAMOST files (directory, glob or paths)', _add_info, cmd_info),
+    'mock': ('write a mock LAMOST survey with known labels', _add_mock, cmd_mock),
+    'prepare': ('cross-match spectra with labels and preprocess them into a dataset', _add_prepare, cmd_prepare),
+    'train': ('train HFS-Net on a dataset', _add_train, cmd_train),
+    'predict': ('label spectra with a trained model (streaming, resumable)', _add_predict, cmd_predict),
+    'select': ('classify predictions and write the CEMP candidate catalogue and figures', _add_select, cmd_select),
+    'demo': ('run the main job end to end on a mock survey (a few minutes on 2 idle cores)', _add_demo, cmd_demo),
+}
+
+def _parser(command=None):
+    "The argument parser, with the options of `command` (the one about to run) built."
+    p = argparse.ArgumentParser(prog='cemp-hfs', description='Find CEMP stars in LAMOST low-resolution spectra with HFS-Net.')
+    sub = p.add_subparsers(dest='command', required=True)
+    for name, (help, add, func) in COMMANDS.items():
+        s = sub.add_parser(name, help=help, description=help)
+        if command == name: add(s)  # the others need no options to list themselves
+        s.set_defaults(func=func)
     return p
 
+# %% ../nbs/90_cli.ipynb #cmain1
 def main(argv=None):
     "Console script `cemp-hfs`."
     # OpenMP threads that spin while waiting make torch 10-30x slower when another process shares the cores (measured:
     # 4.9 s against 0.14 s per training batch); sleeping waiters cost nothing on an idle machine. Torch is imported
     # lazily by the commands, so this takes effect unless the caller imported torch already or set the variable.
     os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if a in COMMANDS), None)
+    args = _parser(command).parse_args(argv)
     try: return args.func(args)
     except (FileNotFoundError, ValueError, KeyError, LamostFormatError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -6,7 +6,7 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/hfsnet.html.md"""
 
 # %% ../nbs/04_hfsnet.ipynb #c002
 from __future__ import annotations
-import copy, inspect, os
+import copy, inspect
 from importlib.resources import files
 from pathlib import Path
 
@@ -21,14 +21,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .pyramid import MultiScalePyramidBranch, fuse_pyramid
 from .moe import CustomMoEBranch
+from .core import atomic_path
+
 
 # %% auto #0
-__all__ = ['LABELS', 'CONFIG_KEYS', 'REGISTRY', 'FORMAT', 'ConfigError', 'register', 'AddFusion', 'ConcatFusion', 'MultiTaskHead',
+__all__ = ['CONFIG_KEYS', 'REGISTRY', 'FORMAT', 'ConfigError', 'register', 'AddFusion', 'ConcatFusion', 'MultiTaskHead',
            'shipped_configs', 'check_config', 'load_config', 'build_component', 'HFSNet', 'toy_batch', 'save_model',
            'load_model', 'fuse_for_inference', 'draw_architecture', 'component_costs', 'format_costs']
 
 # %% ../nbs/04_hfsnet.ipynb #c005
-LABELS = ('teff', 'logg', 'feh', 'cfe')
 CONFIG_KEYS = {
     'name': 'short name of the configuration',
     'description': 'one line of text',
@@ -299,8 +300,7 @@ def save_model(path:str|Path, # output file (.pt)
     path = Path(path)
     obj = {'format': FORMAT, 'config': _plain(model.config, 'config'),
            'state_dict': {k: v.detach().cpu() for k, v in model.state_dict().items()}, 'extra': _plain(extra or {}, 'extra')}
-    tmp = path.with_name(path.name + '.tmp')
-    torch.save(obj, tmp); os.replace(tmp, path)
+    with atomic_path(path) as tmp: torch.save(obj, tmp)
     return path
 
 def load_model(path:str|Path, # file written by `save_model`

@@ -6,7 +6,7 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/io.html.md"""
 
 # %% ../nbs/00_io.ipynb #c002
 from __future__ import annotations
-import glob, gzip, os, re, tempfile, warnings, zlib
+import glob, gzip, re, warnings, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +17,9 @@ from astropy.io import fits
 from astropy.table import Table, hstack
 import matplotlib.pyplot as plt
 from fastprogress.fastprogress import progress_bar
+
+from .core import atomic_path
+
 
 # %% auto #0
 __all__ = ['META_KEYS', 'LAMOST_PATTERNS', 'QUALITY_COLUMNS', 'BANDS', 'LamostFormatError', 'LamostSpectrum', 'lamost_meta',
@@ -227,14 +230,7 @@ def lamost_header(meta: dict, n: int, wave=None) -> fits.Header:
     return hdr
 
 def _atomic_writeto(hdul, path):
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    sfx = '.fits.gz' if path.name.endswith('.gz') else '.fits'
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=sfx, dir=path.parent); os.close(fd)
-    try:
-        hdul.writeto(tmp, overwrite=True, checksum=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
+    with atomic_path(path) as tmp: hdul.writeto(tmp, overwrite=True, checksum=False)
 
 def write_lamost(spectrum: LamostSpectrum, path, layout='image'):
     "Write `spectrum` to `path` in LAMOST's DR2-8 `image` or DR9+ `table` layout; returns the path."

@@ -6,7 +6,7 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/mock.html.md"""
 
 # %% ../nbs/00a_mock.ipynb #c002
 from __future__ import annotations
-import os
+import importlib.resources, json, os
 from pathlib import Path
 
 import numpy as np
@@ -17,21 +17,21 @@ from fastprogress.fastprogress import progress_bar
 
 from .io import LamostSpectrum, write_lamost, read_lamost
 
+
 # %% auto #0
-__all__ = ['COEFF0', 'COEFF1', 'NPIX', 'R_LAMOST', 'C_KMS', 'LABELS', 'SUN', 'STRENGTH', 'MOLECULAR_WINDOWS', 'TEMPLATE_TAU0',
+__all__ = ['COEFF0', 'COEFF1', 'NPIX', 'R_LAMOST', 'C_KMS', 'SUN', 'STRENGTH', 'MOLECULAR_WINDOWS', 'TEMPLATE_TAU0',
            'MOL_TAU_SUN', 'K_OPACITY', 'K_PRESSURE', 'SOLAR_ABUND', 'DOPPLER_B', 'DAMP_A', 'TEMPLATES', 'BLUE_VEIL',
            'INSTRUMENT_KNOTS', 'CONT_THROUGHPUT', 'MASK_BITS', 'CEMP_NODES', 'BAND_WINDOWS', 'lamost_wave',
-           'air_to_vacuum', 'curve_of_growth', 'template_tau', 'template_growth', 'alpha_fe', 'nitrogen_fe',
-           'co_fraction', 'free_carbon', 'planck', 'ccm_extinction', 'instrument_throughput', 'flux_calibration_shape',
-           'interstellar_absorption', 'blue_veiling', 'model_flux', 'telluric_transmission', 'sky_spectrum', 'observe',
-           'mk_subclass', 'synth_spectrum', 'cemp_fraction', 'draw_population', 'make_survey', 'plot_carbon_sequence',
-           'plot_population']
+           'air_to_vacuum', 'read_calibration', 'curve_of_growth', 'template_tau', 'template_growth', 'alpha_fe',
+           'nitrogen_fe', 'co_fraction', 'free_carbon', 'planck', 'ccm_extinction', 'instrument_throughput',
+           'flux_calibration_shape', 'interstellar_absorption', 'blue_veiling', 'model_flux', 'telluric_transmission',
+           'sky_spectrum', 'observe', 'mk_subclass', 'synth_spectrum', 'cemp_fraction', 'draw_population',
+           'make_survey', 'plot_carbon_sequence', 'plot_population']
 
 # %% ../nbs/00a_mock.ipynb #c006
 COEFF0, COEFF1, NPIX = 3.5682, 1e-4, 3909
 R_LAMOST = 1800.  # resolving power, FWHM = lambda / R
 C_KMS = 299792.458
-LABELS = ('teff', 'logg', 'feh', 'cfe')
 SUN = dict(teff=5772., logg=4.44, feh=0., cfe=0.)  # reference point for all strength laws
 _PAD = 12  # rest-frame pixels kept on each side so that a velocity shift never runs off the grid (12 px = 830 km/s)
 
@@ -45,56 +45,16 @@ def air_to_vacuum(wave_air):
     n = 1 + 8.34254e-5 + 2.406147e-2 / (130 - s2) + 1.5998e-4 / (38.9 - s2)
     return wave_air * n
 
+# %% ../nbs/00a_mock.ipynb #c007b
+def read_calibration(path=None):
+    "Calibrated constants of the mock (dict): the package's `data/mock_calibration.json`, or the JSON file at `path`."
+    src = importlib.resources.files('cemp_hfs').joinpath('data', 'mock_calibration.json') if path is None else Path(path)
+    return json.loads(src.read_text())
+
+_CALIB = read_calibration()  # read once, at import
+
 # %% ../nbs/00a_mock.ipynb #c009
-_ATOMIC = """
-6562.80 H 2421 1; 4861.33 H 4446 1; 4340.47 H 6662 1; 4101.74 H 7098 1; 3970.07 H 7916 1; 3889.05 H 9816 1
-3835.38 H 2246 1; 3797.90 H 9107 1; 3770.63 H 6356 1; 3750.15 H 600 1; 3734.37 H 500 1; 3721.94 H 400 1
-8750.47 H 646 1; 8665.02 H 571 1; 8598.39 H 325 1; 8862.78 H 625 1; 9014.91 H 150 1; 3933.66 ca2 23668 1
-3968.47 ca2 15937 1; 8498.02 ca2 1449 1; 8542.09 ca2 3007 1; 8662.14 ca2 2345 1; 5183.60 alpha1 3015 1; 5172.68 alpha1 740 1
-5167.32 alpha1 2930 1; 3838.29 alpha1 8272 1; 3832.30 alpha1 8121 1; 3829.35 alpha1 3722 1; 4702.99 alpha1 1678 0.5; 5528.41 alpha1 867 0.5
-8806.76 alpha1 457 0.5; 4571.10 alpha1 304 0; 4167.27 alpha1 1901 0.3; 5711.09 alpha1 296 0; 4226.73 alpha1 6809 1; 4454.78 alpha1 1726 0.2
-4434.96 alpha1 1349 0.2; 4425.44 alpha1 1030 0.2; 6102.72 alpha1 353 0.2; 6122.22 alpha1 291 0.3; 6162.17 alpha1 570 0.3; 6439.08 alpha1 225 0.2
-6493.78 alpha1 213 0; 6717.69 alpha1 116 0; 5588.76 alpha1 23 0; 5857.45 alpha1 242 0; 4302.53 alpha1 1925 0; 4318.65 alpha1 538 0
-4283.01 alpha1 1343 0; 4289.37 alpha1 90 0; 5262.24 alpha1 613 0; 5349.47 alpha1 364 0; 5581.97 alpha1 196 0; 5590.12 alpha1 351 0
-5601.29 alpha1 360 0; 6166.44 alpha1 91 0; 6169.04 alpha1 80 0; 6169.56 alpha1 257 0; 6471.66 alpha1 115 0; 6499.65 alpha1 117 0
-3905.52 alpha1 4923 0.3; 7405.77 alpha1 147 0; 7415.95 alpha1 165 0; 7423.50 alpha1 186 0; 5708.40 alpha1 351 0; 5772.15 alpha1 108 0
-3998.64 alpha1 1559 0; 4981.73 alpha1 811 0; 4991.07 alpha1 472 0; 4999.50 alpha1 674 0; 5064.65 alpha1 439 0; 5173.74 alpha1 483 0
-5192.97 alpha1 153 0; 5210.39 alpha1 244 0; 4533.24 alpha1 750 0; 4534.78 alpha1 80 0; 4535.57 alpha1 734 0; 3944.01 alpha1 4949 0.3
-3961.52 alpha1 4009 0.3; 5889.95 na1 1094 1; 5895.92 na1 758 1; 8183.26 na1 189 0.3; 8194.82 na1 254 0.3; 5682.63 na1 234 0
-5688.20 na1 250 0; 3719.93 fe1 1600 0.5; 3734.86 fe1 1500 0.5; 3737.13 fe1 1100 0.5; 3745.56 fe1 900 0.3; 3749.49 fe1 1000 0.5
-3758.23 fe1 900 0.3; 3763.79 fe1 800 0.3; 3795.00 fe1 1323 0.2; 3815.84 fe1 4472 0.4; 3820.43 fe1 5504 0.5; 3825.88 fe1 5206 0.4
-3827.82 fe1 307 0.3; 3841.05 fe1 2826 0.3; 3856.37 fe1 3142 0.3; 3859.91 fe1 6907 0.5; 3878.57 fe1 4179 0.2; 3886.28 fe1 2908 0.3
-3899.71 fe1 3382 0.2; 3920.26 fe1 3427 0.2; 3922.91 fe1 2859 0.2; 3927.92 fe1 3555 0.2; 3930.30 fe1 1996 0.2; 4005.24 fe1 2650 0.2
-4045.81 fe1 4435 0.5; 4063.59 fe1 3655 0.4; 4071.74 fe1 3077 0.4; 4132.06 fe1 2049 0.2; 4143.87 fe1 2183 0.2; 4181.75 fe1 1227 0.1
-4187.04 fe1 719 0.1; 4187.80 fe1 911 0.1; 4191.43 fe1 1087 0.1; 4198.30 fe1 1558 0.1; 4202.03 fe1 1962 0.2; 4219.36 fe1 763 0.1
-4235.94 fe1 1669 0.1; 4250.12 fe1 1421 0.1; 4250.79 fe1 142 0.1; 4260.47 fe1 2240 0.2; 4271.76 fe1 2401 0.3; 4307.90 fe1 5033 0.3
-4325.76 fe1 2908 0.3; 4383.55 fe1 4383 0.5; 4404.75 fe1 2332 0.4; 4415.12 fe1 1309 0.2; 4442.34 fe1 961 0.1; 4447.72 fe1 807 0.1
-4459.12 fe1 1470 0.1; 4476.02 fe1 614 0.1; 4494.56 fe1 776 0.1; 4528.61 fe1 1340 0.1; 4871.32 fe1 1005 0.1; 4890.76 fe1 462 0.1
-4891.49 fe1 682 0.1; 4903.31 fe1 508 0.1; 4918.99 fe1 599 0.1; 4920.50 fe1 574 0.2; 4957.60 fe1 828 0.2; 5006.12 fe1 756 0
-5012.07 fe1 704 0; 5041.07 fe1 972 0; 5049.82 fe1 465 0; 5051.63 fe1 240 0; 5083.34 fe1 609 0; 5110.41 fe1 523 0
-5127.36 fe1 630 0; 5139.46 fe1 692 0; 5166.28 fe1 100 0; 5171.60 fe1 491 0; 5191.45 fe1 279 0; 5192.34 fe1 51 0
-5194.94 fe1 343 0; 5202.34 fe1 263 0; 5216.27 fe1 503 0; 5227.19 fe1 915 0.1; 5232.94 fe1 468 0.1; 5269.54 fe1 1121 0.2
-5270.36 fe1 255 0.1; 5283.62 fe1 478 0; 5302.30 fe1 300 0; 5324.18 fe1 336 0; 5328.04 fe1 1215 0.2; 5328.53 fe1 120 0
-5341.02 fe1 451 0; 5367.47 fe1 329 0; 5369.96 fe1 31 0; 5371.49 fe1 636 0.2; 5383.37 fe1 310 0; 5397.13 fe1 522 0.1
-5405.77 fe1 766 0.1; 5415.20 fe1 276 0; 5424.07 fe1 322 0; 5429.70 fe1 447 0.1; 5434.52 fe1 471 0.1; 5446.92 fe1 529 0.1
-5455.61 fe1 471 0.1; 5497.52 fe1 249 0; 5506.78 fe1 331 0; 5569.62 fe1 220 0; 5572.84 fe1 280 0; 5586.76 fe1 439 0
-5615.64 fe1 383 0; 5624.54 fe1 267 0; 5658.82 fe1 402 0; 6136.62 fe1 251 0; 6137.69 fe1 113 0; 6191.56 fe1 206 0
-6219.28 fe1 174 0; 6230.72 fe1 253 0; 6246.32 fe1 226 0; 6252.56 fe1 261 0; 6265.13 fe1 153 0; 6301.50 fe1 234 0
-6335.33 fe1 94 0; 6336.82 fe1 151 0; 6393.60 fe1 144 0; 6400.00 fe1 214 0; 6411.65 fe1 184 0; 6421.35 fe1 187 0
-6430.85 fe1 138 0; 6494.98 fe1 99 0; 6546.24 fe1 107 0; 6592.91 fe1 215 0; 6677.99 fe1 129 0; 6750.15 fe1 113 0
-7411.15 fe1 176 0; 7445.75 fe1 149 0; 7495.07 fe1 143 0; 7511.02 fe1 154 0; 7748.27 fe1 174 0; 7937.14 fe1 134 0
-7945.85 fe1 164 0; 8327.05 fe1 186 0.1; 8387.77 fe1 196 0.1; 8468.41 fe1 135 0; 8514.07 fe1 85 0; 8611.80 fe1 89 0
-8621.60 fe1 45 0; 8674.75 fe1 25 0; 8688.62 fe1 205 0.1; 8824.22 fe1 120 0; 8838.43 fe1 71 0; 4254.33 fe1 1742 0.2
-4274.80 fe1 1788 0.2; 4289.72 fe1 3114 0.1; 5204.51 fe1 116 0.1; 5206.04 fe1 503 0.1; 5208.42 fe1 456 0.1; 4030.76 fe1 2006 0.2
-4033.06 fe1 1011 0.2; 4034.48 fe1 1512 0.2; 4041.36 fe1 1075 0; 4754.04 fe1 406 0; 4783.43 fe1 383 0; 4823.52 fe1 366 0
-5476.90 fe1 665 0.1; 7788.93 fe1 81 0; 3858.30 fe1 300 0.1; 5035.36 fe1 631 0; 4233.17 fe2 630 0; 4416.82 fe2 355 0
-4508.29 fe2 331 0; 4515.34 fe2 530 0; 4520.22 fe2 326 0; 4522.63 fe2 444 0; 4549.47 fe2 772 0; 4583.84 fe2 911 0
-4629.34 fe2 471 0; 4923.93 fe2 554 0.1; 5018.44 fe2 774 0.1; 5169.03 fe2 107 0.1; 5197.58 fe2 372 0; 5234.63 fe2 207 0
-5275.99 fe2 465 0; 5316.62 fe2 294 0; 6247.56 fe2 50 0; 6456.38 fe2 149 0; 6516.08 fe2 96 0; 3759.29 fe2 400 0.2
-3761.32 fe2 350 0.2; 4300.05 fe2 2157 0; 4395.03 fe2 986 0; 4443.80 fe2 357 0; 4468.51 fe2 874 0; 4501.27 fe2 527 0
-4533.97 fe2 120 0; 4563.76 fe2 549 0; 4571.97 fe2 328 0; 4077.71 fe2 2765 0.3; 4215.52 fe2 1691 0.2; 4554.03 fe2 788 0.1
-4934.08 fe2 648 0.1; 5853.67 fe2 128 0; 6141.71 fe2 174 0; 6496.90 fe2 175 0; 4246.82 fe2 1048 0; 4314.08 fe2 1639 0
-"""
+_ATOMIC = '\n'.join(_CALIB['atomic_lines'])  # air wavelength, group, solar EW (mA), damping weight
 
 def _parse_lines(text):
     rows = [r.split() for r in text.replace(';', '\n').split('\n') if r.strip()]
@@ -139,18 +99,20 @@ def _invert_cog(w, dl_doppler, a_damp):
     return 10 ** ((lo + hi) / 2)
 
 # %% ../nbs/00a_mock.ipynb #c016
-# log10 scale per group (multiplies the solar EW-derived optical depths) and label slopes; calibrated offline
+# log10 scale per group (multiplies the solar EW-derived optical depths) and label slopes; the temperature slopes
+# of the line groups (`_KT`) are calibrated (package data), the other numbers are physics estimates
+_KT = _CALIB['k_theta']
 STRENGTH = {
-    'H':        dict(scale=0.0, k_theta=-1.077, k_logg=0.0, k_damp=0.0),
-    'fe1':      dict(scale=0.0, k_theta=2.5, k_logg=-0.05, k_damp=0.3),
-    'fe2':      dict(scale=0.0, k_theta=2.5, k_logg=-0.33, k_damp=0.3),
-    'alpha1':   dict(scale=0.0, k_theta=2.5, k_logg=-0.05, k_damp=0.35),
-    'ca2':      dict(scale=0.0, k_theta=0.507, k_logg=-0.15, k_damp=0.3),
-    'na1':      dict(scale=0.0, k_theta=2.5, k_logg=0.0, k_damp=0.3),
+    'H':        dict(scale=0.0, k_theta=_KT['H'], k_logg=0.0, k_damp=0.0),
+    'fe1':      dict(scale=0.0, k_theta=_KT['fe1'], k_logg=-0.05, k_damp=0.3),
+    'fe2':      dict(scale=0.0, k_theta=_KT['fe2'], k_logg=-0.33, k_damp=0.3),
+    'alpha1':   dict(scale=0.0, k_theta=_KT['alpha1'], k_logg=-0.05, k_damp=0.35),
+    'ca2':      dict(scale=0.0, k_theta=_KT['ca2'], k_logg=-0.15, k_damp=0.3),
+    'na1':      dict(scale=0.0, k_theta=_KT['na1'], k_logg=0.0, k_damp=0.3),
     'CH':       dict(scale=0.0, k_theta=2.8, k_logg=0.0, k_damp=0.0),
     'CN':       dict(scale=0.0, k_theta=6.0, k_logg=0.0, k_damp=0.0),
     'C2':       dict(scale=-1.5, k_theta=5.0, k_logg=0.0, k_damp=0.0),
-    'forest':   dict(scale=0.0, k_theta=2.5, k_logg=-0.05, k_damp=0.0),
+    'forest':   dict(scale=0.0, k_theta=_KT['forest'], k_logg=-0.05, k_damp=0.0),
 }
 # wavelength windows (vacuum A) where the R=2000 references' leftover absorption is CH or CN rather than metal lines
 MOLECULAR_WINDOWS = {'CH': ((4268., 4320.),), 'CN': ((3842., 3885.), (4150., 4218.))}
@@ -234,65 +196,12 @@ def template_growth(s, tau0):
     return curve_of_growth(np.asarray(s) * tau0, 1., 1e-3) / curve_of_growth(tau0, 1., 1e-3)
 
 # %% ../nbs/00a_mock.ipynb #c022
-TEMPLATES.update({
-    'CH': (0.65375, (
-        'eNpjYBgFo2AAwNqVE5IdbJ1tvWtnrDp6c4c9Q9WZG/tzGBjqdp64dvvm/ZsT+AQZki+/3sDAkPrk/6s2BobKbO3RUBsFo2AUjIJR'
-        'MApGwSgYBaNgFAxWAAANsxm3'
-        )),
-    'CN': (1.08461, (
-        'eNpjYBhaQCe4c+GG3TvXbzp28ejW9SsmhFu4BRozyIW3Ld5x/PzlW/dffP3/+9mZvdsWBzI4zjp88QDDKMAH2lobm7om9La31tc0'
-        'NFXm5mT5Kkm557fOXLFy4azpM6a05tiqeWRl+qppxua7SNqWTJg7MVjBN89eyLGiub68oKS+obosUV/CdzQgR8EoGAWjYBSMglEw'
-        'CkbBKBgFIxwAAL75Olo='
-        )),
-    'forest': (1.12604, (
-        'eNqtl9tvHOd5xhcFirapY4nLPcz5PPPNeWdnZw+zZ+6Bu+Qud7knLsnlSRLJSqZEiozOjixZthMrshRZRmzZctzYUAvDdps4gIsE'
-        'SBAgF23aXve6FwV6VfSiN71s31X/gTbogAdwZr/ve9/n+b3PgIHA73397pdf/+If//lf/vXf/v0//+s//um3v/rFV8/e+/E3//C3'
-        'v/zpF3/1859++c1vvrre9KxU++KbT95//+njmyevvfPo++88//Xf/e7vf/uzHz+5s7FQrEwuHRxcOTm6/uCT5x8/fvPew2fPH7Ui'
-        '3uq55Ur34ltPvusH8ittKxAQW6t1608CXCbxfy3yyXG/2ZivNPvnv/fsy7/+5P5WILDw+Iv3qAB1892nP/n0/Xc//OSzv/z08TjA'
-        '2gH91oc/YAOzXPjFyss/+dnXX3/9/FIggG59+s3ffPX8859/8dFHn3/57O5yINB859mTk/j0Y+MHn33+F5/9+YfvPnj0wbOPn330'
-        '9IdvP376+K3X3/rh0w9OZgJrN66f0wKBwcmtu/efPHn4zsOH73346PWbt26/+ejdB/euTNBLfiepti5ePrl2kGfz3YKBijsHF45u'
-        'v/H24ycffPyjO7t1PkA3jl//7uHEx0JefwQS5Hb2j+784MEbV/Z2dvZPrr6ye/HkeH8pY+BctjXcvnTtxqt37908Pjo4uPb6vXvf'
-        'v//GrVtv3H/z+qYaaN29d+Xw/P4rh0drrj6/c3g18P9zrWQ4u7Y4X1taq6fytfmCX9Ko7tW7t69du3Fp9MeBZssq9atutjfZ3fMD'
-        'xmB7/8Lh73MMN793/OrVdjDkNcZnNkfd2lx/Zc6mGW+4MdnZWd2+/aP33r736vHRlctnNrbXeusXv3P5+OqNO/cfvnXtYHc1F/0D'
-        'p7H6Z5dv3Hnt2m48EBtsXTjen5fEWG335MLGeLkS5/nycGVt92DTY4uTveOT/RWPqW5P+oOmjbyiz4Zym7uT3IzQGZszvdu3Lx8d'
-        'beGB+tnNUTtJyuWVSzeuXdgcj89eee363rLN1zfXe3Mck8gVCzZtNPrDXnZWG64VidMhf+3goBTwdxaDpzU72xztnNnYeuXowqoe'
-        'kMtMwN+YrIwGSxnMGG4Ml2rpeLJUX1ganT087AUCo731pe7m+fP7lw7P757b39tan0xGrXK1vz5ZHQzXd85ujMfDwXhQpMViZ2W0'
-        'dvbg4NygXltaAdFf2dvo9VY31zulfGOwurZ96eZ3dpY7o5VuvdrZOHdmYzzo9frd7nK7Wa8tDFf7lWAgoDXG29urg9XtrcFCtTi3'
-        'uFTPV0fb2xvr435nMFkbDgbLS91eu1YulbIK67e7i/XmcDLZ2FrvNWrN5lypXCjM1Yq66HdXVifj/lItl691x+Nus1pvtpY67YWF'
-        'VqOUSaYLeUvQvXxtsd1p1avV6kJ/ZTgcdluL7YX5ZrPV76RlReU43SvUFwoSWxxOVvut2kJ/ubexu79dZ3m/lLRj+fkyCiG/2tva'
-        '39scLFZq5bjrqy+blWajWkxyAbE52T+7XC3kKvOlNFx+xosprGx72cZgvDoeDdq1uVp7tKyHu0eHW51aQki2ltvtOdVb2V6ZE5Pt'
-        'Tp5KrJ9ZcQPu2u6Z9fXJer9VzVqkszTuxqzaYrPRrsXjfi6by+dy2bSjOo3R2rA36i8ttQf7RzsZPtnsLNaq5Xxhvr91btJttTqj'
-        'zdWSlqg0mtV8od5Z2dxYMNK90aC/1GzXFL13dnttE7xZm6xBceVyHnZ10qWEaM6XLDcVUzV/MC5bTtrL1Qr5QsIrZuzUXLVar+Rz'
-        'pWJM9sGC5nBtkVdLhZhi5StzxXypVmt0u0u9Xmew0sz6KUEdHZ6cmbOTi/15GdP8+XlP0a1EJg22NFfPbSwmORrFM2lHNxOeJsRy'
-        'lVLCybhOtgo8gPMFGyWrS52KrThpVxF0N5nO12pxLu5bmmGYjpdOmZKZLpSrtUZjLq64pXKlWdQSjeVWISZLhptJW8iwDNNKFTwj'
-        'mTYkGcUyKSRKsmZZiGXV9PzCXC6d8NLZQsbilGyzkXP9eq2YzRdSuqgmCuWSb+nJ0mJ3oeBZZiKd9OIICxLITWeSnqPKRsyxNaQ5'
-        'fi7pxFPlRn2umNJ4SYunU64lMmY6nii4Zr5Rz+XnXM5MqAzDMRSPoGM/m4ppmqHxlGA4nu/7+dJcKQM9em4qnTDsXL2S9Qv5lK1q'
-        'uqrZlqLYcUM2Hcty4m6mWCllC7mE67rJhBOL2abMsEhV9JguK7ppgjyaHosZbqnqm6qdzqcQRVAURkhIURPFWr1RzyeTScfQVFWg'
-        'eDORiBmapluuIxEEy1FYFKN4WVWRoogcK5m2LksiLylWIuFANQIexvBIhOAVRaCCIaNWcXUvY9JRQlQRzwqy6QFCqm2rku56cU3R'
-        'VYGVDF1kkeMYpoF0Q+EZRpBYLILDPdeURCuVituGhiQU92I61G8kPNN0E2485qZSnmNpHB7BSIrmJFmAbzoSZZCpCTxyUp5KhmZn'
-        'Tod5wzRtJ24iZBhIFAWW4QVZtzRZFgSEZIFhZDuZjuvIcBNgj/xCKct2p1Yiy9GhVd2yLF2ROIoWVF2VRZHnkaWyFM1ynOzm844o'
-        'G7qmiDIyYoZqxRNJ3xNeniFYPVOcK2ccxPOKYekSz3CaY6si/FYNFRm2wiHHlhlO1r1itVbwYhrHiQqSBEFUddP1LJkXdCgulvSz'
-        'Pjijm7rEUKwgsCxLhMMkzzM0L0sMqzkvSjcMQ6YpEsMZeAKqgGnhCO/6LuJxXPabFYtlORKjORpnNV3AQxir2KmEgTgiGsYZBgu9'
-        'dIpXJYag4QhOEmmCwDCc5gU4FFqUFC+fEEhe1mIxlZMsG7QAcjVTRSKFUZykGyJN4iSJ4xTLMoIWTxgCLyq6Do+jBNBBCobrApdY'
-        'BDyGKqJwRSIYJYgcSYlI4iUj7mgsPCWhBbgLhHK8KIkcTbAii0eipGCm0nGohYqGg0FcQBJD0rwocCynWDFLFRkePkxPzwNmYQED'
-        'FMZlmiSnhWoybBIOTXulCIIDaiksEo5CxVO6RWiDknQVzmdVxGAkNE5iUUpSZSgCdiNoVhBZgmRoVktmHJHAKYaiWF5E0+yJGwhJ'
-        'WsJFgu5YugV/qTqMRRQLB6M8mApkipxkAOZ4KBgikRPXFaAKTohiIIGkqCAAL+toipet8vT0NAhDV+ZEkWVlx/cUCsdoCVkJ50Vm'
-        'ppIw25Ik2WlPl0QBlLYslSejGCdLoIg4HTADiOFVTWRpCnSCyZVBpngmm44h4JjhFAOgomk4QjJdGyhmQKAIydL0lEETOjIQ+E+z'
-        'PMfyspku5l0diYJmIYJApgjjrkJLDE7ywDfNyqAVx9IMD7aoFqKjURJQeMEiTgJS/NROpCkCLwDCmGAAMjzMfGh2djYYikTCBLjA'
-        'EBhBCQLHTxeJVtwU4AaBEwxszfGAezyucRRFhIMzMyGMiAaDs+EoDQmTyWQLScQSETCGgQmhQE1O0FQ6BBbojufInDCdXyIUmg2G'
-        'GYgqUQI3ZiPg0czpWZxmKE6R8CiBhWbCHIJAidCQSNGZ0zPBWYyiRcgQCCmGpgBLxdLo8GxwZjYyzSCSwKBVBqqEmYlGwCZdV2A+'
-        'oHNuWgUjgpAcLKXZ6XKYERKYZOhprSSoBFvLLNwhYWQxjGCRqdIYzEyUVuMOYkk8Go5EMZJTNLCDERRNBqAMUJuiKJqGdwgoTlAw'
-        '/QSOQw2wPQuWwzMglBO4KacsAMWRJDNNMaTCiwbmxXQtDqdEVRElSaDpqYkcz5IEhCo9/cLBCRZCSYHM4ZBpWZrA0Ay4ICIrZgIg'
-        'qoIUQJURZBWmErRhOBgHGDSeoqaTC3tBmnAsy0Pi86LluRYEqwr3SYb9H+5kbRprkVN/+kd/GDTLZVcMfevbGMwhh0cplgiFGbM8'
-        '2uykFAriSqKj4XCUALVxTlUVmWc5/KVvhcgpoBBaFBENBWejOPyEEZNkcjYkFXsLysszpPTCOVE3ZIpgJZ7EKMW2kMhGw5QEdUui'
-        'iBQ2dCrIIwUcg5GQVR7kx3FGtQwBnyXAB4WMRiA0JRaSCwevcILCQzNBjKMinC6TOMOCYMAwQ4MFUGgYhwiCwFQ1hcODp4I4P31R'
-        'Bk+9DKzxIqSwzE9fm4AC0KtzvJnJpWK2DSK/yMYp3zP/m/9X/htHwwel'
-        )),
-})
-BLUE_VEIL = (0.25, 1200.0)  # v0, L (A): fitted on DR1 spectra with S/N > 30
-INSTRUMENT_KNOTS = ((3850.0, 4750.0, 6250.0, 7650.0, 8750.0), (0.0373, 1.0, 2.351, 7.3432, 4.7548))  # S/N ratios of LASP's DR1 stars
-CONT_THROUGHPUT = ([3720.0, 3806.1, 3894.2, 3984.3, 4076.5, 4170.9, 4267.4, 4366.2, 4467.2, 4570.6, 4676.4, 4784.6, 4895.4, 5008.7, 5124.6, 5243.2, 5364.6, 5488.7, 5615.8, 5745.7, 5878.7, 6014.8, 6154.0, 6296.4, 6442.2, 6591.3, 6743.8, 6899.9, 7059.6, 7223.0, 7390.1, 7561.2, 7736.2, 7915.2, 8098.4, 8285.9, 8477.6, 8673.8, 8874.6, 9080.0],
-                   [0.8933, 1.2646, 1.2594, 1.2281, 1.2086, 1.1476, 1.1426, 1.0989, 1.0795, 1.0576, 1.0244, 0.9773, 0.9583, 0.9379, 0.9207, 0.9051, 0.8821, 0.8662, 0.8512, 0.8486, 0.8244, 0.8176, 0.8102, 0.8046, 0.7933, 0.7851, 0.7787, 0.7667, 0.7729, 0.7671, 0.7645, 0.7592, 0.7445, 0.7466, 0.7544, 0.7477, 0.7433, 0.7315, 0.6994, 0.7094])  # knots (A), values: median DR1 flux / model, 3720-9080 A
+TEMPLATES.update({g: (t['tau_max'], t['encoded']) for g, t in _CALIB['templates'].items()})
+BLUE_VEIL = (_CALIB['blue_veil']['v0'], _CALIB['blue_veil']['length_A'])  # v0, L (A): fitted on DR1 spectra with S/N > 30
+# counts per unit calibrated flux relative to g at the u, g, r, i, z band centres: fitted to the S/N ratios of LASP's DR1 stars
+INSTRUMENT_KNOTS = (tuple(_CALIB['instrument_knots']['wave_A']), tuple(_CALIB['instrument_knots']['counts_rel_g']))
+# knots (A), values: median DR1 flux / model
+CONT_THROUGHPUT = (_CALIB['cont_throughput']['wave_A'], _CALIB['cont_throughput']['ratio'])
 
 # %% ../nbs/00a_mock.ipynb #c024
 def alpha_fe(feh):

@@ -1,4 +1,4 @@
-"""The paper's preprocessing (section 2.6) run batch-first: rest frame, truncation, wavelet denoising, a robust continuum, normalisation and resampling onto one grid; and an out-of-core, resumable dataset builder with reproducible splits and "random mean sampling".
+"""The paper's preprocessing (section 2.6) run batch-first: rest frame, truncation, wavelet denoising, a robust continuum, normalisation and resampling onto one grid.
 
 Docs: https://cemp-hfs.github.io/cemp-hfs/preprocess.html.md"""
 
@@ -6,8 +6,7 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/preprocess.html.md"""
 
 # %% ../nbs/01_preprocess.ipynb #c002
 from __future__ import annotations
-import csv, functools, hashlib, json, math, os, shutil, tempfile
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import functools, math
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 
@@ -16,18 +15,15 @@ import pywt
 import yaml
 import matplotlib.pyplot as plt
 from scipy.interpolate import BSpline
-from astropy.table import Table
-from fastprogress.fastprogress import progress_bar
 
-from .io import LamostSpectrum, LamostFormatError, read_lamost, read_catalog, find_column
+from .core import GBAND, atomic_path
+from .io import LamostSpectrum
 
 # %% auto #0
-__all__ = ['SEGMENTS', 'LABELS', 'FILE_COLUMNS', 'LABEL_ALIASES', 'META_COLUMNS', 'ARRAYS', 'FEH_BINS', 'GBAND',
-           'PreprocessConfig', 'load_preprocess_config', 'config_dict', 'save_preprocess_config', 'output_grid',
+__all__ = ['SEGMENTS', 'PreprocessConfig', 'load_preprocess_config', 'config_dict', 'save_preprocess_config', 'output_grid',
            'internal_grids', 'PreprocessError', 'spectrum_name', 'redshift', 'to_rest_grid', 'wavelet_denoise',
-           'fit_continuum', 'resample', 'Preprocessed', 'preprocess', 'native_continuum', 'assign_splits',
-           'balanced_indices', 'build_dataset', 'LamostDataset', 'load_dataset', 'preprocess_steps', 'plot_steps',
-           'plot_wavelet_coeffs', 'plot_balance']
+           'fit_continuum', 'resample', 'Preprocessed', 'preprocess', 'native_continuum', 'preprocess_steps',
+           'plot_steps', 'plot_wavelet_coeffs']
 
 # %% ../nbs/01_preprocess.ipynb #c005
 SEGMENTS = ((3800., 5700.), (5900., 8000.))  # the paper's rest-frame ranges (Angstrom)
@@ -100,7 +96,7 @@ def config_dict(cfg) -> dict:
 
 def save_preprocess_config(cfg, path):
     "Write the config as YAML to `path`; `load_preprocess_config(path)` gives it back."
-    Path(path).write_text(yaml.safe_dump(config_dict(cfg), sort_keys=False))
+    with atomic_path(path) as tmp: tmp.write_text(yaml.safe_dump(config_dict(cfg), sort_keys=False))
     return Path(path)
 
 # %% ../nbs/01_preprocess.ipynb #c008
@@ -361,303 +357,7 @@ def native_continuum(spectra, cfg=None, z=None) -> list[np.ndarray]:
         out.append(cn)
     return out[0] if single else out
 
-# %% ../nbs/01_preprocess.ipynb #c035
-LABELS = ('teff', 'logg', 'feh', 'cfe')
-FILE_COLUMNS = ('filename', 'file', 'path', 'fits', 'combined_file', 'spec_file')
-LABEL_ALIASES = dict(teff=('teff', 'teff_2', 't_eff'), logg=('logg', 'logg_2', 'log_g'), feh=('feh', 'feh_2', 'fe_h', 'fe/h', '[fe/h]'),
-                     cfe=('cfe', 'cfe_2', 'c_fe', 'c/fe', '[c/fe]'))
-META_COLUMNS = dict(obsid=('obsid', 'combined_obsid'), designation=('designation', 'desig'), ra=('ra', 'combined_ra_obs'),
-                    dec=('dec', 'combined_dec_obs'), snrg=('snrg', 'snr_g', 'combined_snrg'), snri=('snri', 'snr_i', 'combined_snri'),
-                    z=('z', 'combined_z'))
-ARRAYS = ('continuum', 'normalized', 'mask')
-
-def _maybe_col(t, names):
-    try: return find_column(t, names)
-    except KeyError: return None
-
-def _float_col(t, name, n):
-    if name is None: return np.full(n, np.nan)
-    return np.ma.filled(np.ma.asarray(t[name], dtype=float), np.nan)
-
-def _catalog(catalog, root):
-    "The catalogue as a Table, the folder its file names are relative to, and the name of its file column."
-    if isinstance(catalog, (str, Path)):
-        root = Path(catalog).parent if root is None else root
-        catalog = read_catalog(catalog)
-    t = Table(catalog, copy=False)
-    return t, Path(root) if root is not None else Path('.'), find_column(t, FILE_COLUMNS, 'file', 'catalogue')
-
-# %% ../nbs/01_preprocess.ipynb #c036
-def _chunk_dir(work, k): return Path(work) / f'chunk_{k:06d}'
-
-def _build_chunk(k, rows, files, zs, cfg_dict, work):
-    "Worker: read and preprocess one chunk, write its arrays into a folder renamed into place when complete."
-    c = load_preprocess_config(cfg_dict)
-    spectra, keep_rows, keep_files, zkeep, rejects = [], [], [], [], []
-    for r, f, z in zip(rows, files, zs):
-        try: s = read_lamost(f)
-        except LamostFormatError as e: rejects.append((int(r), str(f), e.reason)); continue
-        spectra.append(s); keep_rows.append(int(r)); keep_files.append(str(f)); zkeep.append(z if np.isfinite(z) else None)
-    res = preprocess(spectra, c, z=zkeep if spectra else None, errors='collect') if spectra else None
-    tmp = Path(tempfile.mkdtemp(prefix=f'.chunk_{k:06d}.', dir=work))
-    if res is not None:
-        for i, (_, why) in zip(res.reject_index, res.rejects): rejects.append((keep_rows[i], keep_files[i], why))
-        for a in ARRAYS: np.save(tmp / f'{a}.npy', getattr(res, a))
-        ok = [keep_rows[i] for i in res.index]
-        meta = [{k2: _jsonable(spectra[i].meta.get(k2)) for k2 in META_COLUMNS} for i in res.index]
-        scale, noise = res.continuum_scale, res.noise
-    else: ok, meta, scale, noise = [], [], np.zeros(0), np.zeros((0, len(c.segments)))
-    np.save(tmp / 'rows.npy', np.asarray(ok, np.int64)); np.save(tmp / 'continuum_scale.npy', np.asarray(scale, np.float64))
-    np.save(tmp / 'noise.npy', np.asarray(noise, np.float64))
-    (tmp / 'meta.json').write_text(json.dumps(meta)); (tmp / 'rejects.json').write_text(json.dumps(rejects))
-    os.replace(tmp, _chunk_dir(work, k))  # the done-marker: a chunk folder exists only when complete
-    return k, len(ok), len(rejects)
-
-def _jsonable(v):
-    if isinstance(v, (np.integer,)): return int(v)
-    if isinstance(v, (float, np.floating)): return float(v) if np.isfinite(v) else None
-    return v
-
-# %% ../nbs/01_preprocess.ipynb #c038
-FEH_BINS = tuple(np.arange(-4.0, 1.01, 0.5).round(2))  # [Fe/H] bin edges for stratified splits and balancing
-
-def _feh_stratum(feh, bins):
-    "Bin index per value; NaN gets its own stratum (-1)."
-    feh = np.asarray(feh, float)
-    return np.where(np.isfinite(feh), np.digitize(np.nan_to_num(feh), np.asarray(bins)), -1)
-
-def assign_splits(feh, groups, fractions=(0.8, 0.1, 0.1), seed=0, bins=FEH_BINS) -> np.ndarray:
-    "'train' / 'valid' / 'test' per row: whole groups (stars) per split, stratified in [Fe/H], reproducible from `seed`."
-    if not np.isclose(sum(fractions), 1) or len(fractions) != 3: raise ValueError(f"fractions {fractions} must be three numbers summing to 1")
-    groups = np.asarray([str(g) for g in groups]); feh = np.asarray(feh, float)
-    ug, inv = np.unique(groups, return_inverse=True)
-    gfeh = np.full(len(ug), np.nan)
-    fin = np.isfinite(feh)
-    if fin.any():  # a star's [Fe/H]: the median over its observations
-        order = np.argsort(inv[fin], kind='stable'); gi, fv = inv[fin][order], feh[fin][order]
-        starts = np.r_[0, np.flatnonzero(np.diff(gi)) + 1]
-        gfeh[gi[starts]] = [np.median(fv[a:b]) for a, b in zip(starts, np.r_[starts[1:], len(gi)])]
-    strat = _feh_stratum(gfeh, bins)
-    rng = np.random.default_rng(seed)
-    gsplit = np.empty(len(ug), dtype='<U5')
-    for s in np.unique(strat):
-        members = rng.permutation(np.flatnonzero(strat == s))
-        cuts = np.round(np.cumsum(fractions)[:2] * len(members)).astype(int)
-        for name, part in zip(('train', 'valid', 'test'), np.split(members, cuts)): gsplit[part] = name
-    return gsplit[inv]
-
-def balanced_indices(labels, split='train', bins=FEH_BINS, n_per_bin=None, seed=0) -> np.ndarray:
-    "'Random mean sampling': row indices of `split` with every [Fe/H] bin drawn to the mean bin count (or `n_per_bin`)."
-    feh = np.ma.filled(np.ma.asarray(labels['feh'], dtype=float), np.nan)
-    sp = np.asarray(labels['split']).astype(str)
-    rows = np.flatnonzero((sp == split) & np.isfinite(feh))
-    if not len(rows): return np.zeros(0, int)
-    strat = _feh_stratum(feh[rows], bins)
-    members = [rows[strat == s] for s in np.unique(strat)]
-    n = int(n_per_bin or round(np.mean([len(m) for m in members])))
-    rng = np.random.default_rng(seed)
-    out = np.concatenate([rng.choice(m, n, replace=len(m) < n) for m in members])
-    return rng.permutation(out)
-
-# %% ../nbs/01_preprocess.ipynb #c041
-def _manifest(t, fcol, cfg, chunk_size):
-    "What identifies a build: the input rows (files, in order), the config and the chunking."
-    h = hashlib.sha256('\n'.join(map(str, t[fcol])).encode()).hexdigest()
-    return dict(n_rows=len(t), files_sha256=h, chunk_size=int(chunk_size), config=config_dict(cfg))
-
-def _z_values(t, z_column):
-    if z_column is None: return np.full(len(t), np.nan)
-    col = _maybe_col(t, (z_column,) if isinstance(z_column, str) else z_column)
-    return _float_col(t, col, len(t))
-
-def build_dataset(catalog, # Table (or catalogue file) with a file column and label columns, e.g. a make_survey truth table
-                  out_dir, # folder to write the dataset into
-                  root=None, # folder the file names are relative to (default: the catalogue file's folder, else '.')
-                  cfg=None, # preprocessing config (None: the defaults)
-                  chunk_size=256, # spectra per chunk (one worker task, one done-marker)
-                  n_workers=1, # worker processes (<= 1: in this process)
-                  seed=0, # seed of the train/valid/test split
-                  fractions=(0.8, 0.1, 0.1), # train, valid, test shares (of stars)
-                  bins=FEH_BINS, # [Fe/H] bin edges the split is stratified in
-                  z_column=None, # catalogue column with redshifts to use instead of the headers'
-                  label_columns=None, # {label: column} where the label columns are not found by their usual names
-                  progress=True, # show a progress bar
-                  overwrite=False, # start afresh even if `out_dir` holds a (partial) build
-                  keep_chunks=False, # keep the per-chunk folders after assembly
-                  after_chunk=None, # hook called with each finished chunk number (tests interrupt builds with it)
-                 ) -> Path:
-    "Preprocess every file of `catalog` into the on-disk dataset `out_dir` (contract in COMMON.md); resumable."
-    t, root, fcol = _catalog(catalog, root)
-    c = load_preprocess_config(cfg)
-    for name, col in (label_columns or {}).items():  # checked before any work is done
-        if name not in LABELS: raise KeyError(f"label_columns: unknown labels ['{name}']; labels are {LABELS}")
-        find_column(t, col, name, 'catalogue')
-    out, work = Path(out_dir), Path(out_dir) / '.chunks'
-    if overwrite and out.exists():
-        for f in [*(f'{a}.npy' for a in (*ARRAYS, 'wave')), 'labels.fits', 'config.yaml', 'rejects.csv', 'manifest.json', 'done.json']:
-            (out / f).unlink(missing_ok=True)
-        shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
-    man = _manifest(t, fcol, c, chunk_size)
-    mpath, dpath = out / 'manifest.json', out / 'done.json'
-    if mpath.exists():
-        old = json.loads(mpath.read_text())
-        if old != man: raise ValueError(f"{out}: holds a build of other rows or another config (differs in "
-                                        f"{sorted(k for k in man if old.get(k) != man[k])}); use a new folder or overwrite=True")
-    else: mpath.write_text(json.dumps(man, indent=1))
-    splits = dict(seed=seed, fractions=list(fractions), bins=[float(b) for b in bins])
-    if dpath.exists():  # a finished build: only the splits may be asked for anew
-        if json.loads(dpath.read_text()).get('splits') != splits: _resplit(out, splits)
-        _atomic_json(dpath, dict(splits=splits))
-        shutil.rmtree(work, ignore_errors=True)
-        return out
-    files = [str(root / str(f)) for f in t[fcol]]
-    zs = _z_values(t, z_column)
-    chunks = [list(range(a, min(a + chunk_size, len(t)))) for a in range(0, len(t), chunk_size)]
-    todo = [k for k in range(len(chunks)) if not _chunk_dir(work, k).exists()]
-    jobs = [(k, chunks[k], [files[r] for r in chunks[k]], [float(zs[r]) for r in chunks[k]], config_dict(c), str(work)) for k in todo]
-    pbar = progress_bar(range(len(jobs)), leave=False) if progress and jobs else None
-    if pbar is not None: pbar.update(0)  # a bar driven by update() must be started explicitly
-    def _done(i):
-        if pbar is not None: pbar.update(i + 1)
-    if n_workers <= 1:
-        for i, j in enumerate(jobs):
-            _build_chunk(*j); _done(i)
-            if after_chunk is not None: after_chunk(j[0])
-    else:
-        ex = ProcessPoolExecutor(n_workers)
-        try:
-            futs = [ex.submit(_build_chunk, *j) for j in jobs]
-            for i, f in enumerate(as_completed(futs)):
-                k = f.result()[0]; _done(i)
-                if after_chunk is not None: after_chunk(k)
-        finally: ex.shutdown(wait=True, cancel_futures=True)  # an interruption stops the queue; running chunks finish or vanish
-    _assemble(t, fcol, out, work, len(chunks), c, splits, label_columns)
-    _atomic_json(dpath, dict(splits=splits))  # the build is complete: later calls return at once
-    if not keep_chunks: shutil.rmtree(work)
-    return out
-
-def _atomic_json(path, obj):
-    tmp = Path(str(path) + '.tmp'); tmp.write_text(json.dumps(obj, indent=1)); os.replace(tmp, path)
-
-def _resplit(out, splits):
-    "Assign the splits of a finished dataset anew (another seed, fractions or bins)."
-    lab = Table.read(out / 'labels.fits', character_as_bytes=False)
-    lab['split'] = assign_splits(lab['feh'], lab['star_id'], splits['fractions'], splits['seed'], splits['bins'])
-    lab.meta.update(SEED=splits['seed'], FRACTION=' '.join(map(str, splits['fractions'])))
-    _write_table(lab, out / 'labels.fits')
-
-def _write_table(t, path):
-    tmp = Path(path).with_name('.tmp-' + Path(path).name); t.write(tmp, overwrite=True, format='fits'); os.replace(tmp, path)
-
-# %% ../nbs/01_preprocess.ipynb #c042
-def _labels_table(t, fcol, rows, meta, scale, noise, label_columns=None):
-    "One label row per array row: catalogue columns, header metadata where the catalogue lacks it, the contract columns."
-    n = len(rows)
-    lab = Table()
-    for name, aliases in META_COLUMNS.items():
-        col = _maybe_col(t, aliases)
-        hdr = [m.get(name) for m in meta]
-        if name in ('designation',):
-            cat = [str(v) if v is not None else '' for v in (t[col][rows] if col else [None] * n)]
-            lab[name] = [c2 if c2 and c2 != '--' else (h or '') for c2, h in zip(cat, hdr)]
-        elif name == 'obsid':
-            cat = _float_col(t, col, len(t))[rows] if col else np.full(n, np.nan)
-            hv = np.array([np.nan if h is None else h for h in hdr], float)
-            lab[name] = np.where(np.isfinite(cat), cat, np.where(np.isfinite(hv), hv, -1)).astype(np.int64)
-        else:
-            cat = _float_col(t, col, len(t))[rows] if col else np.full(n, np.nan)
-            hv = np.array([np.nan if h is None else h for h in hdr], float)
-            lab[name] = np.where(np.isfinite(cat), cat, hv)
-    label_columns = label_columns or {}
-    for name in LABELS:
-        col = find_column(t, label_columns[name], name, 'catalogue') if name in label_columns else _maybe_col(t, LABEL_ALIASES[name])
-        lab[name] = _float_col(t, col, len(t))[rows]
-    scol = _maybe_col(t, ('star_id', 'groupid', 'group_id'))
-    star = [str(v) for v in t[scol][rows]] if scol else [d or str(o) for d, o in zip(lab['designation'], lab['obsid'])]
-    lab['star_id'] = star
-    lab['filename'] = [str(v) for v in t[fcol][rows]]
-    lab['continuum_scale'] = scale
-    for j in range(noise.shape[1]): lab[f'noise_seg{j}'] = noise[:, j]
-    lab['row'] = np.asarray(rows, np.int64)  # row of the input catalogue
-    skip = {c2.lower() for c2 in lab.colnames} | {fcol.lower()}
-    for c2 in t.colnames:  # the rest of the catalogue rides along (scalar columns only)
-        if c2.lower() in skip or t[c2].ndim > 1: continue
-        v = t[c2][rows]
-        lab[c2] = np.ma.filled(v, np.nan) if v.dtype.kind == 'f' else (np.ma.filled(v, -1) if v.dtype.kind in 'iu' else [str(x) for x in v])
-    return lab
-
-def _assemble(t, fcol, out, work, n_chunks, c, splits, label_columns=None):
-    "Copy the finished chunks, one at a time, into the contract's arrays; write labels, config and rejects."
-    missing = [k for k in range(n_chunks) if not _chunk_dir(work, k).exists()]
-    if missing: raise RuntimeError(f"{out}: chunks {missing[:10]} are not finished")
-    counts = [len(np.load(_chunk_dir(work, k) / 'rows.npy')) for k in range(n_chunks)]
-    N, P = sum(counts), len(output_grid(c))
-    arrs = {a: np.lib.format.open_memmap(out / f'{a}.npy', mode='w+', dtype=bool if a == 'mask' else np.float32, shape=(N, P))
-            for a in ARRAYS}
-    rows, meta, scale, noise, rejects, at = [], [], [], [], [], 0
-    for k, nk in zip(range(n_chunks), counts):
-        d = _chunk_dir(work, k)
-        if nk:
-            for a in ARRAYS: arrs[a][at:at + nk] = np.load(d / f'{a}.npy')
-        at += nk
-        rows.append(np.load(d / 'rows.npy')); scale.append(np.load(d / 'continuum_scale.npy')); noise.append(np.load(d / 'noise.npy'))
-        meta += json.loads((d / 'meta.json').read_text()); rejects += json.loads((d / 'rejects.json').read_text())
-    for a in arrs.values(): a.flush()
-    del arrs
-    np.save(out / 'wave.npy', output_grid(c))
-    rows = np.concatenate(rows).astype(int)
-    lab = _labels_table(t, fcol, rows, meta, np.concatenate(scale), np.concatenate(noise).reshape(N, -1), label_columns)
-    lab['split'] = assign_splits(lab['feh'], lab['star_id'], splits['fractions'], splits['seed'], splits['bins'])
-    lab.meta.update(SEED=splits['seed'], FRACTION=' '.join(map(str, splits['fractions'])), NINPUT=len(t), NREJECT=len(rejects))
-    _write_table(lab, out / 'labels.fits')
-    save_preprocess_config(c, out / 'config.yaml')
-    with open(out / 'rejects.csv', 'w', newline='') as fh:
-        w = csv.writer(fh); w.writerow(['file', 'reason', 'row'])
-        for r, f, why in sorted(rejects): w.writerow([f, why, r])
-
-# %% ../nbs/01_preprocess.ipynb #c043
-@dataclass
-class LamostDataset:
-    "A built dataset: memory-mapped `continuum`, `normalized`, `mask` (N, P), `wave` (P,), `labels`, `config`, `rejects`."
-    path: Path
-    wave: np.ndarray
-    continuum: np.ndarray
-    normalized: np.ndarray
-    mask: np.ndarray
-    labels: Table
-    config: dict
-    rejects: Table
-
-    def __len__(self): return len(self.labels)
-    def indices(self, split) -> np.ndarray:
-        "Row indices of `split` ('train', 'valid' or 'test')."
-        return np.flatnonzero(np.asarray(self.labels['split']).astype(str) == split)
-    def balanced_indices(self, seed=0, split='train', bins=FEH_BINS, n_per_bin=None) -> np.ndarray:
-        "'Random mean sampling' of `split`: every [Fe/H] bin drawn to the mean bin count (see `balanced_indices`)."
-        return balanced_indices(self.labels, split, bins, n_per_bin, seed)
-    def __repr__(self):
-        sp = {s: len(self.indices(s)) for s in ('train', 'valid', 'test')}
-        return f"LamostDataset({str(self.path)!r}, {len(self)} spectra x {len(self.wave)} px, splits {sp}, {len(self.rejects)} rejects)"
-
-def load_dataset(path, mmap_mode='r') -> LamostDataset:
-    "Open a dataset written by `build_dataset`, with the arrays memory-mapped."
-    p = Path(path)
-    need = ['wave.npy', 'continuum.npy', 'normalized.npy', 'mask.npy', 'labels.fits', 'config.yaml', 'rejects.csv']
-    missing = [f for f in need if not (p / f).exists()]
-    if missing: raise FileNotFoundError(f"{p}: not a built dataset, missing {missing}")
-    arr = {a: np.load(p / f'{a}.npy', mmap_mode=mmap_mode) for a in ARRAYS}
-    lab = Table.read(p / 'labels.fits', character_as_bytes=False)  # str columns, not bytes
-    for a in ARRAYS:
-        if arr[a].shape[0] != len(lab): raise ValueError(f"{p}: {a}.npy has {arr[a].shape[0]} rows, labels.fits {len(lab)}")
-    rej = Table.read(p / 'rejects.csv', format='ascii.csv') if (p / 'rejects.csv').stat().st_size > len('file,reason,row\n') \
-        else Table(names=('file', 'reason', 'row'), dtype=(str, str, int))
-    return LamostDataset(p, np.load(p / 'wave.npy'), arr['continuum'], arr['normalized'], arr['mask'], lab,
-                         yaml.safe_load((p / 'config.yaml').read_text()), rej)
-
 # %% ../nbs/01_preprocess.ipynb #c051
-GBAND = (4290., 4320.)  # CH G-band head region (Angstrom, rest frame)
-
 def preprocess_steps(s: LamostSpectrum, cfg=None, z=None) -> dict:
     "Every intermediate of steps 1-6 for one spectrum (rest wave, truncated, denoised, continuum, normalised, resampled)."
     c = load_preprocess_config(cfg)
@@ -719,16 +419,4 @@ def plot_wavelet_coeffs(flux, cfg=None, title=''):
         a.set_title(f'detail level {n - j}: {100 * kept:.0f}% of coefficients kept', fontsize=9)
     ax[0, 0].legend(fontsize=8)
     fig.suptitle(title or f'wavelet {c.wavelet}, {c.threshold} threshold ({c.threshold_mode}), noise sigma {sig[0]:.3g}')
-    return fig
-
-def plot_balance(labels, split='train', bins=FEH_BINS, seed=0):
-    "[Fe/H] histogram of a split before and after 'random mean sampling'."
-    feh = np.ma.filled(np.ma.asarray(labels['feh'], dtype=float), np.nan)
-    sp = np.asarray(labels['split']).astype(str)
-    idx = balanced_indices(labels, split, bins, seed=seed)
-    edges = np.r_[min(np.nanmin(feh), bins[0]) - 0.01, bins, max(np.nanmax(feh), bins[-1]) + 0.01]
-    fig, ax = plt.subplots(figsize=(7, 3.5), constrained_layout=True)
-    ax.hist(feh[(sp == split) & np.isfinite(feh)], edges, histtype='step', lw=2, color='0.4', label=f'{split} split')
-    ax.hist(feh[idx], edges, histtype='step', lw=2, color='C0', label='after random mean sampling')
-    ax.set(xlabel='[Fe/H]', ylabel='spectra per bin', yscale='log'); ax.legend(fontsize=8)
     return fig

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 import matplotlib.pyplot as plt
 from astropy.table import Table
 
@@ -28,92 +27,23 @@ from fastai.callback.schedule import fit_one_cycle  # patches Learner.fit_one_cy
 from fastai.optimizer import Adam
 from fastai.metrics import Metric
 
-from .preprocess import load_dataset
+from .core import LABELS, UNITS, TEX
+from .dataset import load_dataset, label_matrix, LabelScaler, SpectraDataset, split_rows
 from .hfsnet import HFSNet, load_config, save_model, load_model
+from .predict import HFSModel
 
 # %% auto #0
-__all__ = ['LABELS', 'UNITS', 'TEX', 'label_matrix', 'LabelScaler', 'unit_median', 'SpectraDataset', 'SpectraDL', 'split_rows',
-           'hfs_dataloaders', 'masked_mse', 'masked_gaussian_nll', 'hfs_loss', 'MoEBalanceCallback',
+__all__ = ['SpectraDL', 'hfs_dataloaders', 'masked_mse', 'masked_gaussian_nll', 'hfs_loss', 'MoEBalanceCallback',
            'ExpertUsageCallback', 'LabelMAE', 'SaveBestModel', 'history_table', 'train_hfsnet', 'split_predictions',
            'plot_training', 'plot_expert_usage', 'plot_one_to_one', 'plot_residuals_snr']
 
-# %% ../nbs/05_train.ipynb #c005
-LABELS = ('teff', 'logg', 'feh', 'cfe')
-UNITS = {'teff': 'K', 'logg': 'dex', 'feh': 'dex', 'cfe': 'dex', 'ch': 'dex'}
-TEX = {'teff': r'$T_\mathrm{eff}$', 'logg': r'$\log g$', 'feh': '[Fe/H]', 'cfe': '[C/Fe]', 'ch': '[C/H]'}
-
-def label_matrix(t: Table, labels=LABELS) -> np.ndarray:
-    "The (N, L) float32 matrix of `labels` from table `t`, NaN where a value is missing or masked."
-    missing = [l for l in labels if l not in t.colnames]
-    if missing: raise KeyError(f"label columns {missing} not in the table (columns: {t.colnames})")
-    cols = [np.ma.filled(np.ma.asarray(t[l], dtype=float), np.nan) for l in labels]
-    return np.stack(cols, 1).astype(np.float32) if len(t) else np.zeros((0, len(labels)), np.float32)
-
-class LabelScaler:
-    "Standardise labels with the NaN-aware mean and standard deviation of the training split."
-    def __init__(self, labels=LABELS, mean=None, std=None):
-        self.labels = tuple(labels)
-        self.mean = np.asarray(mean if mean is not None else np.zeros(len(labels)), np.float64)
-        self.std = np.asarray(std if std is not None else np.ones(len(labels)), np.float64)
-
-    @classmethod
-    def fit(cls, y, labels=LABELS):
-        "Scaler fitted on the (N, L) label matrix `y` (NaN ignored)."
-        y = np.asarray(y, np.float64)
-        n = np.isfinite(y).sum(0)
-        if (n < 2).any():
-            raise ValueError(f"labels {[l for l, k in zip(labels, n) if k < 2]} have fewer than 2 known values in the training split")
-        std = np.nanstd(y, 0)
-        return cls(labels, np.nanmean(y, 0), np.where(std > 0, std, 1.))
-
-    def transform(self, y): return ((np.asarray(y, np.float64) - self.mean) / self.std).astype(np.float32)
-    def inverse(self, z): return np.asarray(z, np.float64) * self.std + self.mean
-    def inverse_scale(self, s): return np.asarray(s, np.float64) * self.std
-    def to_dict(self) -> dict:
-        "Plain lists and strings, so that the model file loads with `weights_only=True`."
-        return {'labels': list(self.labels), 'mean': [float(v) for v in self.mean], 'std': [float(v) for v in self.std]}
-    @classmethod
-    def from_dict(cls, d): return cls(d['labels'], d['mean'], d['std'])
-    def __repr__(self):
-        return 'LabelScaler(' + ', '.join(f"{l}: {m:.3g}+-{s:.3g}" for l, m, s in zip(self.labels, self.mean, self.std)) + ')'
-
 # %% ../nbs/05_train.ipynb #c010
-def unit_median(c: np.ndarray) -> np.ndarray:
-    "Each row of `c` divided by its median (rows with a non-positive or undefined median are left as they are)."
-    c = np.nan_to_num(np.asarray(c, np.float32), nan=0., posinf=0., neginf=0.)
-    med = np.median(c, axis=-1, keepdims=True)
-    return c / np.where(np.isfinite(med) & (med > 0), med, 1.).astype(np.float32)
-
-class SpectraDataset(Dataset):
-    "Rows `idx` of an on-disk dataset as ((continuum[None], normalized[None]), standardised labels), read lazily."
-    def __init__(self, data, # a dataset from `load_dataset` (memory-mapped `continuum`, `normalized`)
-                 idx=None, # rows to serve (default: all)
-                 y=None): # (N, L) standardised labels of *all* rows, NaN kept (None: inputs only)
-        self.data, self.y = data, y
-        self.idx = np.arange(len(data.continuum)) if idx is None else np.asarray(idx, np.int64)
-
-    def __len__(self): return len(self.idx)
-    def batch(self, ii):
-        "Tensors (continuum (B,1,P), normalized (B,1,P)[, labels (B,L)]) for positions `ii` of this dataset."
-        rows = self.idx[np.asarray(ii, np.int64)]
-        c = torch.from_numpy(unit_median(self.data.continuum[rows]))[:, None]
-        n = torch.from_numpy(np.nan_to_num(np.asarray(self.data.normalized[rows], np.float32)))[:, None]
-        return (c, n) if self.y is None else (c, n, torch.from_numpy(np.asarray(self.y[rows], np.float32)))
-    def __getitem__(self, i): return tuple(o[0] for o in self.batch([i]))
-
 class SpectraDL(DataLoader):
     "A fastai `DataLoader` that gathers whole batches from a `SpectraDataset` (one memory-map read per batch)."
     def create_item(self, s): return s
     def do_batch(self, b): return self.dataset.batch(b)
 
 # %% ../nbs/05_train.ipynb #c013
-def split_rows(data, split: str) -> np.ndarray:
-    "Row numbers of the `split` ('train', 'valid', 'test') of a dataset."
-    s = np.char.strip(np.asarray(data.labels['split']).astype(str))
-    rows = np.where(s == split)[0]
-    if not len(rows): raise ValueError(f"the dataset has no '{split}' rows (splits present: {sorted(set(s))})")
-    return rows
-
 def hfs_dataloaders(data, # a dataset from `load_dataset`
                     scaler: LabelScaler, # label standardiser (fitted on the training split)
                     bs=64, # batch size
@@ -122,7 +52,7 @@ def hfs_dataloaders(data, # a dataset from `load_dataset`
                     device=None) -> DataLoaders: # torch device (default: the GPU when present)
     "fastai `DataLoaders` (train shuffled, valid in order) over the memory-mapped dataset."
     y = scaler.transform(label_matrix(data.labels, scaler.labels))
-    train = np.asarray(data.balanced_indices(seed), np.int64) if balanced else split_rows(data, 'train')
+    train = np.asarray(data.balanced_indices(seed=seed), np.int64) if balanced else split_rows(data, 'train')
     valid = split_rows(data, 'valid')
     n_empty = int(np.isnan(y[train]).all(1).sum())
     if n_empty: warnings.warn(f"{n_empty} training rows have no known label; they are kept but add nothing to the loss")
@@ -267,6 +197,7 @@ def train_hfsnet(dataset_dir, # directory written by `build_dataset`
     learn = Learner(dls, model, loss_func=hfs_loss(cfg), opt_func=Adam, wd=wd, path=out.parent if out else '.',
                     metrics=[LabelMAE(j, scaler) for j in range(len(labels))], cbs=cbs)
     learn.scaler, learn.cfg, learn.data, learn.model_path, learn.expert_usage = scaler, cfg, data, out, usage
+    learn.hfs_model = HFSModel(model, scaler, dict(data.config or {}))  # what `predict` uses of a Learner
     learn.save_best = learn.cbs.filter(lambda c: isinstance(c, SaveBestModel))[0]
     if progress: learn.fit_one_cycle(epochs, lr_max=lr)
     else:

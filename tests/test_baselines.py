@@ -4,7 +4,8 @@ import pytest
 
 from cemp_hfs.mock import synth_spectrum, model_flux, lamost_wave
 from cemp_hfs.preprocess import preprocess
-from cemp_hfs.baselines import (LABELS, cramer_rao, batched_lm, segment_pixels, train_cannon, cannon_labels,
+from cemp_hfs.core import LABELS
+from cemp_hfs.baselines import (cramer_rao, batched_lm, segment_pixels, train_cannon, cannon_labels,
                                 normalized_ivar)
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from cemp_hfs.hfsnet import (HFSNet, load_config, save_model, load_model, fuse_for_inference, toy_batch, shipped_configs,
-                             ConfigError, LABELS)
+                             ConfigError)
+from cemp_hfs.core import LABELS
 
 
 @pytest.fixture(scope='module')

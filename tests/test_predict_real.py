@@ -13,9 +13,10 @@ from astropy.table import Table
 
 from cemp_hfs.io import lamost_files
 from cemp_hfs.mock import make_survey
-from cemp_hfs.preprocess import build_dataset
-from cemp_hfs.train import train_hfsnet, LABELS, TEX, UNITS
-from cemp_hfs.select import predict
+from cemp_hfs.core import LABELS, TEX, UNITS
+from cemp_hfs.dataset import build_dataset
+from cemp_hfs.train import train_hfsnet
+from cemp_hfs.predict import predict
 
 @pytest.fixture(scope='module')
 def model(tmp_path_factory):

@@ -7,11 +7,11 @@ import pytest
 from astropy.table import Table
 
 from cemp_hfs.mock import make_survey
-from cemp_hfs.preprocess import build_dataset
+from cemp_hfs.dataset import build_dataset
 from cemp_hfs.train import train_hfsnet
-from cemp_hfs.select import predict
+from cemp_hfs.predict import predict
 
-PREDICT = ("import sys; from cemp_hfs.select import predict; "
+PREDICT = ("import sys; from cemp_hfs.predict import predict; "
            "predict(sys.argv[1], sys.argv[2], out=sys.argv[3], bs=4, chunk_size=4, mc_samples=8, progress=False)")
 
 @pytest.fixture(scope='module')

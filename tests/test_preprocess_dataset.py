@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from cemp_hfs.preprocess import build_dataset, load_dataset, preprocess, output_grid, balanced_indices
+from cemp_hfs.preprocess import preprocess, output_grid
+from cemp_hfs.dataset import build_dataset, load_dataset, balanced_indices
 from cemp_hfs.io import read_lamost
 
 

@@ -3,8 +3,9 @@ build_dataset on a make_survey truth table."""
 import numpy as np
 import pytest
 
-mock = pytest.importorskip('cemp_hfs.mock')
-from cemp_hfs.preprocess import preprocess, output_grid, build_dataset, load_dataset
+from cemp_hfs import mock
+from cemp_hfs.preprocess import preprocess, output_grid
+from cemp_hfs.dataset import build_dataset, load_dataset
 
 WAVE = output_grid()
 GBAND = (WAVE > 4200) & (WAVE < 4400)
