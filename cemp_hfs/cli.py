@@ -6,7 +6,7 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/cli.html.md"""
 
 # %% ../nbs/90_cli.ipynb #c002
 from __future__ import annotations
-import argparse, inspect, os, sys
+import argparse, inspect, os, sys, warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +48,13 @@ def cmd_prepare(args):
 
 def cmd_train(args):
     "Train HFS-Net on a dataset and write the model file, its log and figures."
+    labels = [l.strip() for l in args.labels.split(',') if l.strip()] if args.labels else None
     learn = pipeline.run_train(args.dataset, args.out, config=args.config, epochs=args.epochs, bs=args.bs, lr=args.lr,
-                               balanced=args.balanced, seed=args.seed, patience=args.patience, progress=not args.quiet)
+                               balanced=args.balanced, seed=args.seed, patience=args.patience, labels=labels,
+                               progress=not args.quiet)
     last = {k: round(float(learn.history[k][-1]), 4) for k in learn.history.colnames if k.startswith('mae_')}
-    print(f"train: best epoch {learn.save_best.best_epoch + 1} of {len(learn.history)}, valid MAE {last} -> {args.out}, figures in {learn.figures}")
+    print(f"train: labels {', '.join(learn.scaler.labels)}; best epoch {learn.save_best.best_epoch + 1} of {len(learn.history)}, "
+          f"valid MAE {last} -> {args.out}, figures in {learn.figures}")
     return 0
 
 def cmd_predict(args):
@@ -62,14 +65,22 @@ def cmd_predict(args):
     t = predict(args.model, inputs, out=args.out, bs=args.bs, chunk_size=args.chunk_size, mc_samples=args.mc,
                 criteria=args.criteria, seed=args.seed, max_chunks=args.max_chunks, progress=not args.quiet)
     if t is None: print(f"predict: stopped after {args.max_chunks} chunk(s); rerun the same command to continue"); return 0
-    print(f"predict: {len(t)} spectra labelled, {t.meta['NREJECT']} rejected (see {Path(args.out) / 'rejects.csv'}) -> {Path(args.out) / 'predictions.fits'}")
+    print(f"predict: {len(t)} spectra labelled ({t.meta['NFLAGGED']} with a trust flag), {t.meta['NREJECT']} rejected "
+          f"(see {Path(args.out) / 'rejects.csv'}) -> {Path(args.out) / 'predictions.fits'}")
     return 0
+
+def _count(t, cls) -> str:
+    "How many stars are in class `cls`, or why the class could not be given."
+    if np.ma.getmaskarray(t[cls]).all() and len(t): return f"{cls.upper()} not classified ({t.meta.get(cls.upper(), 'labels missing')})"
+    return f"{int(np.ma.filled(np.ma.asarray(t[cls]), False).sum())} {cls.upper()}"
 
 def cmd_select(args):
     "Classify predictions and write the CEMP candidate catalogue and figures."
-    cl, cand = pipeline.run_select(args.predictions, args.out, args.criteria, args.p_min, source=args.source)
-    print(f"select: {int(cl['cemp'].sum())} CEMP, {int(cl['emp'].sum())} EMP, {int(cl['vmp'].sum())} VMP of {len(cl)}; "
-          f"{len(cand)} candidates -> {Path(args.out) / 'cemp_candidates.fits'} (.csv)")
+    cl, cand = pipeline.run_select(args.predictions, args.out, args.criteria, args.p_min, source=args.source,
+                                   keep_flagged=args.keep_flagged)
+    left = f", {cand.meta['NFLAGOUT']} flagged prediction(s) left out (--keep-flagged keeps them)" if cand.meta.get('NFLAGOUT') else ''
+    print(f"select: {', '.join(_count(cl, c) for c in ('cemp', 'emp', 'vmp'))} of {len(cl)}; "
+          f"{len(cand)} candidates{left} -> {Path(args.out) / 'cemp_candidates.fits'} (.csv)")
     return 0
 
 def cmd_demo(args):
@@ -135,6 +146,7 @@ def _add_train(s):
     s.add_argument('--balanced', action='store_true', help='"random mean sampling": [Fe/H]-balanced training split')
     _opt(s, '--patience', f, 'patience', 'stop after this many epochs without improvement', type=int)
     _opt(s, '--seed', f, 'seed', 'random seed', type=int)
+    s.add_argument('--labels', help='labels to train on, e.g. teff,logg,feh (default: those the dataset has known values of)')
     s.add_argument('--quiet', action='store_true', help='no progress bar')
 
 def _add_predict(s):
@@ -157,6 +169,7 @@ def _add_select(s):
     _opt(s, '--criteria', f, 'criteria', 'preset (paper, beers2005, aoki2007) or a YAML file')
     _opt(s, '--p-min', f, 'p_min', 'select by P(CEMP) >= this instead of the point estimate', type=float)
     s.add_argument('--source', help='dataset directory the predictions came from (for the spectra figure)')
+    s.add_argument('--keep-flagged', action='store_true', help='keep predictions with a trust flag among the candidates')
 
 def _add_demo(s):
     f = pipeline.run_demo
@@ -195,6 +208,7 @@ def main(argv=None):
     # 4.9 s against 0.14 s per training batch); sleeping waiters cost nothing on an idle machine. Torch is imported
     # lazily by the commands, so this takes effect unless the caller imported torch already or set the variable.
     os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"cemp-hfs: warning: {msg}\n"  # one line, not a source listing
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if a in COMMANDS), None)
     args = _parser(command).parse_args(argv)

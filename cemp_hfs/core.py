@@ -11,14 +11,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['LABELS', 'DERIVED', 'UNITS', 'TEX', 'WINDOWS', 'GBAND', 'atomic_path', 'write_table', 'check_manifest', 'chunk_plan',
-           'pending_chunks', 'remove_stale']
+__all__ = ['LABELS', 'DERIVED', 'UNITS', 'TEX', 'LABEL_LIMITS', 'WINDOWS', 'GBAND', 'atomic_path', 'write_table',
+           'check_manifest', 'chunk_plan', 'pending_chunks', 'remove_stale']
 
 # %% ../nbs/00_core.ipynb #ca0ffd6
 LABELS = ('teff', 'logg', 'feh', 'cfe')  # the labels HFS-Net regresses, in the order of its outputs
 DERIVED = ('ch',)  # labels computed from the others: [C/H] = [C/Fe] + [Fe/H]
 UNITS = {'teff': 'K', 'logg': 'dex', 'feh': 'dex', 'cfe': 'dex', 'ch': 'dex'}
 TEX = {'teff': r'$T_\mathrm{eff}$', 'logg': r'$\log g$', 'feh': '[Fe/H]', 'cfe': '[C/Fe]', 'ch': '[C/H]'}
+# beyond these no star is known: a catalogue value outside is an error, a prediction outside is flagged
+LABEL_LIMITS = {'teff': (2500., 50000.), 'logg': (-1., 6.), 'feh': (-6., 1.5), 'cfe': (-2., 5.)}
 
 # %% ../nbs/00_core.ipynb #cb6b41a
 WINDOWS = {

@@ -96,7 +96,8 @@ def run_select(predictions, # predictions table or file (from `predict`)
                p_min=None, # select by P(CEMP) >= this instead of the point estimate
                n_top=4, # spectra of the most probable candidates to draw
                source=None, # dataset folder the predictions came from (for the spectra figure)
-               truth=None): # truth table to overplot (mock surveys)
+               truth=None, # truth table to overplot (mock surveys)
+               keep_flagged=False): # keep predictions that carry a trust flag among the candidates
     "Classify predictions, write the candidate catalogue and the figures into `out`; returns (classified, candidates)."
     import matplotlib; matplotlib.use('Agg')
     from cemp_hfs.select import load_criteria, classify, candidates, write_catalogue, plot_cfe_feh, plot_kiel, plot_top_candidates
@@ -105,10 +106,11 @@ def run_select(predictions, # predictions table or file (from `predict`)
     t = predictions if isinstance(predictions, Table) else Table.read(predictions)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     cl = classify(t, criteria)
-    cand = candidates(cl, p_min)
+    cand = candidates(cl, p_min, keep_flagged)
     write_catalogue(cand, out / 'cemp_candidates')
     write_catalogue(cl, out / 'all_classified')
-    figs = [('cfe_feh', plot_cfe_feh(cl, criteria, truth=truth)), ('kiel', plot_kiel(cl))]
+    figs = [('kiel', plot_kiel(cl))] if {'teff', 'logg', 'feh'} <= set(cl.colnames) else []
+    if {'feh', 'cfe'} <= set(cl.colnames): figs.append(('cfe_feh', plot_cfe_feh(cl, criteria, truth=truth)))
     if len(cand): figs.append(('top_candidates', plot_top_candidates(cand, n=n_top, source=source)))
     _save_figures(figs, out)
     return cl, cand
@@ -138,7 +140,8 @@ def _with_truth(pred: Table, truth: Table, key='obsid') -> Table:
     ip = np.array([i for i, k in enumerate(np.asarray(pred[key])) if k in at], int)
     it = np.array([at[k] for k in np.asarray(pred[key])[ip]], int)
     t = Table({key: np.asarray(pred[key])[ip], 'snrg': np.asarray(pred['snrg'], float)[ip]})
-    for l in LABELS: t[l], t[f'{l}_pred'] = np.asarray(truth[l], float)[it], np.asarray(pred[l], float)[ip]
+    for l in [l for l in LABELS if l in pred.colnames and l in truth.colnames]:
+        t[l], t[f'{l}_pred'] = np.asarray(truth[l], float)[it], np.asarray(pred[l], float)[ip]
     return t
 
 # %% ../nbs/09_pipeline.ipynb #c1f7ac7

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 from astropy.io import fits
-from astropy.table import Table, vstack
+from astropy.table import Table, MaskedColumn, vstack
 from fastprogress.fastprogress import progress_bar
 
-from .core import LABELS, atomic_path, write_table, check_manifest, chunk_plan, pending_chunks, remove_stale
+from .core import LABELS, LABEL_LIMITS, atomic_path, write_table, check_manifest, chunk_plan, pending_chunks, remove_stale
 from .io import read_lamost, lamost_files, LamostFormatError
 from .preprocess import preprocess, spectrum_name
 from .dataset import load_dataset, LabelScaler, SpectraDataset, network_inputs
@@ -25,8 +25,9 @@ from .hfsnet import HFSNet, load_model
 from .select import load_criteria, satisfies
 
 # %% auto #0
-__all__ = ['META_COLS', 'HFSModel', 'load_hfs_model', 'enable_mc_dropout', 'predictive_samples', 'summarize_samples',
-           'DatasetSource', 'FileSource', 'open_source', 'predict']
+__all__ = ['META_COLS', 'FLAGS', 'NOVELTY_QUANTILE', 'HFSModel', 'load_hfs_model', 'spectrum_seed', 'head_features',
+           'dropout_draws', 'predictive_samples', 'summarize_samples', 'DatasetSource', 'sanity_problem', 'FileSource',
+           'open_source', 'novelty_score', 'fit_trust', 'trust_flags', 'label_batch', 'predict']
 
 # %% ../nbs/06_predict.ipynb #c48cc36
 @dataclass
@@ -43,6 +44,8 @@ class HFSModel:
     def config(self) -> dict: return getattr(self.net, 'config', {}) or {}
     @property
     def heteroscedastic(self) -> bool: return bool(self.config.get('heteroscedastic', False))
+    @property
+    def trust(self) -> dict: return self.extra.get('trust') or {}  # what the trust flags compare with (see `fit_trust`)
     def weights_hash(self) -> str:
         "SHA-1 of the weights: what identifies the model in a run's manifest."
         return hashlib.sha1(b''.join(v.detach().cpu().numpy().tobytes() for v in self.net.state_dict().values())).hexdigest()
@@ -66,52 +69,87 @@ def load_hfs_model(model) -> HFSModel: # model file, `load_model` pair, Learner 
     return HFSModel(net, LabelScaler.from_dict(extra['label_scaler']), extra.get('preprocess') or None, dict(extra))
 
 # %% ../nbs/06_predict.ipynb #cd91273
-def enable_mc_dropout(model: nn.Module) -> nn.Module:
-    "Eval mode everywhere (batch norm, gate noise) except the dropout layers."
-    model.eval()
-    for m in model.modules():
-        if isinstance(m, nn.modules.dropout._DropoutNd): m.train()
-    return model
+def spectrum_seed(key, # what identifies the spectrum: its obsid, else its file name
+                  seed=0) -> int: # the run's base seed
+    "A 63-bit seed for one spectrum's random stream, from its identity and the run's seed (stable across runs and machines)."
+    return int.from_bytes(hashlib.sha256(f"{int(seed)}:{key}".encode()).digest()[:8], 'little') >> 1
+
+def _spectrum_key(row: dict):
+    "The identity of a metadata row: the obsid when LAMOST gave one, else the file name, else the designation."
+    o = row.get('obsid')
+    if o is not None and int(o) > 0: return int(o)
+    return row.get('filename') or row.get('designation') or row.get('index')
+
+def head_features(net, # an HFS-Net
+                  continuum, # (B, 1, P) continuum tensor
+                  normalized) -> tuple[torch.Tensor, torch.Tensor]: # (B, 1, P) normalised-flux tensor
+    "One deterministic pass (eval mode): the network's output and the input of its head's feed-forward layers."
+    net.eval()
+    seen = {}
+    hook = net.head.ffn.register_forward_pre_hook(lambda m, args: seen.__setitem__('x', args[0]))
+    try: out = net(continuum, normalized)
+    finally: hook.remove()
+    return out, seen['x']
+
+def dropout_draws(net, # the HFS-Net whose head's `ffn` is sampled
+                  features, # (B, D) input of the head's feed-forward layers (from `head_features`)
+                  seeds, # one seed per spectrum
+                  mc_samples=16) -> torch.Tensor: # draws per spectrum
+    "(T, B, outputs): the head's feed-forward layers with dropout masks drawn from each spectrum's own stream."
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    y = features.unsqueeze(0).expand(int(mc_samples), *features.shape)
+    for m in net.head.ffn:
+        if isinstance(m, nn.Dropout):
+            if m.p > 0:
+                keep = torch.stack([torch.rand((y.shape[0], y.shape[-1]), generator=g) >= m.p for g in gens], 1)
+                y = y * keep.to(y) / (1 - m.p)
+        else: y = m(y)
+    return y, gens
 
 @torch.no_grad()
-def predictive_samples(model, # the network
+def predictive_samples(net, # the network
                        continuum, # (B, 1, P) continuum tensor
                        normalized, # (B, 1, P) normalised-flux tensor
                        scaler: LabelScaler, # the model's label standardiser
-                       mc_samples=16, # Monte-Carlo dropout passes (1: one deterministic pass)
-                       heteroscedastic=False) -> np.ndarray: # add the predicted noise to each draw
-    "(T, B, L) draws of the labels in physical units: MC-dropout passes, plus the predicted noise when heteroscedastic."
+                       mc_samples=16, # Monte-Carlo dropout draws (1: the deterministic answer only)
+                       heteroscedastic=False, # add the predicted noise to each draw
+                       seeds=None) -> tuple[np.ndarray, np.ndarray]: # one seed per spectrum (default: its batch position)
+    "The deterministic labels (B, L) and (T, B, L) draws around them, in physical units, with the head's features."
     L = len(scaler.labels)
-    enable_mc_dropout(model) if mc_samples > 1 else model.eval()
-    draws = []
-    for _ in range(max(int(mc_samples), 1)):
-        out = model(continuum, normalized).float()
-        mu = out[:, :L]
-        if heteroscedastic: mu = mu + torch.exp(0.5 * out[:, L:2 * L].clamp(-10, 10)) * torch.randn_like(mu)
-        draws.append(mu.cpu().numpy())
-    model.eval()
-    return scaler.inverse(np.stack(draws))
+    out, feats = head_features(net, continuum, normalized)
+    point = out[:, :L].float()
+    if mc_samples < 2: return scaler.inverse(point.cpu().numpy()), scaler.inverse(point.cpu().numpy()[None]), feats
+    seeds = range(len(point)) if seeds is None else seeds
+    d, gens = dropout_draws(net, feats, seeds, mc_samples)
+    mu = d[..., :L].float()
+    if heteroscedastic:
+        eps = torch.stack([torch.randn((mu.shape[0], L), generator=g) for g in gens], 1).to(mu)
+        mu = mu + torch.exp(0.5 * d[..., L:2 * L].float().clamp(-10, 10)) * eps
+    return scaler.inverse(point.cpu().numpy()), scaler.inverse(mu.cpu().numpy()), feats
 
-def summarize_samples(samples, # (T, B, L) draws in physical units
+def summarize_samples(point, # (B, L) the deterministic labels
+                      samples, # (T, B, L) draws in physical units
                       labels=LABELS, # the L label names
                       criteria='paper') -> dict: # criteria for P(CEMP)
-    "Mean and standard deviation per label and for [C/H], and P(CEMP), from (T, B, L) draws."
+    "Label (the deterministic answer) and standard deviation of the draws per label and for [C/H]; P(CEMP) if the criteria's labels are there."
     s = {l: samples[..., j] for j, l in enumerate(labels)}
-    if 'cfe' in s and 'feh' in s: s['ch'] = s['cfe'] + s['feh']
+    p = {l: point[:, j] for j, l in enumerate(labels)}
+    if 'cfe' in s and 'feh' in s: s['ch'], p['ch'] = s['cfe'] + s['feh'], p['cfe'] + p['feh']
     out = {}
-    for l, v in s.items(): out[l], out[f'{l}_err'] = v.mean(0), v.std(0)
-    out['p_cemp'] = satisfies(load_criteria(criteria)['cemp'], lambda l: s[l]).mean(0)
+    for l, v in s.items(): out[l], out[f'{l}_err'] = p[l], v.std(0) if len(v) > 1 else np.full(v.shape[1:], np.nan)
+    conds = load_criteria(criteria)['cemp']
+    if all(l in s for l, _, _ in conds): out['p_cemp'] = satisfies(conds, lambda l: s[l]).mean(0)
     return out
 
 # %% ../nbs/06_predict.ipynb #ce280d0
-META_COLS = ('obsid', 'designation', 'ra', 'dec', 'snrg', 'snri', 'filename')
+META_COLS = ('obsid', 'designation', 'ra', 'dec', 'snrg', 'snri', 'class', 'subclass', 'filename')
 
 def _meta_row(meta: dict, index: int, path=None) -> dict:
     row = {k: meta.get(k) for k in META_COLS}
     row['obsid'] = -1 if row['obsid'] is None else int(row['obsid'])
-    for k in ('designation', 'filename'): row[k] = '' if row[k] is None else str(row[k])
+    for k in ('designation', 'class', 'subclass', 'filename'): row[k] = '' if row[k] is None or str(row[k]) == '--' else str(row[k]).strip()
     for k in ('ra', 'dec', 'snrg', 'snri'): row[k] = np.nan if row[k] is None else float(row[k])
-    row['index'], row['path'] = int(index), '' if path is None else str(path)
+    row['index'], row['path'], row['sanity'] = int(index), '' if path is None else str(path), ''
     return row
 
 class DatasetSource:
@@ -129,6 +167,20 @@ class DatasetSource:
         return rows, c, n, []
 
 # %% ../nbs/06_predict.ipynb #c19d436
+def sanity_problem(s, # a `LamostSpectrum`
+                   spike=20., # a lone pixel above `spike` x the median flux is a hot pixel
+                   snr_min=2.) -> str: # S/N in g (or i) below this is no signal
+    "Why the spectrum cannot be trusted ('' if nothing is wrong): a lone hot pixel, or S/N near zero."
+    f = np.where(s.good, s.flux, np.nan)
+    med = np.nanmedian(np.abs(f))
+    if np.isfinite(med) and med > 0:
+        g = np.nan_to_num(f)
+        hot = (g[1:-1] > spike * med) & (g[:-2] < 0.5 * g[1:-1]) & (g[2:] < 0.5 * g[1:-1])
+        if hot.any(): return f"hot pixel at {s.wave[1 + np.flatnonzero(hot)[0]]:.1f} A ({g[1:-1][hot].max() / med:.0f}x the median flux)"
+    snr = max((v for v in (s.meta.get('snrg'), s.meta.get('snri')) if v is not None and np.isfinite(v)), default=None)
+    if snr is not None and snr < snr_min: return f"S/N {snr:.1f} (below {snr_min:g})"
+    return ''
+
 def _reject_reason(pre, spectrum, k) -> str:
     "The preprocessing reason for dropping input `k` (matched by spectrum name), or a generic one."
     name = spectrum_name(spectrum, k)
@@ -154,6 +206,7 @@ class FileSource:
             if k not in kept:
                 rejects.append((str(self.files[i]), _reject_reason(pre, spectra[k], k)))
         rows = [_meta_row(spectra[k].meta, where[k], self.files[where[k]]) for k in pre.index]
+        for r, k in zip(rows, pre.index): r['sanity'] = sanity_problem(spectra[k])
         c, n = network_inputs(pre.continuum, pre.normalized)
         return rows, c, n, rejects
 
@@ -162,13 +215,75 @@ def open_source(inputs):
     if isinstance(inputs, (str, Path)) and (Path(inputs) / 'continuum.npy').exists(): return DatasetSource(inputs)
     return FileSource(inputs)
 
+# %% ../nbs/06_predict.ipynb #c95fbe2
+FLAGS = ('flag_range', 'flag_novel', 'flag_class', 'flag_physical', 'flag_sanity')
+NOVELTY_QUANTILE = 99.5  # percentile of the training spectra's novelty scores above which an input is called novel
+
+def _spectral_type(subclass) -> str:
+    "The spectral type letter of a LAMOST subclass ('G7' -> 'G'), '' when unknown."
+    s = str(subclass or '').strip().upper()
+    return s[0] if s and s[0] in 'OBAFGKMLTDW' else ''
+
+def novelty_score(features, # (B, D) head features
+                  trust: dict) -> np.ndarray: # `fit_trust`'s output
+    "Mean squared standardised distance of each spectrum's head features from the training spectra's."
+    f = np.asarray(features, np.float64)
+    return np.mean(((f - np.asarray(trust['feature_mean'])) / np.asarray(trust['feature_std'])) ** 2, axis=1)
+
+@torch.no_grad()
+def fit_trust(net, # the trained network
+              data, # the dataset it was trained on (from `load_dataset`)
+              rows, # its training rows
+              labels, # the labels the network predicts
+              bs=256) -> dict: # spectra per forward pass
+    "What the trust flags compare with: training label ranges, head-feature statistics and the novelty threshold, classes."
+    src = SpectraDataset(data, rows)
+    feats = torch.cat([head_features(net, *src.batch(np.arange(a, min(a + bs, len(rows)))))[1].float().cpu()
+                       for a in range(0, len(rows), bs)]).numpy().astype(np.float64)
+    mean, std = feats.mean(0), feats.std(0)
+    std = np.where(std > 1e-6 * max(std.max(), 1e-30), std, 1.)  # features constant on the training set do not count
+    trust = dict(feature_mean=mean.tolist(), feature_std=std.tolist())
+    trust['novelty_threshold'] = float(np.percentile(novelty_score(feats, trust), NOVELTY_QUANTILE))
+    lab = data.labels
+    trust['label_range'] = {l: [float(np.nanmin(v)), float(np.nanmax(v))] for l in labels
+                            for v in [np.ma.filled(np.ma.asarray(lab[l][rows], dtype=float), np.nan)] if np.isfinite(v).any()}
+    col = lambda c: [str(v).strip() for v in np.asarray(lab[c])[rows]] if c in lab.colnames else []
+    trust['classes'] = sorted({c.upper() for c in col('class') if c and c != '--'})
+    trust['spectral_types'] = sorted({t for t in map(_spectral_type, col('subclass')) if t})
+    return trust
+
+def trust_flags(t: Table, # predictions: label columns, `class`, `subclass`, `sanity`
+                trust: dict, # `fit_trust`'s output (empty: only the checks that need no training statistics)
+                novelty=None) -> dict: # novelty scores (None: no novelty flag)
+    "The boolean flag columns of `FLAGS`, and `flagged` (any of them)."
+    n = len(t); out = {f: np.zeros(n, bool) for f in FLAGS}
+    val = lambda l: np.ma.filled(np.ma.asarray(t[l], dtype=float), np.nan)
+    with np.errstate(invalid='ignore'):
+        for l, (lo, hi) in trust.get('label_range', {}).items():
+            if l in t.colnames: out['flag_range'] |= (val(l) < lo) | (val(l) > hi)
+        for l, (lo, hi) in LABEL_LIMITS.items():
+            if l in t.colnames: out['flag_physical'] |= ~((val(l) >= lo) & (val(l) <= hi))
+    if novelty is not None and 'novelty_threshold' in trust: out['flag_novel'] = np.asarray(novelty) > trust['novelty_threshold']
+    if trust.get('classes') and 'class' in t.colnames:
+        out['flag_class'] |= np.array([bool(c) and c.upper() not in trust['classes'] for c in np.asarray(t['class']).astype(str)])
+    if trust.get('spectral_types') and 'subclass' in t.colnames:
+        ty = [_spectral_type(c) for c in np.asarray(t['subclass']).astype(str)]
+        out['flag_class'] |= np.array([bool(x) and x not in trust['spectral_types'] for x in ty])
+    if 'sanity' in t.colnames: out['flag_sanity'] = np.array([bool(str(v).strip()) for v in t['sanity']])
+    out['flagged'] = np.any([out[f] for f in FLAGS], axis=0) if n else np.zeros(0, bool)
+    return out
+
 # %% ../nbs/06_predict.ipynb #c8dae56
-def _chunk_table(rows, summ: dict, labels) -> Table:
-    t = Table(rows=rows) if rows else Table(names=list(META_COLS) + ['index', 'path'],
-                                            dtype=[np.int64, str, float, float, float, float, str, np.int64, str])
-    for k in list(labels) + ['ch']:
-        t[k] = np.asarray(summ.get(k, np.zeros(len(t))), float); t[f'{k}_err'] = np.asarray(summ.get(f'{k}_err', np.zeros(len(t))), float)
-    t['p_cemp'] = np.asarray(summ.get('p_cemp', np.zeros(len(t))), float)
+def _chunk_table(rows, summ: dict, labels, flags: dict) -> Table:
+    "One chunk's predictions: metadata, labels and errors, P(CEMP) (masked when it cannot be computed), novelty, flags."
+    t = Table(rows=rows) if rows else Table(names=list(META_COLS) + ['index', 'path', 'sanity'],
+                                            dtype=[np.int64, str, float, float, float, float, str, str, str, np.int64, str, str])
+    cols = list(labels) + (['ch'] if 'cfe' in labels and 'feh' in labels else [])
+    for k in cols: t[k] = np.asarray(summ[k], float) if rows else np.zeros(0); t[f'{k}_err'] = np.asarray(summ[f'{k}_err'], float) if rows else np.zeros(0)
+    t['p_cemp'] = MaskedColumn(np.asarray(summ['p_cemp'], float) if 'p_cemp' in summ else np.full(len(t), np.nan),
+                               mask=np.zeros(len(t), bool) if 'p_cemp' in summ else np.ones(len(t), bool))
+    t['novelty'] = np.asarray(summ.get('novelty', np.full(len(t), np.nan)), float)
+    for f, v in flags.items(): t[f] = np.asarray(v, bool)
     return t
 
 def _rejects_table(rejects) -> Table:
@@ -180,22 +295,41 @@ def _write_part(t, rejects, path):
 
 def _read_part(path): return Table.read(path, hdu=1), Table.read(path, hdu=2)
 
+def _pcemp_note(labels, criteria) -> str:
+    "Why P(CEMP) is masked, or '' when it is computed."
+    missing = sorted({l for l, _, _ in load_criteria(criteria)['cemp']} - set(labels) - ({'ch'} if {'cfe', 'feh'} <= set(labels) else set()))
+    return f"not computed: the model does not predict {missing}, which the CEMP criteria need" if missing else ''
+
+def label_batch(model: HFSModel, # the model
+                rows, # metadata rows of the batch (from a source)
+                c, n, # the network's input tensors
+                mc_samples=16, # Monte-Carlo dropout draws
+                criteria='paper', # criteria for P(CEMP)
+                seed=0) -> dict: # the run's base seed
+    "Labels, errors, P(CEMP) and novelty of one batch; every spectrum with its own random stream."
+    seeds = [spectrum_seed(_spectrum_key(r), seed) for r in rows]
+    point, draws, feats = predictive_samples(model.net, c, n, model.scaler, mc_samples, model.heteroscedastic, seeds)
+    summ = summarize_samples(point, draws, model.labels, criteria)
+    if 'feature_mean' in model.trust: summ['novelty'] = novelty_score(feats.float().cpu().numpy(), model.trust)
+    return summ
+
 # %% ../nbs/06_predict.ipynb #c369f6b
 def predict(model, # model file, `HFSModel`, `load_model` pair, or a Learner from `train_hfsnet`
             inputs, # dataset directory, directory of LAMOST files, glob, or list of paths
             out=None, # output directory (chunks, predictions.fits/.csv, rejects.csv); None: in memory only
             bs=64, # spectra per forward pass
             chunk_size=1024, # spectra per chunk file (the unit of resumption)
-            mc_samples=16, # Monte-Carlo dropout passes (1: deterministic)
+            mc_samples=16, # Monte-Carlo dropout draws per spectrum (1: no uncertainty)
             criteria='paper', # criteria for P(CEMP)
-            seed=0, # base seed of the dropout draws (chunk k uses seed + k)
+            seed=0, # base seed of the dropout draws (each spectrum's stream: `spectrum_seed(obsid or file, seed)`)
             max_chunks=None, # stop after this many new chunks (spread a long run over several jobs)
             device=None, # torch device (default: GPU when present)
             progress=True): # progress bar
-    "Labels, uncertainties and P(CEMP) for every readable spectrum of `inputs`; returns the table (None if `max_chunks` stopped early)."
+    "Labels, uncertainties, P(CEMP) and trust flags for every readable spectrum of `inputs`; returns the table (None if `max_chunks` stopped early)."
+    if int(mc_samples) < 1: raise ValueError(f"mc_samples must be at least 1, got {mc_samples}")
     m = load_hfs_model(model)
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    net = m.net.to(device)
+    m.net.to(device)
     src = open_source(inputs)
     plan = chunk_plan(len(src), chunk_size)
     parts_dir = None
@@ -211,25 +345,30 @@ def predict(model, # model file, `HFSModel`, `load_model` pair, or a Learner fro
     jobs = [(k, i0, min(i0 + bs, plan[k][1])) for k in todo for i0 in range(plan[k][0], plan[k][1], bs)]
     parts, acc = {}, None
     for k, i0, i1 in (progress_bar(jobs, leave=False) if progress and len(jobs) > 1 else jobs):
-        if acc is None or acc['k'] != k:
-            acc = dict(k=k, rows=[], summ=[], rejects=[]); torch.manual_seed(seed + k)
+        if acc is None or acc['k'] != k: acc = dict(k=k, rows=[], summ=[], rejects=[])
         rows, c, n, rej = src.batch(i0, i1, m.preprocess)
         acc['rejects'] += rej
         if rows:
-            draws = predictive_samples(net, c.to(device), n.to(device), m.scaler, mc_samples, m.heteroscedastic)
-            acc['rows'] += rows; acc['summ'].append(summarize_samples(draws, m.labels, criteria))
+            acc['rows'] += rows; acc['summ'].append(label_batch(m, rows, c.to(device), n.to(device), mc_samples, criteria, seed))
         if i1 == plan[k][1]:  # chunk complete
             summ = {key: np.concatenate([s[key] for s in acc['summ']]) for key in acc['summ'][0]} if acc['summ'] else {}
-            t, r = _chunk_table(acc['rows'], summ, m.labels), _rejects_table(acc['rejects'])
+            t = _chunk_table(acc['rows'], summ, m.labels, {})
+            for f, v in trust_flags(t, m.trust, t['novelty'] if 'novelty' in summ else None).items(): t[f] = v
+            r = _rejects_table(acc['rejects'])
             if parts_dir is not None: _write_part(t, r, part(k))
             else: parts[k] = (t, r)
     if parts_dir is not None:
         if pending_chunks([part(k) for k in range(len(plan))]): return None
         parts = {k: _read_part(part(k)) for k in range(len(plan))}
     tables = [parts[k][0] for k in sorted(parts) if len(parts[k][0])]
-    result = vstack(tables) if tables else _chunk_table([], {}, m.labels)
+    result = vstack(tables) if tables else _chunk_table([], {}, m.labels, trust_flags(Table(), {}))
     rejects = vstack([parts[k][1] for k in sorted(parts)]) if parts else _rejects_table([])
-    result.meta.update(NINPUT=len(src), NREJECT=len(rejects), MCSAMPLE=int(mc_samples))  # FITS-safe keys
+    note = _pcemp_note(m.labels, criteria)
+    result['p_cemp'] = MaskedColumn(np.ma.filled(np.ma.asarray(result['p_cemp'], dtype=float), np.nan), mask=bool(note) | ~np.isfinite(
+        np.ma.filled(np.ma.asarray(result['p_cemp'], dtype=float), np.nan)))
+    result.meta.update(NINPUT=len(src), NREJECT=len(rejects), MCSAMPLE=int(mc_samples), LABELS=' '.join(m.labels),
+                       CRITERIA=load_criteria(criteria)['description'], PCEMP=note or 'fraction of MC draws inside the CEMP region',
+                       NFLAGGED=int(np.sum(result['flagged'])))  # FITS-safe keys
     if out is not None:
         write_table(result, out / 'predictions.fits')
         write_table(result, out / 'predictions.csv', format='ascii.csv')

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 import matplotlib.pyplot as plt
-from astropy.table import Table
+from astropy.table import Table, MaskedColumn
 
 from .core import LABELS, TEX, GBAND, write_table
 from .io import read_lamost
@@ -52,10 +52,12 @@ def load_criteria(criteria='paper') -> dict:
     return out
 
 def _label_values(t, label):
-    "A label column as float (NaN where missing); [C/H] computed from [C/Fe] + [Fe/H] when absent."
+    "A label column as float (NaN where missing or masked); [C/H] computed from [C/Fe] + [Fe/H] when absent."
     if label in t.colnames: return np.ma.filled(np.ma.asarray(t[label], dtype=float), np.nan)
     if label == 'ch' and 'cfe' in t.colnames and 'feh' in t.colnames: return _label_values(t, 'cfe') + _label_values(t, 'feh')
     raise KeyError(f"criteria need column '{label}', which the table lacks (columns: {list(t.colnames)})")
+
+def _available(t, label) -> bool: return label in t.colnames or (label == 'ch' and 'cfe' in t.colnames and 'feh' in t.colnames)
 
 def satisfies(conds, values) -> np.ndarray:
     "True where every condition holds; `values` maps a label to an array (any shape; NaN fails)."
@@ -70,11 +72,16 @@ def describe(conds) -> str:
     return ', '.join(f"{TEX.get(l, l)} {op} {v:g}" for l, op, v in conds)
 
 def classify(t: Table, criteria='paper') -> Table:
-    "A copy of `t` with boolean columns `cemp`, `emp`, `vmp` (and `ch` if missing) under `criteria`."
+    "A copy of `t` with boolean columns `cemp`, `emp`, `vmp` (and `ch` if missing) under `criteria`; masked where a label they need is missing."
     crit = load_criteria(criteria)
     t = t.copy()
     if 'ch' not in t.colnames and 'cfe' in t.colnames and 'feh' in t.colnames: t['ch'] = _label_values(t, 'ch')
-    for cls in CLASSES: t[cls] = satisfies(crit[cls], lambda l: _label_values(t, l)).astype(bool)
+    for cls in CLASSES:
+        missing = sorted({l for l, _, _ in crit[cls] if not _available(t, l)})
+        if missing:  # e.g. a model trained without carbon: no CEMP class, and the header says why
+            t[cls] = MaskedColumn(np.zeros(len(t), bool), mask=np.ones(len(t), bool))
+            t.meta[cls.upper()] = f"not classified: no {missing} column, which the criteria need"
+        else: t[cls] = satisfies(crit[cls], lambda l: _label_values(t, l)).astype(bool)
     t.meta['CRITERIA'] = crit['description']
     return t
 
@@ -82,12 +89,21 @@ def classify(t: Table, criteria='paper') -> Table:
 CATALOGUE_COLUMNS = ('obsid', 'designation', 'ra', 'dec', 'teff', 'teff_err', 'logg', 'logg_err', 'feh', 'feh_err',
                      'cfe', 'cfe_err', 'ch', 'ch_err', 'snrg', 'snri', 'cemp', 'emp', 'vmp', 'p_cemp', 'filename')
 
-def candidates(t: Table, p_min=None) -> Table:
-    "CEMP candidates of a classified table (`cemp` flag, or P(CEMP) >= `p_min`), sorted by P(CEMP) descending."
+def _selected(t, p_min):
+    "The CEMP selection: the `cemp` flag, or P(CEMP) >= `p_min`; masked values select nothing."
+    if p_min is None: return np.ma.filled(np.ma.asarray(t['cemp']), False).astype(bool)
+    with np.errstate(invalid='ignore'): return np.ma.filled(np.ma.asarray(t['p_cemp'], dtype=float), np.nan) >= p_min
+
+def candidates(t: Table, # a table from `classify`
+               p_min=None, # select by P(CEMP) >= `p_min` instead of the `cemp` flag
+               keep_flagged=False) -> Table: # keep stars whose prediction carries a trust flag
+    "CEMP candidates of a classified table, most probable first; flagged predictions left out (counted in `meta['NFLAGOUT']`)."
     if 'cemp' not in t.colnames: raise KeyError("table has no 'cemp' column: run classify first")
-    sel = np.asarray(t['cemp'], bool) if p_min is None else np.asarray(t['p_cemp'], float) >= p_min
-    c = t[sel]
-    return c[np.argsort(-np.asarray(c['p_cemp'], float), kind='stable')]
+    sel = _selected(t, p_min)
+    flagged = np.asarray(t['flagged'], bool) if 'flagged' in t.colnames and not keep_flagged else np.zeros(len(t), bool)
+    c = t[sel & ~flagged]
+    c.meta['NFLAGOUT'] = int((sel & flagged).sum())
+    return c[np.argsort(-np.ma.filled(np.ma.asarray(c['p_cemp'], dtype=float), -1.), kind='stable')] if 'p_cemp' in c.colnames else c
 
 def write_catalogue(t: Table, path) -> list[Path]:
     "Write the catalogue columns of `t` to `path` as FITS and CSV (suffix replaced); returns both paths."
@@ -102,20 +118,27 @@ def write_catalogue(t: Table, path) -> list[Path]:
     return outs
 
 # %% ../nbs/06a_select.ipynb #c022
-def evaluate(pred: Table, truth: Table, criteria='paper', key='obsid', labels=LABELS, p_min=None) -> dict:
+def evaluate(pred: Table, # predictions (labels, P(CEMP))
+             truth: Table, # true labels
+             criteria='paper', # CEMP criteria
+             key='obsid', # column that joins the two
+             labels=None, # labels to score (None: those both tables have)
+             p_min=None) -> dict: # select by P(CEMP) >= `p_min` instead of the `cemp` flag
     "Per-label MAE, and CEMP completeness and purity (with counts) of `pred` against `truth`, joined on `key`."
     tr = {k: i for i, k in enumerate(np.asarray(truth[key]))}
     ip = np.array([i for i, k in enumerate(np.asarray(pred[key])) if k in tr], int)
     it = np.array([tr[k] for k in np.asarray(pred[key])[ip]], int)
     if not len(ip): raise ValueError(f"no common '{key}' between predictions and truth")
     p, t = classify(pred[ip], criteria), classify(truth[it], criteria)
-    sel = np.asarray(p['cemp'], bool) if p_min is None else np.asarray(p['p_cemp'], float) >= p_min
-    true = np.asarray(t['cemp'], bool)
+    sel, true = _selected(p, p_min), _selected(t, None)
     res = {'n_matched': int(len(ip)), 'n_true_cemp': int(true.sum()), 'n_selected': int(sel.sum()),
            'n_true_positive': int((sel & true).sum())}
     res['completeness'] = res['n_true_positive'] / res['n_true_cemp'] if res['n_true_cemp'] else float('nan')
     res['purity'] = res['n_true_positive'] / res['n_selected'] if res['n_selected'] else float('nan')
-    for l in list(labels) + ['ch']:
+    if np.ma.getmaskarray(p['cemp' if p_min is None else 'p_cemp']).all():  # no selection was possible: no numbers
+        res['completeness'] = res['purity'] = float('nan')
+    labels = [l for l in LABELS if l in pred.colnames and l in truth.colnames] if labels is None else list(labels)
+    for l in labels + (['ch'] if _available(p, 'ch') and _available(t, 'ch') else []):
         d = _label_values(p, l) - _label_values(t, l)
         res[f'mae_{l}'] = float(np.nanmean(np.abs(d))) if np.isfinite(d).any() else float('nan')
     return res

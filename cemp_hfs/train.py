@@ -30,12 +30,12 @@ from fastai.metrics import Metric
 from .core import LABELS, UNITS, TEX
 from .dataset import load_dataset, label_matrix, LabelScaler, SpectraDataset, split_rows
 from .hfsnet import HFSNet, load_config, save_model, load_model
-from .predict import HFSModel
+from .predict import HFSModel, fit_trust
 
 # %% auto #0
 __all__ = ['SpectraDL', 'hfs_dataloaders', 'masked_mse', 'masked_gaussian_nll', 'hfs_loss', 'MoEBalanceCallback',
-           'ExpertUsageCallback', 'LabelMAE', 'SaveBestModel', 'history_table', 'train_hfsnet', 'split_predictions',
-           'plot_training', 'plot_expert_usage', 'plot_one_to_one', 'plot_residuals_snr']
+           'ExpertUsageCallback', 'LabelMAE', 'SaveBestModel', 'history_table', 'training_labels', 'train_hfsnet',
+           'split_predictions', 'plot_training', 'plot_expert_usage', 'plot_one_to_one', 'plot_residuals_snr']
 
 # %% ../nbs/05_train.ipynb #c010
 class SpectraDL(DataLoader):
@@ -159,6 +159,26 @@ def _check_pixels(cfg, data):
     if n is not None and int(n) != P:
         raise ValueError(f"config n_pixels={n} but the dataset has {P} pixels per spectrum (preprocess grid and model config disagree)")
 
+def training_labels(data, # a dataset from `load_dataset`
+                    labels=None, # the labels asked for (None: every label the dataset knows enough of)
+                    candidates=LABELS, # the labels to choose from when none are asked for
+                    min_known=2) -> tuple: # known values a label needs in the training split
+    "The labels to train on: those asked for (an error if one has too few known values), else those the dataset has."
+    rows = split_rows(data, 'train')
+    known = lambda l: int(np.isfinite(label_matrix(data.labels[rows], (l,))).sum()) if l in data.labels.colnames else 0
+    if labels is not None:
+        labels = tuple(labels)
+        unknown = [l for l in labels if l not in LABELS]
+        if unknown: raise ValueError(f"labels {unknown} are not labels HFS-Net can learn ({', '.join(LABELS)})")
+        few = [l for l in labels if known(l) < min_known]
+        if few: raise ValueError(f"labels {few} have fewer than {min_known} known values in the training split of {data.path}")
+        return labels
+    chosen = tuple(l for l in candidates if known(l) >= min_known)
+    left = [l for l in candidates if l not in chosen]
+    if not chosen: raise ValueError(f"{data.path}: no label has {min_known} known values in the training split")
+    if left: warnings.warn(f"labels {left} have fewer than {min_known} known values in the training split; training on {list(chosen)}")
+    return chosen
+
 def train_hfsnet(dataset_dir, # directory written by `build_dataset`
                  config='paper', # HFS-Net config: 'paper', 'small', a YAML path or a dict
                  epochs=30, # maximum number of epochs
@@ -173,16 +193,19 @@ def train_hfsnet(dataset_dir, # directory written by `build_dataset`
                  device=None, # torch device (default: GPU when present)
                  progress=True, # fastai progress bars
                  model=None, # an already built model to train instead of `HFSNet(config)`
-                 cbs=None) -> Learner: # extra fastai callbacks
+                 cbs=None, # extra fastai callbacks
+                 labels=None) -> Learner: # labels to train on (None: those of the config the dataset has enough of)
     "Train HFS-Net on an on-disk dataset; return the fastai `Learner` (best weights loaded) and write the model file."
     data = load_dataset(dataset_dir)
     cfg = load_config(config) if not isinstance(config, dict) else dict(config)
-    labels = tuple(cfg.get('labels', LABELS))
+    labels = training_labels(data, labels, tuple(cfg.get('labels', LABELS)))
+    cfg['labels'] = list(labels)  # the network has one output per label it learns
     _check_pixels(cfg, data)
     set_seed(seed, reproducible=True)
     scaler = LabelScaler.fit(label_matrix(data.labels, labels)[split_rows(data, 'train')], labels)
     dls = hfs_dataloaders(data, scaler, bs=bs, balanced=balanced, seed=seed, device=device)
-    model = HFSNet(cfg) if model is None else model
+    if model is None: model = HFSNet(cfg)
+    elif len(model.labels) != len(labels): raise ValueError(f"the model predicts {list(model.labels)}, the training labels are {list(labels)}")
     aux_weight = cfg.get('aux_loss_weight', 0.01) if aux_weight is None else aux_weight
     extra = dict(label_scaler=scaler.to_dict(), labels=list(labels), preprocess=dict(data.config or {}),
                  dataset=str(dataset_dir), balanced=bool(balanced),
@@ -197,12 +220,16 @@ def train_hfsnet(dataset_dir, # directory written by `build_dataset`
     learn = Learner(dls, model, loss_func=hfs_loss(cfg), opt_func=Adam, wd=wd, path=out.parent if out else '.',
                     metrics=[LabelMAE(j, scaler) for j in range(len(labels))], cbs=cbs)
     learn.scaler, learn.cfg, learn.data, learn.model_path, learn.expert_usage = scaler, cfg, data, out, usage
-    learn.hfs_model = HFSModel(model, scaler, dict(data.config or {}))  # what `predict` uses of a Learner
-    learn.save_best = learn.cbs.filter(lambda c: isinstance(c, SaveBestModel))[0]
+    learn.hfs_model = HFSModel(model, scaler, dict(data.config or {}), extra)  # what `predict` uses of a Learner
+    learn.save_best = sb = learn.cbs.filter(lambda c: isinstance(c, SaveBestModel))[0]
     if progress: learn.fit_one_cycle(epochs, lr_max=lr)
     else:
         with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr_max=lr)
     learn.history = history_table(learn)
+    # what the trust flags of `predict` compare with, measured on the training split with the best weights
+    extra['trust'] = fit_trust(model, data, split_rows(data, 'train'), labels)
+    if out is not None and sb.best_epoch is not None:
+        save_model(out, model, extra={**extra, 'epoch': int(sb.best_epoch), sb.monitor: float(sb.best)})
     if out is not None and usage.usage:
         Table(np.array(usage.usage), names=[f'expert{i}' for i in range(len(usage.usage[0]))]).write(
             out.with_suffix('.experts.csv'), overwrite=True)
@@ -250,8 +277,13 @@ def plot_expert_usage(usage):
     fig.tight_layout()
     return fig
 
-def plot_one_to_one(t: Table, labels=LABELS):
+def _pred_labels(t, labels):
+    "The labels with a truth and a prediction column in `t` (all of `LABELS` that are there, if `labels` is None)."
+    return [l for l in (LABELS if labels is None else labels) if l in t.colnames and f'{l}_pred' in t.colnames]
+
+def plot_one_to_one(t: Table, labels=None):
     "Predicted against true label, one panel per label, with the bias and scatter of the residuals."
+    labels = _pred_labels(t, labels)
     fig, axs = plt.subplots(1, len(labels), figsize=(3.9 * len(labels), 3.5), layout='constrained')
     for ax, l in zip(np.atleast_1d(axs), labels):
         x, y = np.asarray(t[l], float), np.asarray(t[f'{l}_pred'], float); ok = np.isfinite(x) & np.isfinite(y)
@@ -265,8 +297,9 @@ def plot_one_to_one(t: Table, labels=LABELS):
     fig.colorbar(sc, ax=axs, label='S/N (g)')
     return fig
 
-def plot_residuals_snr(t: Table, labels=LABELS):
+def plot_residuals_snr(t: Table, labels=None):
     "Residual (prediction - truth) against S/N in the g band, one panel per label."
+    labels = _pred_labels(t, labels)
     fig, axs = plt.subplots(1, len(labels), figsize=(3.6 * len(labels), 3.2), sharex=True)
     snr = np.asarray(t['snrg'], float)
     for ax, l in zip(np.atleast_1d(axs), labels):

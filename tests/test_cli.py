@@ -25,7 +25,7 @@ def chain(tmp_path_factory):
     run('prepare', d / 'survey' / 'truth.csv', '--labels', d / 'survey' / 'hires_labels.csv', '--out', d / 'ds', '--quiet')
     run('train', d / 'ds', '--config', 'small', '--epochs', 1, '--bs', 16, '--out', d / 'model.pt', '--quiet')
     run('predict', d / 'model.pt', d / 'survey' / 'spectra', '--out', d / 'pred', '--mc', 4, '--chunk-size', 16, '--quiet')
-    run('select', d / 'pred' / 'predictions.fits', '--out', d / 'sel', '--p-min', '0')
+    run('select', d / 'pred' / 'predictions.fits', '--out', d / 'sel', '--p-min', '0', '--keep-flagged')
     return d
 
 def test_every_stage_writes_its_products(chain):
