@@ -15,7 +15,8 @@ from .io import LamostFormatError
 from . import pipeline
 
 # %% auto #0
-__all__ = ['COMMANDS', 'cmd_info', 'cmd_mock', 'cmd_prepare', 'cmd_train', 'cmd_predict', 'cmd_select', 'cmd_demo', 'main']
+__all__ = ['CUT_OPTIONS', 'COMMANDS', 'cmd_info', 'cmd_mock', 'cmd_prepare', 'cmd_train', 'cmd_predict', 'cmd_select', 'cmd_demo',
+           'main']
 
 # %% ../nbs/90_cli.ipynb #c006
 def cmd_info(args):
@@ -41,8 +42,10 @@ def cmd_mock(args):
 
 def cmd_prepare(args):
     "Cross-match (optional) and preprocess into an on-disk dataset."
-    ds = pipeline.run_prepare(args.catalog, args.out, labels=args.labels, radius=args.radius, snr_min=args.snr_min, root=args.root,
-                              cfg=args.config, seed=args.seed, n_workers=args.workers, progress=not args.quiet)
+    cuts = {k: getattr(args, k) for k in CUT_OPTIONS}
+    ds = pipeline.run_prepare(args.catalog, args.out, labels=args.labels, root=args.root, cfg=args.config,
+                              max_bad_frac=args.max_bad_frac, seed=args.seed, n_workers=args.workers, progress=not args.quiet,
+                              radius=args.radius, snr_min=args.snr_min, columns=args.columns, **cuts)
     print(f"prepare: {ds}")
     return 0
 
@@ -99,6 +102,10 @@ def _opt(s, flag, f, name, help, **kw):
     d = _default(f, name)
     s.add_argument(flag, default=d, help=f"{help} (default: {d})", **kw)
 
+def _preprocess_default(name):
+    from cemp_hfs.preprocess import PreprocessConfig
+    return getattr(PreprocessConfig(), name)
+
 def _train_fn():
     from cemp_hfs.train import train_hfsnet
     return train_hfsnet
@@ -122,15 +129,30 @@ def _add_mock(s):
     _opt(s, '--seed', _mock_fn(), 'seed', 'random seed (another seed gives other stars)', type=int)
     s.add_argument('--quiet', action='store_true', help='no progress bar')
 
+CUT_OPTIONS = {  # the paper's table 2 quality cuts: option -> help
+    'snrg_min': 'quality cut: keep spectra with snrg above this or snri above --snri-min',
+    'snri_min': 'quality cut: see --snrg-min', 'rv_err_max': 'quality cut: rv_err below this (km/s)',
+    'teff_err_max': 'quality cut: teff_err below this (K; the paper: 100)', 'logg_err_max': 'quality cut: logg_err below this (dex; the paper: 0.1)',
+    'feh_err_max': 'quality cut: feh_err below this (dex; the paper: 0.1)'}
+
+def _float_or_none(v):
+    "A number, or None for 'none' (a cut switched off)."
+    return None if str(v).lower() == 'none' else float(v)
+
 def _add_prepare(s):
-    f = pipeline.run_prepare
+    from cemp_hfs.dataset import prepare_catalogue
+    f, fc = pipeline.run_prepare, prepare_catalogue
     s.add_argument('catalog', help='table of spectra (CSV/FITS with a filename column) or a directory of LAMOST files')
     s.add_argument('--out', required=True, help='dataset directory to write')
-    s.add_argument('--labels', help='label catalogue (ra, dec, teff, logg, feh, cfe) to cross-match with')
-    _opt(s, '--radius', f, 'radius', 'cross-match radius in arcsec', type=float)
+    s.add_argument('--labels', help='label catalogue (RA/Dec and teff, logg, feh, cfe under their usual names) to cross-match with')
+    s.add_argument('--columns', help="label catalogue columns under other names, e.g. teff=Teff_li,feh=FeH_li")
+    _opt(s, '--radius', fc, 'radius', 'cross-match radius in arcsec', type=float)
     s.add_argument('--root', help='folder the file names are relative to (default: the catalogue folder)')
-    _opt(s, '--snr-min', f, 'snr_min', 'keep spectra with snrg or snri above this', type=float)
+    _opt(s, '--snr-min', fc, 'snr_min', 'keep spectra with snrg or snri above this', type=float)
+    for k, h in CUT_OPTIONS.items(): _opt(s, '--' + k.replace('_', '-'), fc, k, h + "; 'none': off", type=_float_or_none)
     s.add_argument('--config', help='preprocessing config YAML (default: the package default)')
+    s.add_argument('--max-bad-frac', type=float, help='refuse spectra with more of a segment masked than this '
+                   f"(default: the preprocessing config's, {_preprocess_default('max_bad_frac')})")
     _opt(s, '--seed', f, 'seed', 'seed of the train/valid/test split', type=int)
     _opt(s, '--workers', f, 'n_workers', 'worker processes', type=int)
     s.add_argument('--quiet', action='store_true', help='no progress bar')

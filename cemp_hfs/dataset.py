@@ -15,17 +15,25 @@ import numpy as np
 import torch
 import yaml
 import matplotlib.pyplot as plt
+import astropy.units as u
+from astropy.coordinates import SkyCoord
 from astropy.table import Table
 from fastprogress.fastprogress import progress_bar
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
-from .core import LABELS, atomic_path, write_table, check_manifest, chunk_plan, pending_chunks, remove_stale
-from .io import LamostFormatError, read_lamost, read_catalog, find_column, iter_lamost, lamost_files, crossmatch
+from .core import LABELS, LABEL_LIMITS, atomic_path, write_table, check_manifest, chunk_plan, pending_chunks, remove_stale
+from .io import (LamostFormatError, read_lamost, read_catalog, find_column, iter_lamost, lamost_files, crossmatch,
+                         quality_cuts, QUALITY_COLUMNS, _RA_NAMES, _DEC_NAMES)
 from .preprocess import preprocess, load_preprocess_config, save_preprocess_config, config_dict, output_grid
 
 # %% auto #0
-__all__ = ['FILE_COLUMNS', 'LABEL_ALIASES', 'META_COLUMNS', 'ARRAYS', 'FEH_BINS', 'write_dataset', 'LamostDataset',
-           'load_dataset', 'split_rows', 'toy_dataset', 'label_matrix', 'LabelScaler', 'unit_median', 'network_inputs',
-           'SpectraDataset', 'assign_splits', 'balanced_indices', 'plot_balance', 'build_dataset', 'prepare_catalogue']
+__all__ = ['FILE_COLUMNS', 'LABEL_ALIASES', 'META_COLUMNS', 'ARRAYS', 'FEH_BINS', 'STAR_COLUMNS', 'DUPLICATE_TOLERANCE',
+           'ERROR_ALIASES', 'COORD_ALIASES', 'COLUMN_KEYS', 'PAPER_CUTS', 'PREPARE_REPORTS', 'write_dataset',
+           'LamostDataset', 'load_dataset', 'split_rows', 'toy_dataset', 'label_matrix', 'LabelScaler', 'unit_median',
+           'network_inputs', 'SpectraDataset', 'assign_splits', 'balanced_indices', 'plot_balance', 'build_dataset',
+           'parse_column_map', 'find_label_columns', 'clean_labels', 'merge_duplicates', 'apply_quality_cuts',
+           'label_coverage', 'prepare_summary', 'write_prepare_report', 'prepare_catalogue']
 
 # %% ../nbs/01a_dataset.ipynb #cb22da3
 FILE_COLUMNS = ('filename', 'file', 'path', 'fits', 'combined_file', 'spec_file')
@@ -33,7 +41,8 @@ LABEL_ALIASES = dict(teff=('teff', 'teff_2', 't_eff'), logg=('logg', 'logg_2', '
                      cfe=('cfe', 'cfe_2', 'c_fe', 'c/fe', '[c/fe]'))
 META_COLUMNS = dict(obsid=('obsid', 'combined_obsid'), designation=('designation', 'desig'), ra=('ra', 'combined_ra_obs'),
                     dec=('dec', 'combined_dec_obs'), snrg=('snrg', 'snr_g', 'combined_snrg'), snri=('snri', 'snr_i', 'combined_snri'),
-                    z=('z', 'combined_z'))
+                    z=('z', 'combined_z'), **{'class': ('class',), 'subclass': ('subclass',)})  # class, subclass: what the model was trained on
+_TEXT_META = ('designation', 'class', 'subclass')
 ARRAYS = ('continuum', 'normalized', 'mask')
 
 def _maybe_col(t, names):
@@ -306,6 +315,8 @@ def _build_chunk(k, rows, files, zs, cfg_dict, work):
     return k, len(ok), len(rejects)
 
 # %% ../nbs/01a_dataset.ipynb #ca1d4b1
+STAR_COLUMNS = ('star_id', 'groupid', 'group_id', 'star')  # a column naming the star: its spectra stay in one split
+
 def _labels_table(t, fcol, rows, meta, scale, noise, label_columns=None):
     "One label row per array row: catalogue columns, header metadata where the catalogue lacks it, the layout's columns."
     n = len(rows)
@@ -313,7 +324,7 @@ def _labels_table(t, fcol, rows, meta, scale, noise, label_columns=None):
     for name, aliases in META_COLUMNS.items():
         col = _maybe_col(t, aliases)
         hdr = [m.get(name) for m in meta]
-        if name in ('designation',):
+        if name in _TEXT_META:
             cat = [str(v) if v is not None else '' for v in (t[col][rows] if col else [None] * n)]
             lab[name] = [c2 if c2 and c2 != '--' else (h or '') for c2, h in zip(cat, hdr)]
         elif name == 'obsid':
@@ -328,7 +339,7 @@ def _labels_table(t, fcol, rows, meta, scale, noise, label_columns=None):
     for name in LABELS:
         col = find_column(t, label_columns[name], name, 'catalogue') if name in label_columns else _maybe_col(t, LABEL_ALIASES[name])
         lab[name] = _float_col(t, col, len(t))[rows]
-    scol = _maybe_col(t, ('star_id', 'groupid', 'group_id'))
+    scol = _maybe_col(t, STAR_COLUMNS)
     star = [str(v) for v in t[scol][rows]] if scol else [d or str(o) for d, o in zip(lab['designation'], lab['obsid'])]
     lab['star_id'] = star
     lab['filename'] = [str(v) for v in t[fcol][rows]]
@@ -440,8 +451,197 @@ def build_dataset(catalog, # Table (or catalogue file) with a file column and la
     if not keep_chunks: shutil.rmtree(work)
     return out
 
-# %% ../nbs/01a_dataset.ipynb #c5169a8
-_LABEL_COLS = LABELS + ('ch',)
+# %% ../nbs/01a_dataset.ipynb #c469b7a
+DUPLICATE_TOLERANCE = dict(teff=200., logg=0.3, feh=0.2, cfe=0.3)  # spread above which the rows of one star disagree
+ERROR_ALIASES = {l: tuple(f for a in al for f in (f'{a}_err', f'e_{a}', f'{a}_error', f'err_{a}')) for l, al in LABEL_ALIASES.items()}
+COORD_ALIASES = dict(ra=_RA_NAMES, dec=_DEC_NAMES)  # the names `crossmatch` knows
+COLUMN_KEYS = ('ra', 'dec', *LABELS, *(f'{l}_err' for l in LABELS))  # the standard names (keys of a column map)
+PAPER_CUTS = dict(snrg_min=20., snri_min=20., rv_err_max=20., teff_err_max=100., logg_err_max=0.1, feh_err_max=0.1)  # table 2
+
+def parse_column_map(spec, # 'name=column,...' (the CLI form), a dict (returned as it is) or None
+                    ) -> dict: # {standard name: catalogue column}
+    "The column map {standard name: catalogue column} from its command-line form 'teff=Teff_li,feh=FeH_li'."
+    if spec is None or isinstance(spec, dict): return dict(spec or {})
+    out = {}
+    for item in str(spec).split(','):
+        if not item.strip(): continue
+        key, eq, col = (s.strip() for s in item.partition('='))
+        if not (key and eq and col): raise ValueError(f"column map item {item.strip()!r} is not of the form name=column (in {spec!r})")
+        if key in out: raise ValueError(f"column map item {item.strip()!r}: {key!r} is named twice (in {spec!r})")
+        out[key] = col
+    return out
+
+# %% ../nbs/01a_dataset.ipynb #c477a27
+def find_label_columns(t: Table, # a catalogue
+                  columns=None, # column map {standard name: column of `t`} (or its CLI form) for names the aliases miss
+                  name='catalogue', # what `t` is, for messages
+                  coords=False, # also find `ra` and `dec` (a label catalogue must have them)
+                 ) -> dict: # {standard name: column of `t`}, in the order of `COLUMN_KEYS`
+    "The columns of `t` holding the labels, their errors (and coordinates): by `columns`, else by alias, case-insensitively."
+    columns = parse_column_map(columns)
+    unknown = [k for k in columns if k not in COLUMN_KEYS]
+    if unknown: raise ValueError(f"{name}: unknown names {unknown} in the column map; the names are {list(COLUMN_KEYS)}")
+    found = {k: find_column(t, c, f"'{k}' (mapped to {c!r})", name) for k, c in columns.items()}
+    aliases = {**(COORD_ALIASES if coords else {}), **LABEL_ALIASES, **{f'{l}_err': a for l, a in ERROR_ALIASES.items()}}
+    for k, al in aliases.items():
+        if k not in found and (c := _maybe_col(t, al)) is not None: found[k] = c
+    missing = [k for k in ('ra', 'dec') if coords and k not in found]
+    if missing: raise KeyError(f"{name} lacks columns {missing} (looked for {list(_RA_NAMES + _DEC_NAMES)}; "
+                               f"map others with columns, e.g. 'ra=alpha,dec=delta')")
+    return {k: found[k] for k in COLUMN_KEYS if k in found}
+
+# %% ../nbs/01a_dataset.ipynb #cff033a
+_COORD_LIMITS = dict(ra=(-360., 360.), dec=(-90., 90.))
+
+def _numeric(col, column, name):
+    "Float values of a catalogue column (NaN where masked or empty) and where a value was given; text is a ValueError."
+    given = ~np.ma.getmaskarray(col)
+    if col.dtype.kind in 'iuf': return np.ma.filled(np.ma.asarray(col, dtype=float), np.nan), given
+    vals, bad = np.full(len(col), np.nan), []
+    for i in np.flatnonzero(given):
+        s = col[i].decode() if isinstance(col[i], bytes) else str(col[i])
+        if not s.strip(): given[i] = False; continue
+        try: vals[i] = float(s)
+        except ValueError: bad.append((i, s))
+    if bad: raise ValueError(f"{name}: column '{column}' is not numeric ({len(bad)} values such as {bad[0][1]!r} in row {bad[0][0]})")
+    return vals, given
+
+def clean_labels(t: Table, # a catalogue
+                 found: dict, # {standard name: column of `t`}, from `find_label_columns`
+                 name='catalogue', # what `t` is, for messages
+                 limits=LABEL_LIMITS, # {label: (low, high)}: values outside are impossible
+                ) -> tuple[Table, Table]: # (the columns as floats under their standard names, a report row per column)
+    "The label, error (and coordinate) columns of `t` as floats, with non-finite and impossible values made NaN and counted."
+    out, rows, lims = Table(), [], {**_COORD_LIMITS, **limits}
+    for key, col in found.items():
+        v, given = _numeric(t[col], col, name)
+        nonfinite = given & ~np.isfinite(v)
+        lo, hi = (0., np.inf) if key.endswith('_err') else lims.get(key, (-np.inf, np.inf))
+        with np.errstate(invalid='ignore'): impossible = np.isfinite(v) & ((v < lo) | (v > hi))
+        out[key] = np.where(nonfinite | impossible, np.nan, v)
+        rows.append((key, col, len(v), int((~given).sum()), int(nonfinite.sum()), int(impossible.sum())))
+    for l in LABELS:  # an error without its value means nothing
+        if l in out.colnames and f'{l}_err' in out.colnames: out[f'{l}_err'][~np.isfinite(out[l])] = np.nan
+    report = Table(rows=rows, names=('column', 'source', 'rows', 'empty', 'non_finite', 'impossible'), dtype=(str, str, int, int, int, int))
+    report.add_column([int(np.isfinite(out[k]).sum()) for k in report['column']], name='known', index=3)
+    return out, report
+
+# %% ../nbs/01a_dataset.ipynb #c030128
+def _merge_values(v, e):
+    "One value and its error from several measurements of a label, by the rule above."
+    k = np.isfinite(v)
+    if not k.any(): return np.nan, np.nan
+    v, e = v[k], e[k]
+    if (e > 0).all():  # NaN > 0 is False: every value has an error
+        w = 1 / e ** 2; m = np.sum(w * v) / w.sum()
+        return m, max(np.sqrt(1 / w.sum()), np.sqrt(np.sum(w * (v - m) ** 2) / w.sum()))
+    return np.median(v), (np.nanmax(e) if np.isfinite(e).any() else np.nan)
+
+def _star_groups(ra, dec, radius):
+    "Per row, the index of the first row of its star: rows within `radius` arcsec of one another, chained."
+    group = np.arange(len(ra))
+    ok = np.flatnonzero(np.isfinite(ra) & np.isfinite(dec))
+    if len(ok) > 1:
+        c = SkyCoord(ra[ok], dec[ok], unit='deg')
+        i, j, _, _ = c.search_around_sky(c, radius * u.arcsec)
+        n, comp = connected_components(coo_matrix((np.ones(len(i)), (i, j)), shape=(len(ok), len(ok))), directed=False)
+        first = np.full(n, len(ra)); np.minimum.at(first, comp, ok)
+        group[ok] = first[comp]
+    return group
+
+def _duplicates_table(rows, labels):
+    return Table(rows=rows, names=('row', 'n_rows', 'rows', 'ra', 'dec', *(f'{l}_spread' for l in labels), 'conflict', 'conflicting'),
+                 dtype=(int, int, str, float, float, *[float] * len(labels), bool, str))
+
+# %% ../nbs/01a_dataset.ipynb #cec69bb
+def merge_duplicates(lab: Table, # label rows with `ra`, `dec`, labels (and `<label>_err`), as from `clean_labels`
+                     radius=3., # rows closer than this (arcsec) to one another are one star
+                     tolerance=None, # {label: spread} above which a star's rows disagree (default `DUPLICATE_TOLERANCE`)
+                    ) -> tuple[Table, Table]: # (one row per star, one report row per merged star)
+    "Merge the rows of each star by the rule above (error-weighted mean, else median, per label) and report the merged stars."
+    tol = {**DUPLICATE_TOLERANCE, **(tolerance or {})}
+    group = _star_groups(np.asarray(lab['ra'], float), np.asarray(lab['dec'], float), radius)
+    order = np.argsort(group, kind='stable')
+    labels = [l for l in LABELS if l in lab.colnames]
+    out, rows = lab.copy(), []
+    for members in np.split(order, np.flatnonzero(np.diff(group[order])) + 1):
+        if len(members) < 2: continue
+        g, spread = members[0], {}
+        for l in labels:
+            v = np.asarray(lab[l], float)[members]
+            e = np.asarray(lab[f'{l}_err'], float)[members] if f'{l}_err' in lab.colnames else np.full(len(v), np.nan)
+            out[l][g], err = _merge_values(v, e)
+            if f'{l}_err' in lab.colnames: out[f'{l}_err'][g] = err
+            spread[l] = float(np.ptp(v[np.isfinite(v)])) if np.isfinite(v).sum() > 1 else np.nan
+        off = [l for l in labels if spread[l] > tol[l]]
+        rows.append((g, len(members), ','.join(map(str, members)), lab['ra'][g], lab['dec'][g], *spread.values(), bool(off), ','.join(off)))
+    return out[group == np.arange(len(lab))], _duplicates_table(rows, labels)
+
+# %% ../nbs/01a_dataset.ipynb #cd44086
+def apply_quality_cuts(t: Table, # spectra with their labels (cross-matched)
+                       snrg_min=20., # keep snrg > snrg_min or snri > snri_min (tier 1; None: that band is not used)
+                       snri_min=20., # see `snrg_min`
+                       rv_err_max=20., # keep rv_err < rv_err_max, km/s (tier 1; None: off)
+                       teff_err_max=100., # keep teff_err < teff_err_max, K (tier 2; None: off)
+                       logg_err_max=0.1, # keep logg_err < logg_err_max, dex (tier 2; None: off)
+                       feh_err_max=0.1, # keep feh_err < feh_err_max, dex (tier 2; None: off)
+                       name='catalogue', # what `t` is, for messages
+                      ) -> tuple[Table, Table]: # (the rows kept, the funnel: step, removed, remaining, note)
+    "The paper's quality cuts (table 2) one at a time; a cut whose column `t` lacks is skipped, and listed as skipped."
+    has = {k: _maybe_col(t, al) is not None for k, al in QUALITY_COLUMNS.items()}
+    snr = [(k, v) for k, v in (('snrg', snrg_min), ('snri', snri_min)) if v is not None]
+    steps = [(' or '.join(f'{k} > {v:g}' for k, v in snr), {f'{k}_min': v for k, v in snr if has[k]}, [k for k, _ in snr if not has[k]])] if snr else []
+    for k, v in (('rv_err', rv_err_max), ('teff_err', teff_err_max), ('logg_err', logg_err_max), ('feh_err', feh_err_max)):
+        steps.append((f'{k} < {v:g}', {f'{k}_max': v} if has[k] else {}, [] if has[k] else [k]) if v is not None else (f'{k} cut', None, []))
+    off = dict(snrg_min=None, snri_min=None, rv_err_max=None, teff_err_max=None, logg_err_max=None, feh_err_max=None)
+    rows = []
+    for cut, kw, absent in steps:
+        if kw is None: rows.append((cut, 0, len(t), 'off')); continue
+        if not kw: rows.append((cut, 0, len(t), f"skipped: no {' or '.join(absent)} column")); continue
+        t, f = quality_cuts(t, **{**off, **kw}, name=name)
+        done = ' or '.join(f"{k[:-4]} {'>' if k.endswith('_min') else '<'} {v:g}" for k, v in kw.items())
+        rows.append((cut, int(f['removed'][-1]), len(t), f"applied as {done} (no {' or '.join(absent)} column)" if absent else 'applied'))
+    return t, Table(rows=rows, names=('step', 'removed', 'remaining', 'note'), dtype=(str, int, int, str))
+
+# %% ../nbs/01a_dataset.ipynb #ce76a4e
+def label_coverage(t: Table, # a prepared table (labels under their standard names)
+                  ) -> Table: # column, known, total, fraction
+    "How many rows of `t` know each label and each label error."
+    rows = []
+    for c in (*LABELS, *(f'{l}_err' for l in LABELS)):
+        k = int(np.isfinite(_float_col(t, c if c in t.colnames else None, len(t))).sum())
+        rows.append((c, k, len(t), round(k / len(t), 4) if len(t) else 0.))
+    return Table(rows=rows, names=('column', 'known', 'total', 'fraction'), dtype=(str, int, int, float))
+
+# %% ../nbs/01a_dataset.ipynb #c797e93
+PREPARE_REPORTS = ('coverage', 'funnel', 'label_report', 'duplicates')  # the tables `prepare_catalogue` puts in `t.meta`
+
+def prepare_summary(t: Table, # a table from `prepare_catalogue`
+                   ) -> str: # a few lines of text
+    "The reports `prepare_catalogue` attached to `t` (funnel, coverage, label columns, merged stars) as text."
+    m, d = t.meta, t.meta['duplicates']
+    lines = [f"{len(t)} spectra prepared", 'funnel (step: removed -> remaining, note):']
+    lines += [f"  {r['step']}: -{r['removed']} -> {r['remaining']} ({r['note']})" for r in m['funnel']]
+    lines += ['coverage (known of total):'] + [f"  {r['column']}: {r['known']} of {r['total']}" for r in m['coverage']]
+    lines += ['label columns (standard <- catalogue: known; empty, non-finite, impossible masked):']
+    lines += [f"  {r['column']} <- {r['source']}: {r['known']}; {r['empty']}, {r['non_finite']}, {r['impossible']}" for r in m['label_report']]
+    lines += [f"stars with several label rows, merged: {len(d)} ({int(np.sum(d['n_rows']))} rows); "
+              f"{int(np.sum(d['conflict']))} disagree beyond the tolerance"]
+    return '\n'.join(lines) + '\n'
+
+def write_prepare_report(t: Table, # a table from `prepare_catalogue` (its reports in `t.meta`)
+                         folder, # folder to write into (made if needed), e.g. the dataset folder
+                        ) -> Path: # the folder
+    "Write the reports of `prepare_catalogue`: coverage.csv, funnel.csv, label_report.csv, duplicates.csv, prepare_summary.txt."
+    missing = [k for k in PREPARE_REPORTS if k not in t.meta]
+    if missing: raise KeyError(f"the table has no reports {missing}: make it with prepare_catalogue")
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    for k in PREPARE_REPORTS: write_table(t.meta[k], folder / f'{k}.csv', format='ascii.csv')
+    with atomic_path(folder / 'prepare_summary.txt') as tmp: tmp.write_text(prepare_summary(t))
+    return folder
+
+# %% ../nbs/01a_dataset.ipynb #c4a4dab
+_LABEL_NAMES = {*LABELS, 'ch', *COLUMN_KEYS[2:], *(a for al in (*LABEL_ALIASES.values(), *ERROR_ALIASES.values()) for a in al)}
 
 def _catalogue_from_files(source, progress=True) -> Table:
     "A spectra table (filename relative to `source`, obsid, designation, ra, dec, z, S/N) from the headers."
@@ -456,28 +656,74 @@ def _catalogue_from_files(source, progress=True) -> Table:
     t = Table(rows=rows); t['filename'] = [files.get(f, f) for f in t['filename']]
     return t
 
+def _read_labels(labels, columns, radius, tolerance):
+    "The label catalogue under standard names, impossible values masked, the rows of one star merged; and its reports."
+    if isinstance(labels, Table): cat, name = labels, 'label catalogue'
+    else:
+        if not Path(labels).exists(): raise FileNotFoundError(f"label catalogue {labels}: no such file")
+        cat, name = read_catalog(labels), f"label catalogue {labels}"
+    lab, report = clean_labels(cat, find_label_columns(cat, columns, name, coords=True), name)
+    lab, dups = merge_duplicates(lab, radius, tolerance)
+    if len(dups): warnings.warn(f"{name}: merged the rows of each of {len(dups)} star(s) listed several times within {radius:g} arcsec "
+                                f"({int(np.sum(dups['n_rows']))} rows; error-weighted mean, else median); {int(np.sum(dups['conflict']))} "
+                                f"of them disagree beyond the tolerance (see t.meta['duplicates'])")
+    return lab, report, dups
+
+def _labels_in_place(t, columns, name):
+    "The spectra table's own labels under their standard names, impossible values masked; the label report."
+    found = find_label_columns(t, columns, name)
+    clean, report = clean_labels(t, found, name)
+    for key, src in found.items():
+        if key != src and key in t.colnames: t.remove_column(key)
+        i = t.colnames.index(src); t.remove_column(src); t.add_column(clean[key], name=key, index=i)
+    return report
+
+def _snr_cut(t, snr_min):
+    "Rows with snrg or snri above `snr_min`, and the funnel row."
+    cols = [c for c in (_maybe_col(t, QUALITY_COLUMNS['snrg']), _maybe_col(t, QUALITY_COLUMNS['snri'])) if c]
+    if not cols: return t, (f'snrg or snri > {snr_min:g}', 0, len(t), 'skipped: no snrg or snri column')
+    with np.errstate(invalid='ignore'): keep = np.fmax.reduce([_float_col(t, c, len(t)) for c in cols]) > snr_min
+    return t[keep], (f'snrg or snri > {snr_min:g}', int((~keep).sum()), int(keep.sum()), 'snr_min')
+
+# %% ../nbs/01a_dataset.ipynb #c5169a8
 def prepare_catalogue(catalog, # table of spectra (CSV/FITS with a file column) or a directory of LAMOST files
-                      labels=None, # label catalogue (ra, dec, teff, logg, feh, cfe) to cross-match with
-                      radius=3., # cross-match radius (arcsec)
-                      snr_min=None, # keep spectra with snrg or snri above this
-                      progress=True): # progress bar and cross-match report
-    "The table `build_dataset` needs, and the folder its file names are relative to."
+                      labels=None, # label catalogue (file or Table) with coordinates and labels (errors) under usual names
+                      radius=3., # cross-match radius (arcsec); label rows this close to one another are one star
+                      snr_min=None, # also keep only spectra with snrg or snri above this
+                      progress=True, # progress bar, cross-match report and summary
+                      columns=None, # column map {standard name: column} (or 'teff=Teff_li,feh=FeH_li') of `labels`, else of `catalog`
+                      snrg_min=20., # quality cut: snrg > snrg_min or snri > snri_min (None: that band is not used)
+                      snri_min=20., # see `snrg_min`
+                      rv_err_max=20., # quality cut: rv_err < rv_err_max, km/s (None: off)
+                      teff_err_max=None, # quality cut: teff_err < teff_err_max, K (None: off; the paper: 100)
+                      logg_err_max=None, # quality cut: logg_err < logg_err_max, dex (None: off; the paper: 0.1)
+                      feh_err_max=None, # quality cut: feh_err < feh_err_max, dex (None: off; the paper: 0.1)
+                      tolerance=None, # {label: spread} above which the label rows of one star disagree (default `DUPLICATE_TOLERANCE`)
+                     ) -> tuple[Table, Path]: # (the table with its reports in `t.meta`, the folder its file names are relative to)
+    "The table `build_dataset` needs and the folder its file names are relative to; funnel, coverage and label reports in `t.meta`."
     p = Path(catalog)
     if not p.exists(): raise FileNotFoundError(f"{catalog}: no such file or directory")
     t, root = (_catalogue_from_files(p, progress), p) if p.is_dir() else (read_catalog(p), p.parent)
+    funnel = [('input', 0, len(t), 'LAMOST files' if p.is_dir() else 'spectra in the table')]
     if labels is not None:
-        if not Path(labels).exists(): raise FileNotFoundError(f"label catalogue {labels}: no such file")
-        lab = read_catalog(labels)
-        missing = [c for c in ('ra', 'dec') if c not in lab.colnames]
-        if missing: raise KeyError(f"label catalogue {labels} lacks columns {missing}")
-        t.remove_columns([c for c in t.colnames if c in _LABEL_COLS or (c.endswith('_err') and c[:-4] in _LABEL_COLS)])
-        keep = ['ra', 'dec'] + [c for c in lab.colnames if c in _LABEL_COLS or (c.endswith('_err') and c[:-4] in _LABEL_COLS)]
+        lab, report, dups = _read_labels(labels, columns, radius, tolerance)
+        t.remove_columns([c for c in t.colnames if c.lower() in _LABEL_NAMES])  # the catalogue's labels replace them
+        lab.rename_columns(['ra', 'dec'], ['ra_labels', 'dec_labels'])
+        n = len(t)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            t = crossmatch(t, lab[keep], radius=radius, verbose=progress)
-        t.remove_columns([c for c in ('ra_2', 'dec_2') if c in t.colnames])
-    if snr_min:
-        snr = np.fmax(np.ma.filled(np.ma.asarray(t['snrg'], dtype=float), np.nan), np.ma.filled(np.ma.asarray(t['snri'], dtype=float), np.nan))
-        t = t[snr > snr_min]
-    if not len(t): raise ValueError(f"{catalog}: no spectra left after the cross-match and cuts")
+            t = crossmatch(t, lab, radius=radius, ra_right='ra_labels', dec_right='dec_labels', verbose=progress)
+        t.remove_columns(['ra_labels', 'dec_labels'])
+        funnel.append((f'cross-match within {radius:g} arcsec', n - len(t), len(t), f'with {len(lab)} label stars'))
+    else: report, dups = _labels_in_place(t, columns, str(p)), _duplicates_table([], LABELS)
+    t, cuts = apply_quality_cuts(t, snrg_min, snri_min, rv_err_max, teff_err_max, logg_err_max, feh_err_max, name=str(p))
+    funnel += [tuple(r) for r in cuts]
+    if snr_min: t, row = _snr_cut(t, snr_min); funnel.append(row)
+    funnel = Table(rows=funnel, names=('step', 'removed', 'remaining', 'note'), dtype=(str, int, int, str))
+    if not len(t): raise ValueError(f"{catalog}: no spectra left after the cross-match and cuts ("
+                                    + '; '.join(f"{r['step']}: -{r['removed']}" for r in funnel[1:]) + ')')
+    t.meta.update(coverage=label_coverage(t), funnel=funnel, label_report=report, duplicates=dups)
+    for r in t.meta['coverage'][:len(LABELS)]:
+        if not r['known']: warnings.warn(f"{catalog}: no spectrum has a known {r['column']} after the cross-match and cuts")
+    if progress: print(prepare_summary(t), end='')
     return t, root

@@ -6,7 +6,7 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/io.html.md"""
 
 # %% ../nbs/00_io.ipynb #c002
 from __future__ import annotations
-import glob, gzip, re, warnings, zlib
+import glob, gzip, io, math, re, warnings, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,13 +86,24 @@ def _card(hdr, *names, default=None):
             return v
     return default
 
-def _as_float(v):
-    try: return float(v)
-    except (TypeError, ValueError): return np.nan
+_C_KMS = 299792.458  # speed of light: no radial velocity is faster
+
+def _as_float(v, # a card's value, None when the card is missing or holds the -9999 fill
+              lo=-np.inf, # the smallest possible value
+              hi=np.inf, # the largest possible value
+              hi_open=False): # True: `hi` itself is impossible (RA 360 is RA 0)
+    "The value as a float; NaN when missing; None when no header should hold it (a bool, a string, not finite, out of range)."
+    if v is None: return np.nan
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)): return None
+    v = float(v)
+    return v if np.isfinite(v) and lo <= v and (v < hi if hi_open else v <= hi) else None
 
 def _as_int(v):
-    try: return int(str(v).strip())
+    "The value as a non-negative int (DR2 writes FIBERID as a string); None when missing, a bool, fractional or negative."
+    if isinstance(v, (bool, np.bool_)): return None
+    try: v = int(str(v).strip())
     except (TypeError, ValueError): return None
+    return v if v >= 0 else None
 
 def _release(hdr):
     "Data release, from DATA_V or inferred from the pipeline version."
@@ -108,9 +119,9 @@ def lamost_meta(hdr, path=None) -> dict:
     desig = _card(hdr, 'DESIG', 'DESIGNATION')
     if desig: desig = re.sub(r'^LAMOST\s+', '', str(desig))
     meta = dict(obsid=_as_int(_card(hdr, 'OBSID')), designation=desig,
-                ra=_as_float(_card(hdr, 'RA')), dec=_as_float(_card(hdr, 'DEC')),
-                z=_as_float(_card(hdr, 'Z')), z_err=_as_float(_card(hdr, 'Z_ERR')))
-    for b in 'ugriz': meta[f'snr{b}'] = _as_float(_card(hdr, f'SNR{b.upper()}', f'SN_{b.upper()}'))
+                ra=_as_float(_card(hdr, 'RA'), 0, 360, hi_open=True), dec=_as_float(_card(hdr, 'DEC'), -90, 90),
+                z=_as_float(_card(hdr, 'Z'), -1, 1), z_err=_as_float(_card(hdr, 'Z_ERR'), 0))
+    for b in 'ugriz': meta[f'snr{b}'] = _as_float(_card(hdr, f'SNR{b.upper()}', f'SN_{b.upper()}'), 0)
     cls = _card(hdr, 'CLASS'); sub = _card(hdr, 'SUBCLASS')
     meta.update({'class': str(cls) if cls is not None else None, 'subclass': str(sub) if sub is not None else None,
                  'release': _release(hdr),
@@ -118,7 +129,7 @@ def lamost_meta(hdr, path=None) -> dict:
                  'fiberid': _as_int(_card(hdr, 'FIBERID')), 'spid': _as_int(_card(hdr, 'SPID')),
                  'planid': _card(hdr, 'PLANID'), 'lmjd': _as_int(_card(hdr, 'LMJD')), 'mjd': _as_int(_card(hdr, 'MJD')),
                  'objtype': _card(hdr, 'OBJTYPE'), 'pipeline': _card(hdr, 'VERSPIPE'),
-                 'helio_rv': _as_float(_card(hdr, 'HELIO_RV')), 'vacuum': bool(_card(hdr, 'VACUUM', default=True))})
+                 'helio_rv': _as_float(_card(hdr, 'HELIO_RV'), -_C_KMS, _C_KMS), 'vacuum': bool(_card(hdr, 'VACUUM', default=True))})
     return meta
 
 # %% ../nbs/00_io.ipynb #c013
@@ -170,6 +181,82 @@ def _clean_ivar(flux, ivar):
     bad = ~np.isfinite(flux) | ~np.isfinite(ivar) | (ivar < 0)
     return np.where(bad, 0, ivar)
 
+# %% ../nbs/00_io.ipynb #c013a
+_MAX_BYTES = 64 * 2**20  # far above any LAMOST LRS file (0.1-0.4 MB unpacked): a bound on gzip bombs and absurd files
+
+def _gunzip(data: bytes, # the bytes of a gzip file: one member or several concatenated
+            path) -> bytes: # the file, for messages
+    "The whole decompressed content, zlib checking every member's CRC32 and length, so that damage raises."
+    out, n = [], 0
+    while data:
+        d = zlib.decompressobj(wbits=31)  # 16 + 15: the gzip wrapper, whose CRC32/ISIZE trailer zlib verifies
+        try: out.append(d.decompress(data, _MAX_BYTES + 1 - n))
+        except zlib.error as e: raise LamostFormatError(path, f"corrupted gzip (CRC/length check failed: {e})") from None
+        n += len(out[-1])
+        if n > _MAX_BYTES: raise LamostFormatError(path, f"gzip content larger than {_MAX_BYTES >> 20} MiB, not an LRS spectrum")
+        if not d.eof: raise LamostFormatError(path, "corrupted gzip (CRC/length check failed: the stream ends before its trailer)")
+        data = d.unused_data.lstrip(b'\0')  # concatenated members make one file (RFC 1952); some writers pad with NULs
+    return b''.join(out)
+
+def _file_bytes(path: Path) -> bytes:
+    "The FITS bytes of `path`, read whole and gunzipped when it starts with the gzip magic number."
+    size = path.stat().st_size
+    if size > _MAX_BYTES: raise LamostFormatError(path, f"{size} bytes, larger than any LAMOST LRS spectrum")
+    raw = path.read_bytes()
+    return _gunzip(raw, path) if raw[:2] == b'\x1f\x8b' else raw
+
+# %% ../nbs/00_io.ipynb #c013d
+_TFORM_BYTES = dict(L=1, B=1, I=2, J=4, K=8, A=1, E=4, D=8, C=8, M=16, P=8, Q=16)  # per element; X counts bits
+
+def _size_card(hdr, key, default=None) -> int:
+    "A size card as an int >= 0; ValueError if it is missing, a bool, fractional or negative."
+    v = hdr.get(key, default)
+    if type(v) is not int or v < 0: raise ValueError(f"{key} = {v!r}")
+    return v
+
+def _tform_bytes(tform) -> int:
+    "Bytes per row of a binary-table column of format `tform` (`3909E` -> 15636)."
+    m = re.match(r'\s*(\d*)([LXBIJKAEDCMPQ])', str(tform).upper())
+    if not m: raise ValueError(f"column format {tform!r}")
+    r = int(m.group(1) or 1)
+    return (r + 7) // 8 if m.group(2) == 'X' else r * _TFORM_BYTES[m.group(2)]
+
+# %% ../nbs/00_io.ipynb #c013e
+def _data_bytes(hdr) -> int:
+    "Bytes of data a header declares: |BITPIX|/8 * GCOUNT * (PCOUNT + NAXIS1 * ... * NAXISn) (FITS standard 4.4.1)."
+    bitpix, naxis = hdr.get('BITPIX'), _size_card(hdr, 'NAXIS')
+    if type(bitpix) is not int or bitpix not in (8, 16, 32, 64, -32, -64): raise ValueError(f"BITPIX = {bitpix!r}")
+    dims = [_size_card(hdr, f'NAXIS{i}') for i in range(1, naxis + 1)]
+    if hdr.get('GROUPS') is True and dims[:1] == [0]: dims = dims[1:]  # random groups mark themselves with NAXIS1 = 0
+    if str(hdr.get('XTENSION', '')).strip() == 'BINTABLE':  # NAXIS1 is the row length the columns must fill
+        row = sum(_tform_bytes(hdr.get(f'TFORM{i}')) for i in range(1, _size_card(hdr, 'TFIELDS') + 1))
+        if dims[:1] != [row]: raise ValueError(f"NAXIS1 = {dims[0] if dims else None} but the TFORMn add up to {row} bytes a row")
+    return abs(bitpix) // 8 * _size_card(hdr, 'GCOUNT', 1) * (_size_card(hdr, 'PCOUNT', 0) + math.prod(dims)) if dims else 0
+
+def _check_sizes(hdus, # an open HDUList with every header read (`lazy_load_hdus=False`)
+                 nbytes: int, # length of the FITS bytes (after gunzip)
+                 path): # the file, for messages
+    "Refuse, before any data is read, a header that is impossible or declares more data than the file holds."
+    for i, hdu in enumerate(hdus):
+        try: need = _data_bytes(hdu.header)
+        except ValueError as e: raise LamostFormatError(path, f"impossible header in HDU {i}: {e}") from None
+        have = nbytes - hdu.fileinfo()['datLoc']  # the HDU's own fileinfo: HDUList.fileinfo re-serialises headers
+        if need > have: raise LamostFormatError(path, f"truncated file: HDU {i} declares {need:,} bytes of data, the file holds {have:,}")
+
+# %% ../nbs/00_io.ipynb #c013h
+_AUX_COLUMNS = {'norm_lamost': 'NORMALIZATION'}  # optional arrays, by the table column they come from (image rows cannot disagree)
+
+def _drop_unequal_aux(arrs: dict, # arrays read from a file, by field name
+                      path) -> dict: # the file, for the warning
+    "`arrs` without any optional array whose length disagrees with the flux; each drop is warned about."
+    n = len(arrs['flux'])
+    for k, col in _AUX_COLUMNS.items():
+        v = arrs.get(k)
+        if v is not None and len(v) != n:  # a LAMOST bug in an array we only keep for reference: not a reason to lose the spectrum
+            warnings.warn(f"{path}: optional column {col} has {len(v)} pixels against {n} for FLUX; read without it", stacklevel=3)
+            arrs = {**arrs, k: None}
+    return arrs
+
 # %% ../nbs/00_io.ipynb #c014
 def _truncation(caught):
     "The reason, if astropy warned that the file is shorter than its headers say."
@@ -184,11 +271,13 @@ def read_lamost(path) -> LamostSpectrum:
     if path.stat().st_size == 0: raise LamostFormatError(path, "empty file")
     caught = []
     try:
+        raw = _file_bytes(path)  # whole and CRC-checked before astropy sees it
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
-            with fits.open(path, memmap=False, lazy_load_hdus=False) as hdus:
+            with fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False) as hdus:
                 if _is_mrs(hdus, path):
                     raise LamostFormatError(path, "LAMOST medium-resolution (MRS) file, not a low-resolution (LRS) spectrum")
+                _check_sizes(hdus, len(raw), path)  # before any `.data`: a huge NAXIS must not allocate
                 if 'COADD' in hdus: arrs, hdr = _from_table(hdus, path)
                 elif hdus[0].data is not None: arrs, hdr = _from_image(hdus, path)
                 else: raise LamostFormatError(path, "no spectrum: no primary image and no COADD table")
@@ -200,6 +289,7 @@ def read_lamost(path) -> LamostSpectrum:
             fits.verify.VerifyError, Warning) as e:
         raise LamostFormatError(path, _truncation(caught) or f"unreadable FITS ({type(e).__name__}: {e})") from e
     meta['filename'] = path.name
+    arrs = _drop_unequal_aux(arrs, path)  # outside catch_warnings, so the caller sees the warning
     try: s = LamostSpectrum(**arrs, meta=meta)
     except LamostFormatError as e: raise LamostFormatError(path, e.reason) from None
     s.ivar = _clean_ivar(s.flux, s.ivar)

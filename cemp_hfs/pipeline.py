@@ -42,21 +42,26 @@ def survey_info(paths, # LAMOST files, directories or glob patterns
 # %% ../nbs/09_pipeline.ipynb #cd6ebbd
 def run_prepare(catalog, # table of spectra (CSV/FITS with a file column) or a directory of LAMOST files
                 out, # dataset folder to write
-                labels=None, # label catalogue (ra, dec, teff, logg, feh, cfe) to cross-match with
-                radius=3., # cross-match radius (arcsec)
-                snr_min=None, # keep spectra with snrg or snri above this
+                labels=None, # label catalogue to cross-match with (coordinates and labels under their usual names)
                 root=None, # folder the file names are relative to (default: the catalogue's folder)
                 cfg=None, # preprocessing config YAML or dict (None: the package default)
+                max_bad_frac=None, # refuse a spectrum with more of a segment masked than this (None: the config's)
                 seed=0, # seed of the train/valid/test split
                 n_workers=1, # worker processes
-                progress=True): # progress bar and messages
-    "Cross-match (optional), cut and preprocess into an on-disk dataset; returns the loaded `LamostDataset`."
-    from cemp_hfs.dataset import prepare_catalogue, build_dataset, load_dataset
+                progress=True, # progress bar and messages
+                **catalogue_kw): # what else `prepare_catalogue` takes: radius, columns, snr_min, the quality-cut thresholds
+    "Cross-match (optional), clean, cut and preprocess into an on-disk dataset with its reports; returns the loaded `LamostDataset`."
+    from cemp_hfs.dataset import prepare_catalogue, build_dataset, load_dataset, write_prepare_report, prepare_summary
+    from cemp_hfs.preprocess import load_preprocess_config
     if cfg is not None and not isinstance(cfg, dict) and not Path(cfg).is_file():
         raise FileNotFoundError(f"preprocessing config {cfg}: no such file")
-    t, cat_root = prepare_catalogue(catalog, labels, radius, snr_min, progress=progress)
-    if progress: print(f"prepare: preprocessing {len(t)} spectra into {out} ...", flush=True)
+    if max_bad_frac is not None:
+        if not 0 <= max_bad_frac <= 1: raise ValueError(f"max_bad_frac must be between 0 and 1, got {max_bad_frac}")
+        cfg = load_preprocess_config(cfg, max_bad_frac=float(max_bad_frac))
+    t, cat_root = prepare_catalogue(catalog, labels, progress=progress, **catalogue_kw)
+    if progress: print(prepare_summary(t) + f"\nprepare: preprocessing {len(t)} spectra into {out} ...", flush=True)
     build_dataset(t, out, root=root or cat_root, cfg=cfg, seed=seed, n_workers=n_workers, progress=progress)
+    write_prepare_report(t, out)
     return load_dataset(out)
 
 # %% ../nbs/09_pipeline.ipynb #c53487a

@@ -25,7 +25,7 @@ from .hfsnet import HFSNet, load_model
 from .select import load_criteria, satisfies
 
 # %% auto #0
-__all__ = ['META_COLS', 'FLAGS', 'NOVELTY_QUANTILE', 'HFSModel', 'load_hfs_model', 'spectrum_seed', 'head_features',
+__all__ = ['META_COLS', 'MASKED_MAX', 'FLAGS', 'NOVELTY_QUANTILE', 'HFSModel', 'load_hfs_model', 'spectrum_seed', 'head_features',
            'dropout_draws', 'predictive_samples', 'summarize_samples', 'DatasetSource', 'sanity_problem', 'FileSource',
            'open_source', 'novelty_score', 'fit_trust', 'trust_flags', 'label_batch', 'predict']
 
@@ -163,14 +163,20 @@ class DatasetSource:
         idx = np.arange(i0, i1)
         lab = self.data.labels
         rows = [_meta_row({k: lab[k][i] for k in META_COLS if k in lab.colnames}, i) for i in idx]
+        for r, m in zip(rows, np.asarray(self.data.mask[i0:i1]).mean(1)): r['sanity'] = sanity_problem(None, m)
         c, n = self.inputs.batch(idx)
         return rows, c, n, []
 
 # %% ../nbs/06_predict.ipynb #c19d436
-def sanity_problem(s, # a `LamostSpectrum`
+MASKED_MAX = 0.2  # a preprocessed spectrum with more of its pixels masked (interpolated over) than this is flagged
+
+def sanity_problem(s, # a `LamostSpectrum`, or None when only `masked` is known
+                   masked=None, # fraction of the preprocessed pixels that were masked and interpolated over
                    spike=20., # a lone pixel above `spike` x the median flux is a hot pixel
                    snr_min=2.) -> str: # S/N in g (or i) below this is no signal
-    "Why the spectrum cannot be trusted ('' if nothing is wrong): a lone hot pixel, or S/N near zero."
+    "Why the spectrum cannot be trusted ('' if nothing is wrong): a lone hot pixel, S/N near zero, many masked pixels."
+    if masked is not None and masked > MASKED_MAX: return f"{100 * masked:.0f}% of the pixels masked"
+    if s is None: return ''
     f = np.where(s.good, s.flux, np.nan)
     med = np.nanmedian(np.abs(f))
     if np.isfinite(med) and med > 0:
@@ -206,7 +212,7 @@ class FileSource:
             if k not in kept:
                 rejects.append((str(self.files[i]), _reject_reason(pre, spectra[k], k)))
         rows = [_meta_row(spectra[k].meta, where[k], self.files[where[k]]) for k in pre.index]
-        for r, k in zip(rows, pre.index): r['sanity'] = sanity_problem(spectra[k])
+        for j, (r, k) in enumerate(zip(rows, pre.index)): r['sanity'] = sanity_problem(spectra[k], np.mean(pre.mask[j]))
         c, n = network_inputs(pre.continuum, pre.normalized)
         return rows, c, n, rejects
 

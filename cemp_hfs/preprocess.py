@@ -35,7 +35,7 @@ class PreprocessConfig:
     step: float = 1.0  # output grid step (Angstrom): np.arange(lo, hi, step) per segment
     dlog: float = 1e-4  # internal log10-wavelength step: LAMOST's native pixel (69 km/s)
     z_max: float = 0.005  # |z| above this (1500 km/s) is impossible for a Galactic star: rejected
-    max_bad_frac: float = 0.2  # a segment with more masked pixels than this fraction is rejected
+    max_bad_frac: float = 0.4  # a segment with more masked pixels than this fraction is refused (see step 2-3)
     wavelet: str = 'sym8'  # PyWavelets wavelet name
     level: int = 3  # decomposition level: details at 1-8 pixel scales are shrunk, broad features kept
     threshold: str = 'bayes'  # 'bayes' (BayesShrink, per level), 'universal' (sigma*sqrt(2 ln n)) or 'none'

@@ -98,3 +98,44 @@ def test_dr8_repeats_within_vs_between(model, data_dir, tmp_path):
     # between-star spread is ~50 K, the size of the repeat noise); run with CEMP_HFS_MODEL=demo_out/model.pt to see it.
     for l in ('logg', 'feh', 'cfe', 'ch'): assert res[l]['ratio_robust'] < 1, (l, res[l])
     assert np.isfinite(res['teff']['within']) and res['teff']['within'] < 500, res['teff']
+
+def _dr10(data_dir, kind=None, n=None):
+    "DR10 labelled files (all, or those of LAMOST subclass type `kind`) and their LASP rows."
+    lab = Table.read(data_dir / 'lamost/dr10_labeled/lasp_labels.csv', format='ascii.csv')
+    if kind: lab = lab[[str(s).startswith(kind) for s in lab['subclass']]]
+    lab = lab[:n] if n else lab
+    return [data_dir / 'lamost/dr10_labeled' / f for f in lab['filename']], lab
+
+def test_one_star_one_answer_on_real_spectra(model, data_dir):
+    "A star's labels, errors and P(CEMP) do not depend on batch size, chunking, order or the other spectra of the run."
+    files, _ = _dr10(data_dir, n=30)
+    a = predict(model, files, bs=8, chunk_size=10, mc_samples=8, progress=False)
+    b = predict(model, files[::-1][:20], bs=20, chunk_size=64, mc_samples=8, progress=False)
+    pos = {Path(p).name: i for i, p in enumerate(a['path'])}
+    ia = [pos[Path(p).name] for p in b['path']]
+    for c in ('teff', 'feh', 'cfe', 'teff_err', 'cfe_err', 'p_cemp'):
+        np.testing.assert_allclose(np.asarray(b[c], float), np.asarray(a[c], float)[ia], rtol=1e-5, atol=1e-6, err_msg=c)
+
+def test_unlike_stars_are_flagged_and_not_candidates(model, data_dir):
+    "The mock-trained model knows FGK stars: A-type stars get the class flag and never reach the candidate list."
+    from cemp_hfs.select import classify, candidates
+    files, lab = _dr10(data_dir, 'A', n=40)
+    pred = predict(model, files, mc_samples=4, progress=False)
+    a_type = np.array([str(s).startswith('A') for s in pred['subclass']])
+    assert a_type.sum() == len(pred) and pred['flag_class'].all() and pred['flagged'].all()
+    assert len(candidates(classify(pred))) == 0
+    assert len(candidates(classify(pred), keep_flagged=True)) == int(np.ma.filled(classify(pred)['cemp'], False).sum())
+
+def test_hot_pixel_is_flagged(model, data_dir, tmp_path):
+    "A real DR7 star with one flux pixel set to 1000x its median gets the sanity flag, not a CEMP candidacy."
+    from astropy.io import fits
+    from cemp_hfs.io import read_lamost
+    src = sorted((data_dir / 'lamost/formats/dr7_v297_image').glob('*.fits*'))[0]
+    with fits.open(src) as h:
+        h[0].data = h[0].data.copy(); flux = h[0].data[0]
+        flux[len(flux) // 2] = 1000 * np.median(flux[flux > 0])
+        h.writeto(tmp_path / src.name)
+    pred = predict(model, [src, tmp_path / src.name], mc_samples=4, progress=False)
+    hot = np.array([Path(p).parent == tmp_path for p in pred['path']])
+    assert list(pred['flag_sanity'][hot]) == [True] and list(pred['flag_sanity'][~hot]) == [False]
+    assert 'hot pixel' in str(pred['sanity'][hot][0])
