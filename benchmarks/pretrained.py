@@ -1,0 +1,146 @@
+"""Train the model the package ships (`make pretrained`): HFS-Net on the mock survey and the real LAMOST DR10 spectra
+with LAMOST pipeline labels together, and measure it.
+
+Reproducible (seeded) and resumable (stages cached under benchmarks/cache/pretrained/):
+1. a mock survey of N_MOCK stars (cemp_hfs.mock.make_survey, seed 11) built into a dataset with its *true* labels
+   (every label, carbon included);
+2. the 1,424 DR10 spectra of ../shared/data/lamost/dr10_labeled with their LASP labels (Teff, log g, [Fe/H]; no
+   carbon), split by star (80/10/10, seed 0; the test split is never trained or tuned on);
+3. the two merged (cemp_hfs.dataset.merge_datasets) and HFS-Net `small` trained on both at once with the masked loss
+   (carbon is learnt from the mock alone, Teff, log g and [Fe/H] from both);
+4. measured: against LASP on the real test split (4000-6500 K, S/N_g > 30, and all), against the truth on the mock
+   test split ([C/Fe] MAE, CEMP completeness and purity for S/N_g >= 20), the false-CEMP rate on real stars with
+   LASP [Fe/H] > -1.5, and the five pseudo-LAMOST benchmark stars (benchmarks/pseudo_lamost.py);
+5. the weights copied to cemp_hfs/models/ (package data, loaded with weights_only=True) with its entry in
+   cemp_hfs/models/models.yaml, and the numbers in benchmarks/results/pretrained.md/.json (the model card's source).
+"""
+from __future__ import annotations
+import argparse, json, os, shutil, sys, time
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+from hardware import cpu_model  # noqa: E402
+from cemp_hfs.core import LABELS, UNITS  # noqa: E402
+from cemp_hfs.mock import make_survey  # noqa: E402
+from cemp_hfs.dataset import build_dataset, load_dataset, merge_datasets, split_rows  # noqa: E402
+from cemp_hfs.train import train_hfsnet  # noqa: E402
+from cemp_hfs.predict import predict  # noqa: E402
+from cemp_hfs.select import classify, candidates, evaluate  # noqa: E402
+
+DATA = Path(os.environ.get('CEMP_HFS_DATA', ROOT.parent / 'shared' / 'data'))
+CACHE, OUT, MODELS = ROOT / 'benchmarks' / 'cache' / 'pretrained', ROOT / 'benchmarks' / 'results', ROOT / 'cemp_hfs' / 'models'
+NAME = 'hfsnet-small-mock-dr10'
+SETTINGS = dict(n_mock=6000, mock_seed=11, config='small', epochs=24, bs=64, lr=3e-3, seed=0)
+
+
+def log(*a): print(time.strftime('%H:%M:%S'), *a, file=sys.stderr, flush=True)
+
+
+def datasets(s):
+    "The mock and the real dataset, and their merge (cached)."
+    mock, real, both = CACHE / 'mock_ds', CACHE / 'real_ds', CACHE / 'both_ds'
+    if not (both / 'done.json').exists() and not (both / 'labels.fits').exists():
+        if not (mock / 'done.json').exists():
+            log(f"mock survey of {s['n_mock']} stars")
+            truth = make_survey(s['n_mock'], CACHE / 'mock_survey', seed=s['mock_seed'], progress=False)
+            truth = truth[[c for c in truth.colnames if c not in ('ch',)]]
+            build_dataset(truth, mock, root=CACHE / 'mock_survey', seed=s['seed'], n_workers=2, progress=False)
+        if not (real / 'done.json').exists():
+            log('real DR10 dataset')
+            lasp = Table.read(DATA / 'lamost' / 'dr10_labeled' / 'lasp_labels.csv', format='ascii.csv')
+            lasp['star_id'] = [f"dr10-{v}" for v in lasp['star']]
+            build_dataset(lasp, real, root=DATA / 'lamost' / 'dr10_labeled', seed=s['seed'], n_workers=2, progress=False)
+        merge_datasets([mock, real], both, names=['mock', 'dr10'])
+    return load_dataset(mock), load_dataset(real), both
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--epochs', type=int, default=SETTINGS['epochs'])
+    args = ap.parse_args(argv)
+    s = dict(SETTINGS, epochs=args.epochs)
+    t0 = time.time(); CACHE.mkdir(parents=True, exist_ok=True)
+    mock, real, both = datasets(s)
+    secs = {'data': round(time.time() - t0, 1)}
+    model = CACHE / f"{NAME}_e{s['epochs']}.pt"
+    if not model.exists():
+        log(f"training {s['config']} for {s['epochs']} epochs on {len(load_dataset(both))} spectra")
+        t1 = time.time()
+        train_hfsnet(both, s['config'], epochs=s['epochs'], bs=s['bs'], lr=s['lr'], seed=s['seed'], out=model, progress=False)
+        secs['train'] = round(time.time() - t1, 1)
+    res = dict(name=NAME, settings=s, hardware=cpu_model(), n_mock=len(mock), n_real=len(real),
+               n_train={k: int(len(d.indices('train'))) for k, d in (('mock', mock), ('real', real))})
+    log('measuring')
+    # real test split against LASP
+    rt = real.indices('test')
+    pr = predict(model, real.path, mc_samples=16, progress=False)[rt]  # dataset rows in order
+    lab = real.labels[rt]
+    sel = ((np.asarray(lab['teff'], float) > 4000) & (np.asarray(lab['teff'], float) < 6500) & (np.asarray(lab['snrg'], float) > 30))
+    res['real_test'] = {name: {l: dict(mae=float(np.nanmean(np.abs(np.asarray(pr[l], float)[m] - np.asarray(lab[l], float)[m]))),
+                                       bias=float(np.nanmedian(np.asarray(pr[l], float)[m] - np.asarray(lab[l], float)[m])), n=int(m.sum()))
+                               for l in ('teff', 'logg', 'feh')} for name, m in (('target', sel), ('all', np.ones(len(rt), bool)))}
+    # false CEMP on every real star with LASP [Fe/H] > -1.5 (test split and all)
+    pall = predict(model, real.path, mc_samples=16, progress=False)
+    rich = np.asarray(real.labels['feh'], float) > -1.5
+    cl = classify(pall)
+    for name, m in (('test', np.isin(np.arange(len(real)), rt) & rich), ('all', rich)):
+        c = candidates(cl[m]); ck = candidates(cl[m], keep_flagged=True)
+        res[f'false_cemp_{name}'] = dict(n=int(m.sum()), selected=len(c), rate=len(c) / max(int(m.sum()), 1),
+                                         selected_with_flagged=len(ck), rate_with_flagged=len(ck) / max(int(m.sum()), 1))
+    res['flags_real'] = {f: int(np.sum(pall[f])) for f in pall.colnames if f.startswith('flag')}
+    # mock test split against the truth
+    mt = mock.indices('test')
+    pm = predict(model, mock.path, mc_samples=16, progress=False)
+    pm['obsid'] = np.asarray(mock.labels['obsid']); truth = mock.labels
+    hi = np.asarray(truth['snrg'], float) >= 20
+    res['mock_test'] = {k: evaluate(pm[np.isin(np.arange(len(mock)), mt) & m], truth[np.isin(np.arange(len(mock)), mt) & m])
+                        for k, m in (('all', np.ones(len(mock), bool)), ('snr20', hi))}
+    secs['measure'] = round(time.time() - t0 - sum(secs.values()), 1)
+    res['seconds'] = secs
+    # the pseudo-LAMOST benchmark stars
+    import pseudo_lamost
+    pseudo_lamost.main(['--model', str(model)])
+    res['pseudo'] = json.loads((OUT / 'pseudo_lamost.json').read_text()).get('predictions')
+    MODELS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model, MODELS / f'{NAME}.pt')
+    (OUT / 'pretrained.json').write_text(json.dumps(res, indent=1, default=float))
+    (OUT / 'pretrained.md').write_text(markdown(res))
+    print(markdown(res))
+
+
+def markdown(r) -> str:
+    L = [f"# The shipped model `{r['name']}`", '',
+         f"HFS-Net `{r['settings']['config']}` trained {r['settings']['epochs']} epochs (seed {r['settings']['seed']}, batch "
+         f"{r['settings']['bs']}, lr {r['settings']['lr']}) on {r['n_train']['mock']} mock and {r['n_train']['real']} real DR10 "
+         f"training spectra at once, by `make pretrained` (`benchmarks/pretrained.py`) on {r['hardware']}; "
+         f"stages: {', '.join(f'{k} {v:.0f} s' for k, v in r['seconds'].items())}.", '',
+         '## Real LAMOST DR10 test stars against the LAMOST pipeline (LASP)', '',
+         '| subset | label | N | MAE | bias (median) |', '| --- | --- | ---: | ---: | ---: |']
+    for name, d in r['real_test'].items():
+        for l, v in d.items(): L.append(f"| {name} | {l} | {v['n']} | {v['mae']:.3g} {UNITS[l]} | {v['bias']:+.3g} |")
+    L += ['', '"target": 4000 K < LASP Teff < 6500 K and S/N_g > 30 (the issue\'s targets: better than 100 K, 0.15 and 0.10 dex).', '',
+          '## False CEMP on real stars', '']
+    for k in ('test', 'all'):
+        f = r[f'false_cemp_{k}']
+        L.append(f"* {k} DR10 stars with LASP [Fe/H] > -1.5: {f['selected']} of {f['n']} selected as CEMP candidates "
+                 f"({100 * f['rate']:.2f}%; {f['selected_with_flagged']} = {100 * f['rate_with_flagged']:.2f}% if flagged stars were kept)")
+    L += [f"* trust flags on the 1,424 DR10 spectra: {r['flags_real']}", '', '## Mock test split against the truth', '',
+          '| subset | N | [C/Fe] MAE | [Fe/H] MAE | CEMP completeness | purity |', '| --- | ---: | ---: | ---: | ---: | ---: |']
+    for k, e in r['mock_test'].items():
+        L.append(f"| {k} | {e['n_matched']} | {e['mae_cfe']:.3f} | {e['mae_feh']:.3f} | {e['completeness']:.2f} | {e['purity']:.2f} |")
+    if r.get('pseudo'):
+        L += ['', '## Pseudo-LAMOST benchmark stars (S/N 50)', '', '| star | Teff (lit.) | log g (lit.) | [Fe/H] (lit.) | [C/Fe] (lit.) | CEMP called |',
+              '| --- | --- | --- | --- | --- | --- |']
+        for p in r['pseudo']:
+            if p['snr'] != 50: continue
+            L.append(f"| {p['star']} | {p['teff']:.0f} ({p['teff_lit']:.0f}) | {p['logg']:.2f} ({p['logg_lit']:.2f}) | "
+                     f"{p['feh']:+.2f} ({p['feh_lit']:+.2f}) | {p['cfe']:+.2f} ({p['cfe_lit']:+.2f}) | {p['cemp']} |")
+    return '\n'.join(L) + '\n'
+
+
+if __name__ == '__main__':
+    main()
