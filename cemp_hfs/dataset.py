@@ -32,8 +32,8 @@ __all__ = ['FILE_COLUMNS', 'LABEL_ALIASES', 'META_COLUMNS', 'ARRAYS', 'FEH_BINS'
            'ERROR_ALIASES', 'COORD_ALIASES', 'COLUMN_KEYS', 'PAPER_CUTS', 'PREPARE_REPORTS', 'write_dataset',
            'LamostDataset', 'load_dataset', 'split_rows', 'toy_dataset', 'label_matrix', 'LabelScaler', 'unit_median',
            'network_inputs', 'SpectraDataset', 'assign_splits', 'balanced_indices', 'plot_balance', 'build_dataset',
-           'parse_column_map', 'find_label_columns', 'clean_labels', 'merge_duplicates', 'apply_quality_cuts',
-           'label_coverage', 'prepare_summary', 'write_prepare_report', 'prepare_catalogue']
+           'merge_datasets', 'parse_column_map', 'find_label_columns', 'clean_labels', 'merge_duplicates',
+           'apply_quality_cuts', 'label_coverage', 'prepare_summary', 'write_prepare_report', 'prepare_catalogue']
 
 # %% ../nbs/01a_dataset.ipynb #cb22da3
 FILE_COLUMNS = ('filename', 'file', 'path', 'fits', 'combined_file', 'spec_file')
@@ -450,6 +450,33 @@ def build_dataset(catalog, # Table (or catalogue file) with a file column and la
     _write_json(dpath, dict(splits=splits))  # the build is complete: later calls return at once
     if not keep_chunks: shutil.rmtree(work)
     return out
+
+# %% ../nbs/01a_dataset.ipynb #c9c564f
+def merge_datasets(paths, # dataset folders (same wavelength grid and preprocessing)
+                   out, # folder of the merged dataset
+                   names=None) -> Path: # a `source` name per dataset (default: the folder names)
+    "One dataset with the rows of all of `paths`, their splits kept and a `source` column."
+    from astropy.table import vstack
+    ds = [load_dataset(p) for p in paths]
+    names = [Path(p).name for p in paths] if names is None else list(names)
+    for d in ds[1:]:
+        if len(d.wave) != len(ds[0].wave) or not np.allclose(d.wave, ds[0].wave):
+            raise ValueError(f"{d.path}: another wavelength grid than {ds[0].path}; merge datasets of one preprocessing")
+        if d.config != ds[0].config: raise ValueError(f"{d.path}: another preprocessing config than {ds[0].path}")
+    labs = []
+    for d, n in zip(ds, names):
+        t = d.labels.copy(); t['source'] = n
+        for l in LABELS:
+            if l not in t.colnames: t[l] = np.full(len(t), np.nan)
+        labs.append(t)
+    keep = [c for c in labs[0].colnames if all(c in t.colnames for t in labs)]  # the columns every dataset has
+    for c in keep:  # a column of different kinds across the datasets (a number here, text there) is kept as text
+        if len({t[c].dtype.kind for t in labs}) > 1:
+            for t in labs: t[c] = [str(v) for v in t[c]]
+    lab = vstack([t[keep] for t in labs], metadata_conflicts='silent')
+    rej = [(int(r['row']) if 'row' in r.colnames else -1, str(r['file']), str(r['reason'])) for d in ds for r in d.rejects]
+    blocks = ({a: np.asarray(getattr(d, a)) for a in ARRAYS} for d in ds if len(d))
+    return write_dataset(out, ds[0].wave, blocks, lab, ds[0].config, rej)
 
 # %% ../nbs/01a_dataset.ipynb #c469b7a
 DUPLICATE_TOLERANCE = dict(teff=200., logg=0.3, feh=0.2, cfe=0.3)  # spread above which the rows of one star disagree
