@@ -6,70 +6,125 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/cli.html.md"""
 
 # %% ../nbs/90_cli.ipynb #c002
 from __future__ import annotations
-import argparse, inspect, os, sys, warnings
+import argparse, inspect, math, os, re, shutil, sys, time, warnings
 from pathlib import Path
 
 import numpy as np
 
+from . import __version__
 from .io import LamostFormatError
 from . import pipeline
 
 # %% auto #0
-__all__ = ['CUT_OPTIONS', 'COMMANDS', 'cmd_info', 'cmd_mock', 'cmd_prepare', 'cmd_train', 'cmd_predict', 'cmd_select', 'cmd_demo',
-           'main']
+__all__ = ['CUT_OPTIONS', 'COMMANDS', 'USER_ERRORS', 'say', 'LogStream', 'cmd_info', 'cmd_mock', 'cmd_prepare', 'cmd_train',
+           'cmd_predict', 'cmd_select', 'cmd_demo', 'main']
+
+# %% ../nbs/90_cli.ipynb #c004b
+_RESULT = [None]  # the real stdout while a command runs (sys.stdout is then the log stream)
+
+def say(*msg):
+    "Print a command's result on stdout."
+    print(*msg, file=_RESULT[0] or sys.stdout, flush=True)
+
+class LogStream:
+    "Text stream over `stream` (stderr): as it is on a terminal; elsewhere carriage-return updates become a line per tenth of a bar or per `seconds`."
+    def __init__(self, stream, seconds=60.):
+        self.stream, self.seconds, self.buf, self._step, self._t = stream, seconds, '', None, 0.
+    def isatty(self): return bool(getattr(self.stream, 'isatty', lambda: False)())
+    def write(self, s):
+        if self.isatty(): return self.stream.write(s)
+        for part in re.split(r'(\r|\n)', s):
+            if part == '\n': self.stream.write(self.buf + '\n'); self.buf = ''
+            elif part == '\r': self._status(self.buf); self.buf = ''
+            else: self.buf += part
+        return len(s)
+    def _status(self, text):
+        "A progress update (text that a carriage return is about to overwrite): written when it reaches a new tenth."
+        text = re.sub(r'\|[^|]*\|\s*', '', text).strip()  # the bar itself
+        if not re.search(r'\w', text): return  # nothing to read (a bar's test character, a line cleared with spaces)
+        m, now = re.search(r'(\d+(?:\.\d+)?)%', text), time.time()
+        step = int(float(m.group(1)) // 10) if m else None
+        if step != self._step or now - self._t >= self.seconds:
+            self.stream.write(text + '\n'); self._step, self._t = step, now
+    def flush(self): self.stream.flush()  # a pending update stays pending: the next carriage return decides
+    def close(self):
+        "Write what is pending (the last update of a bar, or text without a newline) as a line."
+        if self.buf and not self.isatty(): self._status(self.buf)
+        self.buf = ''; self.stream.flush()
+    def __getattr__(self, name): return getattr(self.stream, name)  # encoding, fileno, ...
 
 # %% ../nbs/90_cli.ipynb #c006
+def _check_new(path, overwrite, what, hint='use --overwrite to replace it'):
+    "Refuse to replace `path` unless `overwrite`: the message says how (a user's earlier work is never lost silently)."
+    p = Path(path)
+    if p.exists() and not overwrite: raise FileExistsError(f"{what} {p} exists; {hint}")
+
+def _out_dir(path, what='output directory'):
+    "`path` must be a directory or not exist yet."
+    if path is not None and Path(path).exists() and not Path(path).is_dir(): raise NotADirectoryError(f"{what} {path}: exists and is not a directory")
+
 def cmd_info(args):
     "Summarise the LAMOST files named on the command line."
+    _out_dir(args.out)
+    if args.out: _check_new(Path(args.out) / 'spectra.csv', args.overwrite, 'summary')
     t, rejects = pipeline.survey_info(args.paths, out=args.out, progress=not args.quiet)
-    print(f"{len(t)} spectra read, {len(rejects)} rejected")
+    say(f"{len(t)} spectra read, {len(rejects)} rejected")
     if len(t):
         for rel in sorted(set(t['release'])):
             sel = t[t['release'] == rel]
-            print(f"  {rel:>7}: {len(sel):5d} spectra, {int(min(sel['npix']))}-{int(max(sel['npix']))} px, "
-                  f"median snrg {np.nanmedian(np.asarray(sel['snrg'], float)):.1f}")
-    for f, why in rejects: print(f"  rejected {f}: {why}")
-    if args.out: print(f"wrote {Path(args.out) / 'spectra.csv'} and {Path(args.out) / 'rejects.csv'}")
-    return 0
+            say(f"  {rel:>7}: {len(sel):5d} spectra, {int(min(sel['npix']))}-{int(max(sel['npix']))} px, "
+                f"median snrg {np.nanmedian(np.asarray(sel['snrg'], float)):.1f}")
+    for f, why in rejects: say(f"  rejected {f}: {why}")
+    if args.out: say(f"wrote {Path(args.out) / 'spectra.csv'} and {Path(args.out) / 'rejects.csv'}")
+    return 0 if len(t) else 1  # nothing readable is a failure
+
+_MOCK_PRODUCTS = ('spectra', 'truth.csv', 'truth.fits', 'hires_labels.csv', 'hires_labels.fits')
 
 def cmd_mock(args):
     "Write a mock LAMOST survey."
     from cemp_hfs.mock import make_survey
-    if args.n < 1: raise ValueError(f"-n must be at least 1, got {args.n}")
-    t = make_survey(args.n, args.out, seed=args.seed, progress=not args.quiet)
-    print(f"mock: {len(t)} spectra of {len(set(t['star_id']))} stars -> {args.out} (truth.csv, hires_labels.csv, spectra/)")
+    out = Path(args.out); _out_dir(out)
+    if out.exists() and any(out.iterdir()):
+        _check_new(out, args.overwrite, 'folder', 'use --overwrite to replace the survey in it, or another folder')
+        for p in _MOCK_PRODUCTS: shutil.rmtree(out / p) if (out / p).is_dir() else (out / p).unlink(missing_ok=True)
+    t = make_survey(args.n, out, seed=args.seed, progress=not args.quiet)
+    say(f"mock: {len(t)} spectra of {len(set(t['star_id']))} stars -> {out} (truth.csv, hires_labels.csv, spectra/)")
     return 0
 
 def cmd_prepare(args):
     "Cross-match (optional) and preprocess into an on-disk dataset."
+    _out_dir(args.out, 'dataset folder')
     cuts = {k: getattr(args, k) for k in CUT_OPTIONS}
     ds = pipeline.run_prepare(args.catalog, args.out, labels=args.labels, root=args.root, cfg=args.config,
                               max_bad_frac=args.max_bad_frac, seed=args.seed, n_workers=args.workers, progress=not args.quiet,
-                              radius=args.radius, snr_min=args.snr_min, columns=args.columns, **cuts)
-    print(f"prepare: {ds}")
+                              overwrite=args.overwrite, radius=args.radius, snr_min=args.snr_min, columns=args.columns, **cuts)
+    say(f"prepare: {ds}")
     return 0
 
 def cmd_train(args):
     "Train HFS-Net on a dataset and write the model file, its log and figures."
+    from cemp_hfs.train import train_summary
+    _check_new(args.out, args.overwrite, 'model file', 'use --overwrite to replace it, or another --out')
     labels = [l.strip() for l in args.labels.split(',') if l.strip()] if args.labels else None
     learn = pipeline.run_train(args.dataset, args.out, config=args.config, epochs=args.epochs, bs=args.bs, lr=args.lr,
                                balanced=args.balanced, seed=args.seed, patience=args.patience, labels=labels,
                                progress=not args.quiet)
-    last = {k: round(float(learn.history[k][-1]), 4) for k in learn.history.colnames if k.startswith('mae_')}
-    print(f"train: labels {', '.join(learn.scaler.labels)}; best epoch {learn.save_best.best_epoch + 1} of {len(learn.history)}, "
-          f"valid MAE {last} -> {args.out}, figures in {learn.figures}")
+    say(f"train: labels {', '.join(learn.scaler.labels)}; {train_summary(learn)}")
+    say(f"train: model -> {args.out}, log -> {Path(args.out).with_suffix('.history.csv')}, figures -> {learn.figures}")
     return 0
 
 def cmd_predict(args):
     "Label spectra with a trained model (resumable)."
     from cemp_hfs.predict import predict
     if not Path(args.model).is_file(): raise FileNotFoundError(f"model file {args.model}: no such file")
+    _out_dir(args.out)
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
     t = predict(args.model, inputs, out=args.out, bs=args.bs, chunk_size=args.chunk_size, mc_samples=args.mc,
-                criteria=args.criteria, seed=args.seed, max_chunks=args.max_chunks, progress=not args.quiet)
-    if t is None: print(f"predict: stopped after {args.max_chunks} chunk(s); rerun the same command to continue"); return 0
-    print(f"predict: {len(t)} spectra labelled ({t.meta['NFLAGGED']} with a trust flag), {t.meta['NREJECT']} rejected "
-          f"(see {Path(args.out) / 'rejects.csv'}) -> {Path(args.out) / 'predictions.fits'}")
+                criteria=args.criteria, seed=args.seed, max_chunks=args.max_chunks, progress=not args.quiet,
+                overwrite=args.overwrite)
+    if t is None: say(f"predict: stopped after {args.max_chunks} chunk(s); rerun the same command to continue"); return 0
+    say(f"predict: {len(t)} of {t.meta['NINPUT']} spectra labelled ({t.meta['NFLAGGED']} with a trust flag), {t.meta['NREJECT']} rejected "
+        f"(see {Path(args.out) / 'rejects.csv'}); P(CEMP) for criteria '{t.meta['PCRIT']}' -> {Path(args.out) / 'predictions.fits'} (.ecsv, .csv)")
     return 0
 
 def _count(t, cls) -> str:
@@ -79,17 +134,30 @@ def _count(t, cls) -> str:
 
 def cmd_select(args):
     "Classify predictions and write the CEMP candidate catalogue and figures."
-    cl, cand = pipeline.run_select(args.predictions, args.out, args.criteria, args.p_min, source=args.source,
-                                   keep_flagged=args.keep_flagged)
+    from cemp_hfs.select import load_criteria
+    _out_dir(args.out)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        cl, cand = pipeline.run_select(args.predictions, args.out, args.criteria, args.p_min, source=args.source,
+                                       keep_flagged=args.keep_flagged, overwrite=args.overwrite)
+    for w in caught:
+        if not args.quiet or 'P(CEMP)' in str(w.message): print(f"cemp-hfs select: warning: {w.message}", file=sys.stderr)
+    classes = load_criteria(args.criteria)['classes']
     left = f", {cand.meta['NFLAGOUT']} flagged prediction(s) left out (--keep-flagged keeps them)" if cand.meta.get('NFLAGOUT') else ''
-    print(f"select: {', '.join(_count(cl, c) for c in ('cemp', 'emp', 'vmp'))} of {len(cl)}; "
-          f"{len(cand)} candidates{left} -> {Path(args.out) / 'cemp_candidates.fits'} (.csv)")
+    say(f"select: {', '.join(_count(cl, c) for c in classes)} of {len(cl)} under criteria '{cl.meta['CRITERIA']}'; "
+        f"{len(cand)} candidates{left} -> {Path(args.out) / 'cemp_candidates.fits'} (.ecsv, .csv)")
     return 0
 
 def cmd_demo(args):
     "Run the main job into `args.out`."
-    pipeline.run_demo(args.out, n_train=args.n_train, n_test=args.n_test, epochs=args.epochs, mc=args.mc, seed=args.seed,
+    out = Path(args.out); _out_dir(out)
+    if out.exists() and any(out.iterdir()) and args.overwrite:
+        if not (out / 'summary.json').exists() and not (out / 'survey_train').exists():
+            raise FileExistsError(f"{out} does not look like a demo folder; --overwrite replaces only a demo's output")
+        shutil.rmtree(out)
+    pipeline.run_demo(out, n_train=args.n_train, n_test=args.n_test, epochs=args.epochs, mc=args.mc, seed=args.seed,
                       progress=not args.quiet)
+    say(f"demo: done; summary in {out / 'summary.md'}")
     return 0
 
 # %% ../nbs/90_cli.ipynb #c016
@@ -97,14 +165,56 @@ def _default(f, name):
     "The default of parameter `name` of function `f`."
     return inspect.signature(f).parameters[name].default
 
+def _show(d) -> str:
+    "A default as the help shows it."
+    return 'none' if d is None else 'off' if d is False else 'on' if d is True else str(d)
+
 def _opt(s, flag, f, name, help, **kw):
     "Add option `flag` whose default is that of `f`'s parameter `name`, shown in the help."
     d = _default(f, name)
-    s.add_argument(flag, default=d, help=f"{help} (default: {d})", **kw)
+    s.add_argument(flag, default=d, help=f"{help} (default: {_show(d)})", **kw)
+
+def _arg(s, flag, help, default=None, shown=None, **kw):
+    "Add option `flag` with its default (or `shown`, the words for it) in the help."
+    s.add_argument(flag, default=default, help=f"{help} (default: {shown or _show(default)})", **kw)
+
+def _flag(s, flag, help):
+    "Add a switch, off by default."
+    s.add_argument(flag, action='store_true', help=f"{help} (default: off)")
+
+def _common(s, overwrite=True, quiet='no progress on stderr'):
+    if overwrite: _flag(s, '--overwrite', 'replace what an earlier run wrote there')
+    _flag(s, '--quiet', quiet)
+
+def _integer(lo=1, none=False):
+    "An argparse type: an integer >= `lo` (or 'none' when `none`), checked before any work starts."
+    def conv(v):
+        if none and str(v).lower() == 'none': return None
+        try: x = int(v)
+        except ValueError: raise argparse.ArgumentTypeError(f"must be an integer, got {v!r}") from None
+        if x < lo: raise argparse.ArgumentTypeError(f"must be at least {lo}, got {x}")
+        return x
+    return conv
+
+def _number(lo=None, hi=None, strict=False, none=False):
+    "An argparse type: a finite number in [lo, hi] (> lo when `strict`), or 'none' when `none`; NaN and inf are refused."
+    def conv(v):
+        if none and str(v).lower() == 'none': return None
+        try: x = float(v)
+        except ValueError: raise argparse.ArgumentTypeError(f"must be a number, got {v!r}") from None
+        if not math.isfinite(x): raise argparse.ArgumentTypeError(f"must be a finite number, got {v}")
+        if lo is not None and (x <= lo if strict else x < lo): raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {lo:g}, got {v}")
+        if hi is not None and x > hi: raise argparse.ArgumentTypeError(f"must be <= {hi:g}, got {v}")
+        return x
+    return conv
 
 def _preprocess_default(name):
     from cemp_hfs.preprocess import PreprocessConfig
     return getattr(PreprocessConfig(), name)
+
+def _learner_fn():
+    from cemp_hfs.train import hfs_learner
+    return hfs_learner
 
 def _train_fn():
     from cemp_hfs.train import train_hfsnet
@@ -120,14 +230,14 @@ def _mock_fn():
 
 def _add_info(s):
     s.add_argument('paths', nargs='+', help='files, directories or glob patterns')
-    s.add_argument('--out', help='directory for spectra.csv and rejects.csv')
-    s.add_argument('--quiet', action='store_true', help='no progress bar')
+    _arg(s, '--out', 'directory for spectra.csv and rejects.csv', shown='write nothing')
+    _common(s)
 
 def _add_mock(s):
     s.add_argument('out', help='output directory')
-    s.add_argument('-n', type=int, default=500, help='number of stars (default 500; repeat visits come on top)')
-    _opt(s, '--seed', _mock_fn(), 'seed', 'random seed (another seed gives other stars)', type=int)
-    s.add_argument('--quiet', action='store_true', help='no progress bar')
+    _arg(s, '-n', 'number of stars; repeat visits come on top', 500, type=_integer(1))
+    _opt(s, '--seed', _mock_fn(), 'seed', 'random seed (another seed gives other stars)', type=_integer(0))
+    _common(s)
 
 CUT_OPTIONS = {  # the paper's table 2 quality cuts: option -> help
     'snrg_min': 'quality cut: keep spectra with snrg above this or snri above --snri-min',
@@ -135,107 +245,127 @@ CUT_OPTIONS = {  # the paper's table 2 quality cuts: option -> help
     'teff_err_max': 'quality cut: teff_err below this (K; the paper: 100)', 'logg_err_max': 'quality cut: logg_err below this (dex; the paper: 0.1)',
     'feh_err_max': 'quality cut: feh_err below this (dex; the paper: 0.1)'}
 
-def _float_or_none(v):
-    "A number, or None for 'none' (a cut switched off)."
-    return None if str(v).lower() == 'none' else float(v)
-
 def _add_prepare(s):
     from cemp_hfs.dataset import prepare_catalogue
     f, fc = pipeline.run_prepare, prepare_catalogue
     s.add_argument('catalog', help='table of spectra (CSV/FITS with a filename column) or a directory of LAMOST files')
-    s.add_argument('--out', required=True, help='dataset directory to write')
-    s.add_argument('--labels', help='label catalogue (RA/Dec and teff, logg, feh, cfe under their usual names) to cross-match with')
-    s.add_argument('--columns', help="label catalogue columns under other names, e.g. teff=Teff_li,feh=FeH_li")
-    _opt(s, '--radius', fc, 'radius', 'cross-match radius in arcsec', type=float)
-    s.add_argument('--root', help='folder the file names are relative to (default: the catalogue folder)')
-    _opt(s, '--snr-min', fc, 'snr_min', 'keep spectra with snrg or snri above this', type=float)
-    for k, h in CUT_OPTIONS.items(): _opt(s, '--' + k.replace('_', '-'), fc, k, h + "; 'none': off", type=_float_or_none)
-    s.add_argument('--config', help='preprocessing config YAML (default: the package default)')
-    s.add_argument('--max-bad-frac', type=float, help='refuse spectra with more of a segment masked than this '
-                   f"(default: the preprocessing config's, {_preprocess_default('max_bad_frac')})")
-    _opt(s, '--seed', f, 'seed', 'seed of the train/valid/test split', type=int)
-    _opt(s, '--workers', f, 'n_workers', 'worker processes', type=int)
-    s.add_argument('--quiet', action='store_true', help='no progress bar')
+    s.add_argument('--out', required=True, help='dataset directory to write (required)')
+    _arg(s, '--labels', 'label catalogue (RA/Dec and teff, logg, feh, cfe under their usual names) to cross-match with', shown='no cross-match')
+    _arg(s, '--columns', "label catalogue columns under other names, e.g. teff=Teff_li,feh=FeH_li", shown='the usual names')
+    _opt(s, '--radius', fc, 'radius', 'cross-match radius in arcsec', type=_number(0, 3600, strict=True))
+    _arg(s, '--root', 'folder the file names are relative to', shown='the catalogue folder')
+    _opt(s, '--snr-min', fc, 'snr_min', 'keep spectra with snrg or snri above this', type=_number(0, none=True))
+    for k, h in CUT_OPTIONS.items(): _opt(s, '--' + k.replace('_', '-'), fc, k, h + "; 'none': off", type=_number(0, none=True))
+    _arg(s, '--config', 'preprocessing config YAML', shown='the package default')
+    _arg(s, '--max-bad-frac', 'refuse spectra with more of a segment masked than this', type=_number(0, 1),
+         shown=f"the preprocessing config's, {_preprocess_default('max_bad_frac')}")
+    _opt(s, '--seed', f, 'seed', 'seed of the train/valid/test split', type=_integer(0))
+    _opt(s, '--workers', f, 'n_workers', 'worker processes', type=_integer(1))
+    _common(s)
 
 def _add_train(s):
-    f = _train_fn()
+    f, fl = _train_fn(), _learner_fn()
     s.add_argument('dataset', help='dataset directory (from `prepare`)')
     _opt(s, '--out', pipeline.run_train, 'out', 'model file to write')
     _opt(s, '--config', pipeline.run_train, 'config', "HFS-Net config: 'paper', 'small' or a YAML path")
-    _opt(s, '--epochs', f, 'epochs', 'maximum epochs', type=int)
-    _opt(s, '--bs', f, 'bs', 'batch size', type=int)
-    _opt(s, '--lr', f, 'lr', 'peak learning rate', type=float)
-    s.add_argument('--balanced', action='store_true', help='"random mean sampling": [Fe/H]-balanced training split')
-    _opt(s, '--patience', f, 'patience', 'stop after this many epochs without improvement', type=int)
-    _opt(s, '--seed', f, 'seed', 'random seed', type=int)
-    s.add_argument('--labels', help='labels to train on, e.g. teff,logg,feh (default: those the dataset has known values of)')
-    s.add_argument('--quiet', action='store_true', help='no progress bar')
+    _opt(s, '--epochs', f, 'epochs', 'maximum epochs', type=_integer(1))
+    _opt(s, '--bs', fl, 'bs', 'batch size', type=_integer(1))
+    _opt(s, '--lr', fl, 'lr', 'peak learning rate', type=_number(0, 10, strict=True))
+    _flag(s, '--balanced', '"random mean sampling": [Fe/H]-balanced training split')
+    _opt(s, '--patience', fl, 'patience', 'stop after this many epochs without improvement', type=_integer(1, none=True))
+    _opt(s, '--seed', fl, 'seed', 'random seed', type=_integer(0))
+    _arg(s, '--labels', 'labels to train on, e.g. teff,logg,feh', shown='those the dataset has known values of')
+    _common(s, quiet='no training log on stderr')
 
 def _add_predict(s):
     f = _predict_fn()
     s.add_argument('model', help='model file (from `train`)')
     s.add_argument('inputs', nargs='+', help='a dataset directory, a directory of LAMOST files, globs or paths')
-    s.add_argument('--out', required=True, help='output directory (rerun with the same --out to resume)')
-    _opt(s, '--mc', f, 'mc_samples', 'Monte-Carlo dropout samples', type=int)
-    _opt(s, '--bs', f, 'bs', 'batch size', type=int)
-    _opt(s, '--chunk-size', f, 'chunk_size', 'spectra per chunk file', type=int)
-    _opt(s, '--criteria', f, 'criteria', 'CEMP criteria for P(CEMP): preset or YAML')
-    _opt(s, '--max-chunks', f, 'max_chunks', 'stop after this many chunks (resume later)', type=int)
-    _opt(s, '--seed', f, 'seed', 'seed of the dropout draws', type=int)
-    s.add_argument('--quiet', action='store_true', help='no progress bar')
+    s.add_argument('--out', required=True, help='output directory; rerun with the same --out to resume (required)')
+    _opt(s, '--mc', f, 'mc_samples', 'Monte-Carlo dropout draws per spectrum (1: no uncertainty)', type=_integer(1))
+    _opt(s, '--bs', f, 'bs', 'batch size', type=_integer(1))
+    _opt(s, '--chunk-size', f, 'chunk_size', 'spectra per chunk file', type=_integer(1))
+    _opt(s, '--criteria', f, 'criteria', 'CEMP criteria for P(CEMP): preset (paper, beers2005, aoki2007) or YAML')
+    _opt(s, '--max-chunks', f, 'max_chunks', 'stop after this many chunks (resume later)', type=_integer(1, none=True))
+    _opt(s, '--seed', f, 'seed', 'seed of the dropout draws', type=_integer(0))
+    _common(s)
 
 def _add_select(s):
     f = pipeline.run_select
     s.add_argument('predictions', help='predictions.fits (from `predict`)')
-    s.add_argument('--out', required=True, help='output directory')
+    s.add_argument('--out', required=True, help='output directory (required)')
     _opt(s, '--criteria', f, 'criteria', 'preset (paper, beers2005, aoki2007) or a YAML file')
-    _opt(s, '--p-min', f, 'p_min', 'select by P(CEMP) >= this instead of the point estimate', type=float)
-    s.add_argument('--source', help='dataset directory the predictions came from (for the spectra figure)')
-    s.add_argument('--keep-flagged', action='store_true', help='keep predictions with a trust flag among the candidates')
+    _opt(s, '--p-min', f, 'p_min', 'select by P(CEMP) >= this (0 to 1) instead of the CEMP class', type=_number(0, 1, none=True))
+    _arg(s, '--source', 'dataset or folder the predictions came from, for the spectra figure', shown='as predict recorded it')
+    _flag(s, '--keep-flagged', 'keep predictions with a trust flag among the candidates')
+    _common(s, quiet='no warnings but those about P(CEMP)')
 
 def _add_demo(s):
     f = pipeline.run_demo
     _opt(s, '--out', f, 'out', 'output directory')
-    _opt(s, '--n-train', f, 'n_train', 'stars in the training survey', type=int)
-    _opt(s, '--n-test', f, 'n_test', 'stars in the unseen survey', type=int)
-    _opt(s, '--epochs', f, 'epochs', 'training epochs', type=int)
-    _opt(s, '--mc', f, 'mc', 'Monte-Carlo dropout draws per star', type=int)
-    _opt(s, '--seed', f, 'seed', 'seed of the training survey (the unseen one uses seed + 1000)', type=int)
-    s.add_argument('--quiet', action='store_true', help='no progress output')
+    _opt(s, '--n-train', f, 'n_train', 'stars in the training survey', type=_integer(10))
+    _opt(s, '--n-test', f, 'n_test', 'stars in the unseen survey', type=_integer(10))
+    _opt(s, '--epochs', f, 'epochs', 'training epochs', type=_integer(1))
+    _opt(s, '--mc', f, 'mc', 'Monte-Carlo dropout draws per star', type=_integer(1))
+    _opt(s, '--seed', f, 'seed', 'seed of the training survey (the unseen one uses seed + 1000)', type=_integer(0))
+    _common(s)
 
-COMMANDS = {  # name: (help, options, function)
-    'info': ('summarise LAMOST files (directory, glob or paths)', _add_info, cmd_info),
-    'mock': ('write a mock LAMOST survey with known labels', _add_mock, cmd_mock),
-    'prepare': ('cross-match spectra with labels and preprocess them into a dataset', _add_prepare, cmd_prepare),
-    'train': ('train HFS-Net on a dataset', _add_train, cmd_train),
-    'predict': ('label spectra with a trained model (streaming, resumable)', _add_predict, cmd_predict),
-    'select': ('classify predictions and write the CEMP candidate catalogue and figures', _add_select, cmd_select),
-    'demo': ('run the main job end to end on a mock survey (a few minutes on 2 idle cores)', _add_demo, cmd_demo),
+COMMANDS = {  # name: (help, options, function, what to do after Ctrl-C)
+    'info': ('summarise LAMOST files (directory, glob or paths)', _add_info, cmd_info, 'rerun the same command'),
+    'mock': ('write a mock LAMOST survey with known labels', _add_mock, cmd_mock, 'rerun the same command with --overwrite'),
+    'prepare': ('cross-match spectra with labels and preprocess them into a dataset', _add_prepare, cmd_prepare,
+                'rerun the same command to resume (finished chunks are kept)'),
+    'train': ('train HFS-Net on a dataset', _add_train, cmd_train,
+              'the model file holds the best epoch so far; rerun the same command with --overwrite to train again'),
+    'predict': ('label spectra with a trained model (streaming, resumable)', _add_predict, cmd_predict,
+                'rerun the same command to resume (finished chunks are kept)'),
+    'select': ('classify predictions and write the CEMP candidate catalogue and figures', _add_select, cmd_select, 'rerun the same command'),
+    'demo': ('run the main job end to end on a mock survey (a few minutes on 2 idle cores)', _add_demo, cmd_demo,
+             'rerun the same command with --overwrite'),
 }
 
 def _parser(command=None):
     "The argument parser, with the options of `command` (the one about to run) built."
     p = argparse.ArgumentParser(prog='cemp-hfs', description='Find CEMP stars in LAMOST low-resolution spectra with HFS-Net.')
+    p.add_argument('--version', action='version', version=f'cemp-hfs {__version__}')
     sub = p.add_subparsers(dest='command', required=True)
-    for name, (help, add, func) in COMMANDS.items():
+    for name, (help, add, func, _) in COMMANDS.items():
         s = sub.add_parser(name, help=help, description=help)
         if command == name: add(s)  # the others need no options to list themselves
         s.set_defaults(func=func)
     return p
 
 # %% ../nbs/90_cli.ipynb #cmain1
+USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, KeyError, LamostFormatError, OSError)
+
+def _message(e) -> str:
+    "An exception as one line for a user: the file and the problem, never a Python argument name."
+    if isinstance(e, KeyError) and e.args: msg = str(e.args[0])
+    elif isinstance(e, OSError) and e.strerror and e.filename: msg = f"{e.filename}: {e.strerror}"
+    else: msg = str(e)
+    return ' '.join(msg.replace('overwrite=True', '--overwrite').split())
+
 def main(argv=None):
     "Console script `cemp-hfs`."
     # OpenMP threads that spin while waiting make torch 10-30x slower when another process shares the cores (measured:
     # 4.9 s against 0.14 s per training batch); sleeping waiters cost nothing on an idle machine. Torch is imported
     # lazily by the commands, so this takes effect unless the caller imported torch already or set the variable.
     os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"cemp-hfs: warning: {msg}\n"  # one line, not a source listing
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if a in COMMANDS), None)
     args = _parser(command).parse_args(argv)
+    out, err, fmt = sys.stdout, sys.stderr, warnings.formatwarning
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"cemp-hfs: warning: {msg}\n"  # one line, not a source listing
+    _RESULT[0], log = out, LogStream(err)
+    sys.stdout = sys.stderr = log  # what the libraries print is progress and log: stderr, line by line in a file
     try: return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError, LamostFormatError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"cemp-hfs {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"cemp-hfs {args.command}: interrupted; {COMMANDS[args.command][3]}", file=err); return 130
+    except USER_ERRORS as e:
+        print(f"cemp-hfs {args.command}: error: {_message(e)}", file=err); return 2
+    except Exception as e:  # a bug, or a user error not foreseen: one line all the same, the traceback on request
+        if os.environ.get('CEMP_HFS_DEBUG'): raise
+        print(f"cemp-hfs {args.command}: error: {type(e).__name__}: {_message(e)} "
+              f"(unexpected; CEMP_HFS_DEBUG=1 shows where, please report it)", file=err); return 1
+    finally:
+        log.close(); sys.stdout, sys.stderr, _RESULT[0], warnings.formatwarning = out, err, None, fmt

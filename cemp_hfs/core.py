@@ -6,19 +6,27 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #c253783
 from __future__ import annotations
-import json, os, shutil, tempfile
+import glob, json, os, re, shutil, sys, tempfile, time, warnings
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 # %% auto #0
-__all__ = ['LABELS', 'DERIVED', 'UNITS', 'TEX', 'LABEL_LIMITS', 'WINDOWS', 'GBAND', 'atomic_path', 'write_table',
-           'check_manifest', 'chunk_plan', 'pending_chunks', 'remove_stale']
+__all__ = ['LABELS', 'DERIVED', 'UNITS', 'PLAIN', 'TEX', 'LABEL_NAMES', 'LABEL_LIMITS', 'WINDOWS', 'GBAND', 'COLUMNS',
+           'IN_MEMORY', 'LABEL_FORMATS', 'column_info', 'annotate', 'provenance', 'header_meta', 'atomic_path',
+           'write_table', 'write_tables', 'check_manifest', 'chunk_plan', 'pending_chunks', 'remove_stale', 'read_yaml',
+           'Progress', 'find_inputs']
 
 # %% ../nbs/00_core.ipynb #ca0ffd6
 LABELS = ('teff', 'logg', 'feh', 'cfe')  # the labels HFS-Net regresses, in the order of its outputs
 DERIVED = ('ch',)  # labels computed from the others: [C/H] = [C/Fe] + [Fe/H]
 UNITS = {'teff': 'K', 'logg': 'dex', 'feh': 'dex', 'cfe': 'dex', 'ch': 'dex'}
+PLAIN = {'teff': 'Teff', 'logg': 'log g', 'feh': '[Fe/H]', 'cfe': '[C/Fe]', 'ch': '[C/H]'}  # for messages and logs
 TEX = {'teff': r'$T_\mathrm{eff}$', 'logg': r'$\log g$', 'feh': '[Fe/H]', 'cfe': '[C/Fe]', 'ch': '[C/H]'}
+LABEL_NAMES = {'teff': 'effective temperature', 'logg': 'surface gravity log10(g / cm s-2)', 'feh': 'iron abundance [Fe/H]',
+               'cfe': 'carbon-to-iron ratio [C/Fe]', 'ch': 'carbon abundance [C/H] = [C/Fe] + [Fe/H]'}
 # beyond these no star is known: a catalogue value outside is an error, a prediction outside is flagged
 LABEL_LIMITS = {'teff': (2500., 50000.), 'logg': (-1., 6.), 'feh': (-6., 1.5), 'cfe': (-2., 5.)}
 
@@ -29,6 +37,71 @@ WINDOWS = {
     'ca_triplet': (8535., 8550.),  # Ca II 8542 A, the strongest line of the triplet
 }
 GBAND = WINDOWS['gband']
+
+# %% ../nbs/00_core.ipynb #ccol1
+# name: (unit, display format, description) of the columns cemp-hfs writes besides the labels
+COLUMNS = {
+    'obsid': (None, None, 'LAMOST spectrum identifier (masked where the file gives none)'),
+    'designation': (None, None, 'LAMOST designation (Jhhmmss.ss+ddmmss.s)'),
+    'ra': ('deg', '.6f', 'right ascension (J2000), from the spectrum header'),
+    'dec': ('deg', '.6f', 'declination (J2000), from the spectrum header'),
+    'snrg': (None, '.1f', 'LAMOST signal-to-noise ratio per pixel in the g band'),
+    'snri': (None, '.1f', 'LAMOST signal-to-noise ratio per pixel in the i band'),
+    'class': (None, None, 'LAMOST pipeline class (STAR, GALAXY, QSO)'),
+    'subclass': (None, None, 'LAMOST pipeline spectral subclass'),
+    'filename': (None, None, 'spectrum file, relative to the input folder'),
+    'sanity': (None, None, 'why the spectrum itself cannot be trusted (empty: nothing found)'),
+    'log_l': ('dex', '.3f', 'luminosity log10(L/Lsun) from teff and logg for a mass of 0.8 Msun'),
+    'p_cemp': (None, '.3f', 'probability of being CEMP: fraction of the Monte-Carlo draws inside the CEMP region (PCRIT)'),
+    'novelty': (None, '.4g', 'mean squared standardised distance of the network features from the training spectra'),
+    'flag_range': (None, None, 'a label outside the range of the training labels'),
+    'flag_novel': (None, None, 'spectrum unlike the training spectra (novelty above the training threshold)'),
+    'flag_class': (None, None, 'LAMOST class or spectral type absent from the training set'),
+    'flag_physical': (None, None, 'a label outside the physically possible range'),
+    'flag_sanity': (None, None, 'a problem with the spectrum itself (see sanity)'),
+    'flagged': (None, None, 'any trust flag set: the prediction is not to be trusted'),
+    'cemp': (None, None, 'carbon-enhanced metal-poor under the criteria in the header (CRITERIA)'),
+    'emp': (None, None, 'extremely metal-poor under the criteria in the header (CRITERIA)'),
+    'vmp': (None, None, 'very metal-poor under the criteria in the header (CRITERIA)'),
+    'ump': (None, None, 'ultra metal-poor under the criteria in the header (CRITERIA)'),
+    'index': (None, None, 'position of the spectrum among the inputs (in memory only, not written)'),
+    'path': (None, None, 'the spectrum file as given (in memory only, not written)'),
+}
+IN_MEMORY = ('index', 'path')  # columns of a returned table that the written catalogues leave out
+LABEL_FORMATS = {'K': '.1f', 'dex': '.3f'}
+
+def column_info(name) -> tuple: # a column name: a label, `<label>_err` or a key of `COLUMNS`
+    "(unit, format, description) of a column cemp-hfs writes; (None, None, '') for any other."
+    base, err = (name[:-4], True) if name.endswith('_err') else (name, False)
+    if base in UNITS:
+        u = UNITS[base]
+        what = f"uncertainty of the {LABEL_NAMES[base]}: standard deviation of the Monte-Carlo dropout draws" if err else LABEL_NAMES[base]
+        return u, LABEL_FORMATS.get(u), what
+    return COLUMNS.get(name, (None, None, ''))
+
+# %% ../nbs/00_core.ipynb #cann1
+def annotate(t): # an astropy `Table`
+    "Set the unit, display format and description of every column of `t` that cemp-hfs knows (in place); returns `t`."
+    for c in t.colnames:
+        unit, fmt, desc = column_info(c)
+        if unit and t[c].dtype.kind == 'f': t[c].unit = unit
+        if fmt and t[c].dtype.kind in 'fi': t[c].format = fmt
+        if desc: t[c].description = desc
+    return t
+
+# %% ../nbs/00_core.ipynb #cprov1
+def provenance() -> dict:
+    "The cards every written catalogue carries: the software that wrote it (CREATOR) and when (DATE, UTC)."
+    from cemp_hfs import __version__
+    return {'CREATOR': f'cemp-hfs {__version__}', 'DATE': datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S')}
+
+_COLUMN_CARD = re.compile(r'T(TYPE|FORM|UNIT|NULL|DISP|COMM|DIM|ZERO|SCAL)\d+$')
+
+def header_meta(meta: dict) -> dict:
+    "The entries of `meta` that are written: FITS-style keys (upper case, <= 8 characters) with a number, string or bool."
+    ok = lambda k, v: (isinstance(k, str) and k.isupper() and len(k) <= 8 and not _COLUMN_CARD.match(k)
+                       and isinstance(v, (str, bool, int, float, np.integer, np.floating, np.bool_)))
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in meta.items() if ok(k, v)}
 
 # %% ../nbs/00_core.ipynb #c57e8f9
 @contextmanager
@@ -53,6 +126,45 @@ def write_table(t, # an astropy `Table`
                 format='fits'): # an astropy table format: 'fits', 'ascii.csv', 'ascii.ecsv', ...
     "Write table `t` to `path` atomically."
     with atomic_path(path) as tmp: t.write(tmp, format=format, overwrite=True)
+
+# %% ../nbs/00_core.ipynb #cwt1
+def _as_written(t, columns=None):
+    "A copy of `t` as the catalogues hold it: chosen columns, no in-memory ones, annotated, meta reduced to header cards."
+    from astropy.table import Table, MaskedColumn
+    cols = [c for c in (t.colnames if columns is None else columns) if c in t.colnames and c not in IN_MEMORY and t[c].ndim == 1]
+    w = annotate(Table(t[cols], copy=True))
+    for c in cols:
+        if w[c].dtype == bool and hasattr(w[c], 'mask'):
+            if w[c].mask.all() and len(w): w.remove_column(c)  # a class that could not be given: the header says why
+            else: w[c] = MaskedColumn(w[c], fill_value=False)
+    w.meta = header_meta(t.meta)
+    return w
+
+def _fits_hdu(w):
+    "A binary-table HDU of `w` with TUNIT for every unit (also 'dex', which astropy leaves out) and TCOMM descriptions."
+    from astropy.io import fits
+    with warnings.catch_warnings():  # astropy's note that 'dex' is no FITS unit: it is written by hand below
+        warnings.filterwarnings('ignore', message=".*could not be saved in native FITS format")
+        hdu = fits.table_to_hdu(w)
+    for i, c in enumerate(w.colnames, 1):
+        if w[c].unit is not None and f'TUNIT{i}' not in hdu.header: hdu.header[f'TUNIT{i}'] = str(w[c].unit)
+        if w[c].description: hdu.header[f'TCOMM{i}'] = w[c].description  # TOPCAT's column description
+    return hdu
+
+def write_tables(t, # an astropy `Table`
+                 stem, # path without suffix: `<stem>.fits`, `<stem>.ecsv` and `<stem>.csv` are written
+                 columns=None, # the columns to write, in order (None: all but `IN_MEMORY`)
+                 formats=('fits', 'ecsv', 'csv')) -> list[Path]: # which files
+    "Write `t` as FITS (TUNIT, TCOMM, TNULL, provenance cards), ECSV (exact units, masks, metadata) and CSV (display precision), atomically."
+    from astropy.io import fits
+    w, stem, out = _as_written(t, columns), Path(stem), []
+    for fmt in formats:
+        path = stem.with_name(stem.name + '.' + fmt)
+        with atomic_path(path) as tmp:
+            if fmt == 'fits': fits.HDUList([fits.PrimaryHDU(), _fits_hdu(w)]).writeto(tmp, overwrite=True)
+            else: w.write(tmp, format='ascii.' + fmt, overwrite=True)
+        out.append(path)
+    return out
 
 # %% ../nbs/00_core.ipynb #cba2e63
 def check_manifest(folder, # the job's output folder
@@ -85,3 +197,103 @@ def remove_stale(folder):
     "Remove the temporary files and folders (`.*.tmp`, `.*.tmp.<ext>`) that a killed run left in `folder`."
     for p in [*Path(folder).glob('.*.tmp'), *Path(folder).glob('.*.tmp.*')]:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+# %% ../nbs/00_core.ipynb #cyml1
+def read_yaml(path, # the YAML file
+              what='config'): # what the file is, for the message
+    "The content of the YAML file `path` (safe loader); a one-line `ValueError` naming file and line if it cannot be read."
+    import yaml
+    path = Path(path)
+    try: text = path.read_text()
+    except FileNotFoundError: raise FileNotFoundError(f"{what} {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e: raise ValueError(f"{what} {path}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
+    try: return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, 'problem_mark', None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ''
+        why = (getattr(e, 'problem', None) or str(e).splitlines()[0]).strip()
+        raise ValueError(f"{what} {path}: not valid YAML{at}: {why}") from None
+
+# %% ../nbs/00_core.ipynb #cprg1
+def _duration(s) -> str:
+    "Seconds as '42 s', '3 min 20 s' or '2 h 05 min'."
+    s = int(round(s))
+    return f"{s} s" if s < 60 else f"{s // 60} min {s % 60:02d} s" if s < 3600 else f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+class Progress:
+    "Progress of a job of `total` items on stderr: a line rewritten on a terminal, else a new line every `every` of the job or `seconds`."
+    def __init__(self, total, # items to do
+                 what='spectra', # what the items are
+                 desc='', # the job's name, at the start of each line
+                 enabled=True, # False: write nothing
+                 stream=None, # where to write (default: sys.stderr at the time of writing)
+                 every=0.1, # fraction of the job between two lines when not on a terminal
+                 seconds=60.): # at most this long between two lines when not on a terminal
+        self.total, self.what, self.desc, self.enabled = int(total), what, desc, bool(enabled)
+        self._stream, self.every, self.seconds = stream, every, seconds
+        self.done, self.t0 = 0, time.time()
+        self._last_t, self._last_step, self._open = self.t0, -1, False
+        if self.enabled: self._show(force=True)
+    @property
+    def stream(self): return self._stream if self._stream is not None else sys.stderr
+    @property
+    def tty(self) -> bool: return bool(getattr(self.stream, 'isatty', lambda: False)())
+    def text(self) -> str:
+        "The progress line: count, percentage, rate and time left."
+        el = time.time() - self.t0
+        s = f"{self.desc}: " if self.desc else ''
+        s += f"{self.done}/{self.total} {self.what}"
+        if self.total: s += f" ({100 * self.done / self.total:.0f}%)"
+        if self.done and el > 0:
+            s += f", {self.done / el:.3g} {self.what}/s"
+            if self.done < self.total: s += f", about {_duration(el / self.done * (self.total - self.done))} left"
+            else: s += f", {_duration(el)}"
+        return s
+    def update(self, n=1): # items just finished
+        "Count `n` more items done."
+        self.done += int(n)
+        if self.enabled: self._show()
+    def _show(self, force=False):
+        now, end = time.time(), self.done >= self.total
+        if self.tty:
+            if force or end or now - self._last_t >= 0.2:
+                self.stream.write('\r' + self.text() + '\x1b[K'); self.stream.flush(); self._open, self._last_t = True, now
+            return
+        steps = max(1, round(1 / self.every))
+        step = self.done * steps // self.total if self.total else 0  # integers: 3 tenths are 3, not 2.9999
+        if force or step > self._last_step or now - self._last_t >= self.seconds:
+            if end and not force and self._last_step >= 0 and step == self._last_step: return
+            self.stream.write(self.text() + '\n'); self.stream.flush()
+            self._last_step, self._last_t = step, now
+    def close(self):
+        "End the progress line (the last state stays on screen)."
+        if self.enabled and self._open: self.stream.write('\n'); self.stream.flush(); self._open = False
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+
+# %% ../nbs/00_core.ipynb #cfind1
+def _skip_reason(p) -> str:
+    "Why `p`, found among the inputs, is not read."
+    p = Path(p)
+    if p.is_symlink() and not p.exists(): return f"broken link (to {os.readlink(p)})"
+    if p.is_dir(): return "a directory (name it on its own to read the spectra in it)"
+    return "not a regular file"
+
+def find_inputs(source) -> tuple[list, list]: # paths, directories, globs, `LamostSpectrum`s, or a list of them
+    "The inputs in order (file paths and in-memory spectra), and (name, reason) for what is skipped: directories a glob matched, broken links."
+    from cemp_hfs.io import LamostSpectrum, LAMOST_PATTERNS  # io needs matplotlib: imported when inputs are looked for
+    if isinstance(source, LamostSpectrum): return [source], []
+    if isinstance(source, (list, tuple)):
+        items, skipped = [], []
+        for s in source:
+            i, k = find_inputs(s); items += i; skipped += k
+        return items, skipped
+    s = str(source)
+    if any(ch in s for ch in '*?['):
+        found = sorted(glob.glob(s, recursive=True))
+    elif Path(s).is_dir():
+        found = sorted({str(f) for pat in LAMOST_PATTERNS for f in Path(s).rglob(pat)})
+    elif Path(s).is_symlink() and not Path(s).exists(): return [], [(s, _skip_reason(s))]
+    elif not Path(s).exists(): raise FileNotFoundError(f"{s}: no such file or directory")
+    else: found = [s]
+    return [Path(f) for f in found if os.path.isfile(f)], [(f, _skip_reason(f)) for f in found if not os.path.isfile(f)]

@@ -21,13 +21,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .pyramid import MultiScalePyramidBranch, fuse_pyramid
 from .moe import CustomMoEBranch
-from .core import atomic_path
-
+from .core import atomic_path, read_yaml
 
 # %% auto #0
-__all__ = ['CONFIG_KEYS', 'REGISTRY', 'FORMAT', 'ConfigError', 'register', 'AddFusion', 'ConcatFusion', 'MultiTaskHead',
-           'shipped_configs', 'check_config', 'load_config', 'build_component', 'HFSNet', 'toy_batch', 'save_model',
-           'load_model', 'fuse_for_inference', 'draw_architecture', 'component_costs', 'format_costs']
+__all__ = ['CONFIG_KEYS', 'REGISTRY', 'SIZE_LIMITS', 'MAX_LAYERS', 'MAX_PARAMETERS', 'FORMAT', 'ConfigError', 'register',
+           'AddFusion', 'ConcatFusion', 'MultiTaskHead', 'shipped_configs', 'check_config', 'load_config',
+           'build_component', 'HFSNet', 'check_allocation', 'toy_batch', 'save_model', 'load_model',
+           'fuse_for_inference', 'draw_architecture', 'component_costs', 'format_costs']
 
 # %% ../nbs/04_hfsnet.ipynb #c005
 CONFIG_KEYS = {
@@ -44,10 +44,10 @@ CONFIG_KEYS = {
 }
 
 class ConfigError(ValueError):
-    "An HFS-Net config that cannot be built; the message names the config key."
-    def __init__(self, key, reason):
-        self.key, self.reason = key, reason
-        super().__init__(f"config key `{key}`: {reason}")
+    "An HFS-Net config that cannot be built; the message names the config file (when there is one) and the key."
+    def __init__(self, key, reason, source=None):
+        self.key, self.reason, self.source = key, reason, source
+        super().__init__(f"{source}: " * bool(source) + f"config key `{key}`: " * bool(key) + reason)
 
 # %% ../nbs/04_hfsnet.ipynb #c007
 REGISTRY = {'branch': {}, 'fusion': {}, 'head': {}}
@@ -132,6 +132,12 @@ class MultiTaskHead(nn.Module):
 _INT_KEYS = {'n_pixels', 'length', 'channels', 'pooled_length', 'n_fft', 'hop_length', 'n_experts', 'k', 'pool',
              'gate_hidden', 'in_channels'}
 _INT_LIST_KEYS = {'channels', 'conv_channels', 'ffn', 'kernel_sizes'}
+# the largest value of each size: generous for any LAMOST-like spectrum, small enough that no config asks for terabytes
+SIZE_LIMITS = {'n_pixels': 100_000, 'length': 100_000, 'channels': 4096, 'conv_channels': 4096, 'ffn': 16_384,
+               'kernel_sizes': 255, 'pool': 64, 'pooled_length': 1024, 'n_fft': 16_384, 'hop_length': 16_384,
+               'n_experts': 64, 'k': 64, 'gate_hidden': 4096, 'in_channels': 64}
+MAX_LAYERS = 16  # entries of a size list
+MAX_PARAMETERS = 200_000_000  # weights of a network (800 MB in float32); `check_allocation`
 
 def shipped_configs() -> list[str]:
     "Names of the HFS-Net configs shipped in `cemp_hfs/configs/` (YAML files with a `fusion` and a `head`)."
@@ -144,6 +150,7 @@ def shipped_configs() -> list[str]:
     return sorted(names)
 
 def _is_int(v): return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+def _is_number(v): return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
 
 def _check_sizes(spec:dict, prefix:str):
     "Check sizes in a component mapping (recursively), naming the key of the first bad value."
@@ -151,11 +158,16 @@ def _check_sizes(spec:dict, prefix:str):
         name = f"{prefix}.{key}" if prefix else key
         if isinstance(v, dict): _check_sizes(v, name)
         elif key in _INT_LIST_KEYS and isinstance(v, (list, tuple)):
-            if not v or not all(_is_int(i) and i > 0 for i in v): raise ConfigError(name, f"must be a non-empty list of positive integers, got {v!r}")
+            lim = SIZE_LIMITS[key]
+            if not v or len(v) > MAX_LAYERS or not all(_is_int(i) and 0 < i <= lim for i in v):
+                raise ConfigError(name, f"must be a list of 1 to {MAX_LAYERS} integers from 1 to {lim}, got {v!r}")
         elif key in _INT_KEYS:
-            if not (_is_int(v) and v > 0): raise ConfigError(name, f"must be a positive integer, got {v!r}")
+            if not (_is_int(v) and 0 < v <= SIZE_LIMITS[key]): raise ConfigError(name, f"must be an integer from 1 to {SIZE_LIMITS[key]}, got {v!r}")
         elif key == 'dropout':
-            if not (isinstance(v, (int, float)) and 0 <= v < 1): raise ConfigError(name, f"must be in [0, 1), got {v!r}")
+            if not (_is_number(v) and 0 <= v < 1): raise ConfigError(name, f"must be a number in [0, 1), got {v!r}")
+        elif key == 'gate_noise':
+            if not (_is_number(v) and 0 <= v <= 100): raise ConfigError(name, f"must be a number from 0 to 100 (noise on the gate logits), got {v!r}")
+        elif key in ('type', 'channel_mode') and not isinstance(v, str): raise ConfigError(name, f"must be a name, got {v!r}")
 
 def check_config(cfg:dict) -> dict:
     "Check the top level and the sizes of an HFS-Net config; returns it."
@@ -169,9 +181,11 @@ def check_config(cfg:dict) -> dict:
         raise ConfigError('labels', f"must be a non-empty list of distinct names, got {labels!r}")
     if cfg.get('continuum_branch') is None and cfg.get('normalized_branch') is None:
         raise ConfigError('continuum_branch', "both branches are off (null); at least one is needed")
-    if not isinstance(cfg.get('heteroscedastic', False), bool): raise ConfigError('heteroscedastic', "must be true or false")
+    if not isinstance(cfg.get('heteroscedastic', False), bool): raise ConfigError('heteroscedastic', f"must be true or false, got {cfg['heteroscedastic']!r}")
+    for k in ('name', 'description'):
+        if not isinstance(cfg.get(k, ''), str): raise ConfigError(k, f"must be text, got {cfg[k]!r}")
     w = cfg.get('aux_loss_weight', 0.0)
-    if not (isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0): raise ConfigError('aux_loss_weight', f"must be a number >= 0, got {w!r}")
+    if not (_is_number(w) and w >= 0): raise ConfigError('aux_loss_weight', f"must be a number >= 0, got {w!r}")
     _check_sizes({k: v for k, v in cfg.items() if k in ('n_pixels',)}, '')
     for k in ('continuum_branch', 'normalized_branch', 'fusion', 'head'):
         spec = cfg.get(k)
@@ -182,15 +196,16 @@ def check_config(cfg:dict) -> dict:
 
 def load_config(name_or_path:str|Path|dict='paper', # shipped name ('paper', 'small'), YAML/JSON path, or a dict
                ) -> dict:
-    "Load and check an HFS-Net config."
+    "Load and check an HFS-Net config; errors name the file and the key."
     if isinstance(name_or_path, dict): return check_config(copy.deepcopy(name_or_path))
     s = str(name_or_path)
-    if s in shipped_configs(): text = files('cemp_hfs').joinpath('configs', f'{s}.yaml').read_text()
-    elif Path(s).is_file(): text = Path(s).read_text()
+    if s in shipped_configs(): path = files('cemp_hfs').joinpath('configs', f'{s}.yaml')
+    elif Path(s).is_file(): path = Path(s)
     else: raise FileNotFoundError(f"no HFS-Net config {s!r}: not a shipped name ({', '.join(shipped_configs())}) nor a file")
-    try: cfg = yaml.safe_load(text)
-    except yaml.YAMLError as e: raise ConfigError('<root>', f"{s} is not valid YAML: {e}") from e
-    return check_config(cfg)
+    try: cfg = read_yaml(path, 'network config')
+    except ValueError as e: raise ConfigError(None, str(e)) from None  # not YAML, or a !!python tag: one line
+    try: return check_config(cfg)
+    except ConfigError as e: raise ConfigError(e.key, e.reason, s) from None
 
 # %% ../nbs/04_hfsnet.ipynb #c019
 def build_component(kind:str, # registry kind: 'branch', 'fusion' or 'head'
@@ -225,6 +240,7 @@ class HFSNet(nn.Module):
                 ):
         super().__init__()
         cfg = load_config(cfg)
+        check_allocation(cfg)  # sized on the meta device first: an absurd config fails here, not in the allocator
         self.config, self.labels = cfg, tuple(cfg['labels'])
         self.n_pixels, self.heteroscedastic = cfg['n_pixels'], cfg.get('heteroscedastic', False)
         self.n_outputs = len(self.labels) * (2 if self.heteroscedastic else 1)
@@ -261,6 +277,21 @@ class HFSNet(nn.Module):
         "(mean, log-variance or None) from the network output."
         n = len(self.labels)
         return (y[:, :n], y[:, n:]) if self.heteroscedastic else (y, None)
+
+_SIZING = []  # non-empty while a config is sized on the meta device (the HFSNet built there must not size itself again)
+
+def check_allocation(cfg:dict, # a checked config (from `load_config`)
+                     source=None, # the config's file, for the message
+                    ) -> int:
+    "The number of weights of the network `cfg` describes, counted on the meta device (no memory); `ConfigError` above `MAX_PARAMETERS`."
+    if _SIZING: return 0
+    _SIZING.append(True)
+    try:
+        with torch.device('meta'): n = sum(p.numel() for p in HFSNet(cfg).parameters())
+    finally: _SIZING.pop()
+    if n > MAX_PARAMETERS:
+        raise ConfigError('<sizes>', f"the network would have {n:,} weights ({4 * n / 1e9:.1f} GB); at most {MAX_PARAMETERS:,}: use smaller sizes", source)
+    return n
 
 # %% ../nbs/04_hfsnet.ipynb #c022
 def toy_batch(n:int=2, # spectra

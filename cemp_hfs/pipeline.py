@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from .core import LABELS, UNITS, write_table
-from .io import read_many, META_KEYS
+from .core import LABELS, UNITS, write_table, find_inputs, Progress
+from .io import read_lamost, LamostFormatError, META_KEYS
 
 # %% auto #0
-__all__ = ['spectra_table', 'survey_info', 'run_prepare', 'run_train', 'run_select', 'run_demo']
+__all__ = ['spectra_table', 'survey_info', 'run_prepare', 'run_train', 'predictions_source', 'read_predictions', 'run_select',
+           'run_demo']
 
 # %% ../nbs/09_pipeline.ipynb #c11aa34
 def spectra_table(spectra) -> Table:
@@ -26,17 +27,27 @@ def spectra_table(spectra) -> Table:
     t = Table(rows=rows) if rows else Table(names=list(META_KEYS) + ['npix', 'wave_min', 'wave_max'])
     return t
 
+def _rejects_table(rejects) -> Table:
+    return Table(rows=rejects, names=('file', 'reason'), dtype=(str, str)) if rejects else Table(names=('file', 'reason'), dtype=(str, str))
+
 def survey_info(paths, # LAMOST files, directories or glob patterns
                 out=None, # folder for `spectra.csv` and `rejects.csv` (None: write nothing)
-                progress=True) -> tuple[Table, list]: # progress bar
-    "The metadata table of every readable spectrum of `paths`, and the (file, reason) of every one that is not."
-    spectra, rejects = read_many(paths, progress=progress)
+                progress=True) -> tuple[Table, list]: # progress on stderr, counting files
+    "The metadata table of every readable spectrum of `paths`, and the (file, reason) of every one that is not (broken links and directories a glob matched too)."
+    items, rejects = find_inputs(paths)
+    if not items and not rejects: raise FileNotFoundError(f"no LAMOST files found in {' '.join(map(str, paths)) if isinstance(paths, (list, tuple)) else paths}")
+    spectra = []
+    with Progress(len(items), 'files', 'info', enabled=progress) as bar:
+        for f in items:
+            try: spectra.append(read_lamost(f))
+            except LamostFormatError as e: rejects.append((str(f), e.reason))
+            except OSError as e: rejects.append((str(f), f"unreadable: {e}"))
+            bar.update()
     t = spectra_table(spectra)
     if out is not None:
         out = Path(out); out.mkdir(parents=True, exist_ok=True)
         write_table(t, out / 'spectra.csv', format='ascii.csv')
-        write_table(Table(rows=rejects, names=('file', 'reason'), dtype=(str, str)) if rejects else Table(names=('file', 'reason'), dtype=(str, str)),
-                    out / 'rejects.csv', format='ascii.csv')
+        write_table(_rejects_table(rejects), out / 'rejects.csv', format='ascii.csv')
     return t, rejects
 
 # %% ../nbs/09_pipeline.ipynb #cd6ebbd
@@ -48,19 +59,25 @@ def run_prepare(catalog, # table of spectra (CSV/FITS with a file column) or a d
                 max_bad_frac=None, # refuse a spectrum with more of a segment masked than this (None: the config's)
                 seed=0, # seed of the train/valid/test split
                 n_workers=1, # worker processes
-                progress=True, # progress bar and messages
+                progress=True, # progress and messages (on stderr)
+                overwrite=False, # start afresh even if `out` holds another (or a partial) build
                 **catalogue_kw): # what else `prepare_catalogue` takes: radius, columns, snr_min, the quality-cut thresholds
     "Cross-match (optional), clean, cut and preprocess into an on-disk dataset with its reports; returns the loaded `LamostDataset`."
-    from cemp_hfs.dataset import prepare_catalogue, build_dataset, load_dataset, write_prepare_report, prepare_summary
+    import sys
+    from cemp_hfs.dataset import prepare_catalogue, build_dataset, load_dataset, write_prepare_report
     from cemp_hfs.preprocess import load_preprocess_config
     if cfg is not None and not isinstance(cfg, dict) and not Path(cfg).is_file():
         raise FileNotFoundError(f"preprocessing config {cfg}: no such file")
-    if max_bad_frac is not None:
-        if not 0 <= max_bad_frac <= 1: raise ValueError(f"max_bad_frac must be between 0 and 1, got {max_bad_frac}")
-        cfg = load_preprocess_config(cfg, max_bad_frac=float(max_bad_frac))
+    if max_bad_frac is not None and not (isinstance(max_bad_frac, (int, float)) and 0 <= max_bad_frac <= 1):
+        raise ValueError(f"max_bad_frac must be between 0 and 1, got {max_bad_frac}")
+    radius = catalogue_kw.get('radius')
+    if radius is not None and not (isinstance(radius, (int, float)) and np.isfinite(radius) and radius > 0):
+        raise ValueError(f"radius must be a positive number of arcsec, got {radius!r}")
+    cfg = load_preprocess_config(cfg, **({} if max_bad_frac is None else dict(max_bad_frac=float(max_bad_frac))))  # checked before any work
+    if Path(out).exists() and not Path(out).is_dir(): raise ValueError(f"dataset folder {out}: exists and is not a directory")
     t, cat_root = prepare_catalogue(catalog, labels, progress=progress, **catalogue_kw)
-    if progress: print(prepare_summary(t) + f"\nprepare: preprocessing {len(t)} spectra into {out} ...", flush=True)
-    build_dataset(t, out, root=root or cat_root, cfg=cfg, seed=seed, n_workers=n_workers, progress=progress)
+    if progress: print(f"prepare: preprocessing {len(t)} spectra into {out} ...", file=sys.stderr, flush=True)  # after the summary
+    build_dataset(t, out, root=root or cat_root, cfg=cfg, seed=seed, n_workers=n_workers, progress=progress, overwrite=overwrite)
     write_prepare_report(t, out)
     return load_dataset(out)
 
@@ -85,38 +102,60 @@ def run_train(dataset, # dataset folder (from `run_prepare`)
               **kwargs): # anything else `train_hfsnet` takes (epochs, bs, lr, balanced, seed, patience, progress)
     "Train HFS-Net on a dataset, write the model file and its figures; returns the fastai `Learner`."
     import matplotlib; matplotlib.use('Agg')
-    from cemp_hfs.hfsnet import load_config
+    from cemp_hfs.hfsnet import load_config, check_allocation
     from cemp_hfs.train import train_hfsnet
     if not (Path(dataset) / 'labels.fits').exists(): raise FileNotFoundError(f"{dataset}: not a dataset (no labels.fits); run `cemp-hfs prepare` first")
-    cfg = load_config(config) if not isinstance(config, dict) else config  # a typo fails before any work
+    cfg = load_config(config)  # a typo fails before any work, naming the file and the key
+    check_allocation(cfg, None if isinstance(config, dict) else config)  # and so does a network too big to build
     out = Path(out)
+    if out.is_dir(): raise ValueError(f"model file {out}: is a directory")
     learn = train_hfsnet(dataset, cfg, out=out, **kwargs)
     learn.figures = _save_figures(_training_figures(learn), out.parent / f'{out.stem}_figures')
     return learn
 
 # %% ../nbs/09_pipeline.ipynb #ca2fe68
+def predictions_source(predictions) -> Path | None:
+    "The folder or dataset the spectra of a predictions table or file came from (for figures), if it is known."
+    if isinstance(predictions, Table):
+        return Path(predictions.meta['root']) if predictions.meta.get('root') else None
+    man = Path(predictions).parent / 'manifest.json'
+    src = json.loads(man.read_text()).get('source') if man.exists() else None
+    return Path(src) if src and Path(src).exists() else None
+
+def read_predictions(path) -> Table:
+    "A predictions table (or catalogue) from FITS, ECSV or CSV; FITS units astropy does not know (dex) are kept by name, silently."
+    fits_file = any(str(path).lower().endswith(x) for x in ('.fits', '.fit', '.fits.gz', '.fit.gz'))
+    return Table.read(path, unit_parse_strict='silent') if fits_file else Table.read(path)
+
 def run_select(predictions, # predictions table or file (from `predict`)
                out, # folder for the catalogues and figures
                criteria='paper', # CEMP criteria: a preset, a YAML file or a dict
                p_min=None, # select by P(CEMP) >= this instead of the point estimate
                n_top=4, # spectra of the most probable candidates to draw
-               source=None, # dataset folder the predictions came from (for the spectra figure)
+               source=None, # dataset or folder the predictions came from (default: as `predict` recorded it)
                truth=None, # truth table to overplot (mock surveys)
-               keep_flagged=False): # keep predictions that carry a trust flag among the candidates
-    "Classify predictions, write the candidate catalogue and the figures into `out`; returns (classified, candidates)."
+               keep_flagged=False, # keep predictions that carry a trust flag among the candidates
+               overwrite=True): # replace the catalogues of an earlier selection in `out`
+    "Classify predictions, write the candidate catalogue (FITS, ECSV, CSV) and the figures into `out`; returns (classified, candidates)."
     import matplotlib; matplotlib.use('Agg')
-    from cemp_hfs.select import load_criteria, classify, candidates, write_catalogue, plot_cfe_feh, plot_kiel, plot_top_candidates
-    load_criteria(criteria)  # checked before anything is read
+    from cemp_hfs.select import load_criteria, check_p_min, classify, candidates, write_catalogue, plot_cfe_feh, plot_kiel, plot_top_candidates
+    crit, p_min = load_criteria(criteria), check_p_min(p_min)  # checked before anything is read
     if not isinstance(predictions, Table) and not Path(predictions).is_file(): raise FileNotFoundError(f"predictions {predictions}: no such file")
-    t = predictions if isinstance(predictions, Table) else Table.read(predictions)
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    cl = classify(t, criteria)
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise ValueError(f"output directory {out}: exists and is not a directory")
+    if not overwrite and (out / 'cemp_candidates.fits').exists():
+        raise FileExistsError(f"{out} holds a candidate catalogue already; use another folder or overwrite (--overwrite)")
+    source = predictions_source(predictions) if source is None else source
+    t = predictions if isinstance(predictions, Table) else read_predictions(predictions)
+    out.mkdir(parents=True, exist_ok=True)
+    cl = classify(t, crit)  # P(CEMP) for other criteria is recomputed, with a warning
     cand = candidates(cl, p_min, keep_flagged)
     write_catalogue(cand, out / 'cemp_candidates')
     write_catalogue(cl, out / 'all_classified')
     figs = [('kiel', plot_kiel(cl))] if {'teff', 'logg', 'feh'} <= set(cl.colnames) else []
-    if {'feh', 'cfe'} <= set(cl.colnames): figs.append(('cfe_feh', plot_cfe_feh(cl, criteria, truth=truth)))
-    if len(cand): figs.append(('top_candidates', plot_top_candidates(cand, n=n_top, source=source)))
+    if {'feh', 'cfe'} <= set(cl.colnames): figs.append(('cfe_feh', plot_cfe_feh(cl, crit, truth=truth)))
+    if len(cand) and (source is not None or 'path' in cand.colnames):
+        figs.append(('top_candidates', plot_top_candidates(cand, n=n_top, source=source)))
     _save_figures(figs, out)
     return cl, cand
 

@@ -1,4 +1,4 @@
-"""A trained model as one object (network, label scaler, labels, preprocessing), Monte-Carlo dropout draws, P(CEMP), spectra from a dataset or from LAMOST files, and `predict`, streaming, chunked and resumable. Importing this module never imports fastai, so worker processes start fast.
+"""A trained model as one object (network, label scaler, labels, preprocessing), Monte-Carlo dropout draws, P(CEMP), spectra from a dataset, LAMOST files or memory, and `predict`, streaming, chunked and resumable, writing catalogues with units and provenance. Importing this module never imports fastai, so worker processes start fast.
 
 Docs: https://cemp-hfs.github.io/cemp-hfs/predict.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/predict.html.md"""
 
 # %% ../nbs/06_predict.ipynb #c01811a
 from __future__ import annotations
-import hashlib
+import hashlib, os, sys, types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,29 +15,34 @@ import torch
 import torch.nn as nn
 from astropy.io import fits
 from astropy.table import Table, MaskedColumn, vstack
-from fastprogress.fastprogress import progress_bar
 
-from .core import LABELS, LABEL_LIMITS, atomic_path, write_table, check_manifest, chunk_plan, pending_chunks, remove_stale
-from .io import read_lamost, lamost_files, LamostFormatError
-from .preprocess import preprocess, spectrum_name
+from .core import (LABELS, LABEL_LIMITS, atomic_path, annotate, provenance, write_tables, check_manifest, chunk_plan,
+                           pending_chunks, remove_stale, Progress, find_inputs)
+from .io import read_lamost, LamostSpectrum, LamostFormatError
+from .preprocess import preprocess
 from .dataset import load_dataset, LabelScaler, SpectraDataset, network_inputs
 from .hfsnet import HFSNet, load_model
-from .select import load_criteria, satisfies
+from .select import load_criteria, satisfies, resolver, needs, rule_text
 
 # %% auto #0
 __all__ = ['META_COLS', 'MASKED_MAX', 'FLAGS', 'NOVELTY_QUANTILE', 'HFSModel', 'load_hfs_model', 'spectrum_seed', 'head_features',
            'dropout_draws', 'predictive_samples', 'summarize_samples', 'DatasetSource', 'sanity_problem', 'FileSource',
-           'open_source', 'novelty_score', 'fit_trust', 'trust_flags', 'label_batch', 'predict']
+           'open_source', 'novelty_score', 'fit_trust', 'trust_flags', 'label_batch', 'check_count', 'predict']
 
 # %% ../nbs/06_predict.ipynb #c48cc36
 @dataclass
 class HFSModel:
-    "A trained HFS-Net with what predicting needs: its label scaler, label names and preprocessing config."
+    "A trained HFS-Net with what predicting needs (label scaler, labels, preprocessing): load once, then `.predict(spectra)`."
     net: HFSNet # the network (eval mode)
     scaler: LabelScaler # standardiser of the labels, in the order of the outputs
     preprocess: dict | None = None # preprocessing config of the training spectra (None: the defaults)
     extra: dict = field(default_factory=dict) # everything else the model file recorded (training settings)
+    name: str = '' # where the model came from (its file name), for the catalogue headers
 
+    @classmethod
+    def load(cls, path) -> HFSModel: # a model file written by `train_hfsnet`
+        "The model of a model file (loaded with `weights_only=True`)."
+        return load_hfs_model(path)
     @property
     def labels(self) -> tuple: return self.scaler.labels
     @property
@@ -46,17 +51,34 @@ class HFSModel:
     def heteroscedastic(self) -> bool: return bool(self.config.get('heteroscedastic', False))
     @property
     def trust(self) -> dict: return self.extra.get('trust') or {}  # what the trust flags compare with (see `fit_trust`)
+    @property
+    def trained_on(self) -> dict:
+        "What the model learnt from: its labels and their ranges, the dataset, the best epoch, the spectra's classes and types."
+        e, tr = self.extra, self.trust
+        return dict(labels=list(self.labels), label_range=tr.get('label_range', {}), dataset=Path(str(e['dataset'])).name if e.get('dataset') else None,
+                    n_train=e.get('n_train'), best_epoch=None if e.get('epoch') is None else int(e['epoch']) + 1,
+                    config=self.config.get('name'), classes=tr.get('classes', []), spectral_types=tr.get('spectral_types', []))
     def weights_hash(self) -> str:
-        "SHA-1 of the weights: what identifies the model in a run's manifest."
+        "SHA-1 of the weights: what identifies the model in a run's manifest and a catalogue's header."
         return hashlib.sha1(b''.join(v.detach().cpu().numpy().tobytes() for v in self.net.state_dict().values())).hexdigest()
-    def __repr__(self): return f"HFSModel(labels={list(self.labels)}, heteroscedastic={self.heteroscedastic})"
+    def predict(self, spectra, # a `LamostSpectrum`, a list of them, or paths, directories, globs, a dataset directory
+                **kwargs) -> Table: # what else `predict` takes: out, mc_samples, criteria, bs, seed, progress, ...
+        "Labels (with units), uncertainties, P(CEMP) and trust flags of `spectra`: `predict(self, spectra, **kwargs)`."
+        return predict(self, spectra, **kwargs)
+    def __repr__(self):
+        t = self.trained_on
+        rng = ', '.join(f"{l} {lo:.4g}..{hi:.4g}" for l, (lo, hi) in t['label_range'].items())
+        return (f"HFSModel({self.name or 'in memory'}: labels {', '.join(t['labels'])}"
+                + (f"; trained on {t['dataset']}" if t['dataset'] else '') + (f" ({rng})" if rng else '') + ')')
 
 def load_hfs_model(model) -> HFSModel: # model file, `load_model` pair, Learner from `train_hfsnet`, or an `HFSModel`
     "The `HFSModel` of a model file (loaded with `weights_only=True`) or of a model already in memory."
     if isinstance(model, HFSModel): return model
     if getattr(model, 'hfs_model', None) is not None: return model.hfs_model  # a Learner from train_hfsnet
+    name = ''
     if isinstance(model, (str, Path)):
         if not Path(model).is_file(): raise FileNotFoundError(f"model file {model}: no such file")
+        name = Path(model).name
         try: model = load_model(model)
         except ValueError: raise
         except Exception as e:
@@ -66,7 +88,7 @@ def load_hfs_model(model) -> HFSModel: # model file, `load_model` pair, Learner 
         raise ValueError("model: give a model file, a (model, extra) pair from load_model, a Learner from train_hfsnet or an HFSModel")
     net, extra = model
     if 'label_scaler' not in extra: raise ValueError("model file has no label scaler (was it written by train_hfsnet?)")
-    return HFSModel(net, LabelScaler.from_dict(extra['label_scaler']), extra.get('preprocess') or None, dict(extra))
+    return HFSModel(net, LabelScaler.from_dict(extra['label_scaler']), extra.get('preprocess') or None, dict(extra), name)
 
 # %% ../nbs/06_predict.ipynb #cd91273
 def spectrum_seed(key, # what identifies the spectrum: its obsid, else its file name
@@ -137,18 +159,31 @@ def summarize_samples(point, # (B, L) the deterministic labels
     if 'cfe' in s and 'feh' in s: s['ch'], p['ch'] = s['cfe'] + s['feh'], p['cfe'] + p['feh']
     out = {}
     for l, v in s.items(): out[l], out[f'{l}_err'] = p[l], v.std(0) if len(v) > 1 else np.full(v.shape[1:], np.nan)
-    conds = load_criteria(criteria)['cemp']
-    if all(l in s for l, _, _ in conds): out['p_cemp'] = satisfies(conds, lambda l: s[l]).mean(0)
+    crit = load_criteria(criteria)
+    if needs(crit, 'cemp', base=True) <= set(s): out['p_cemp'] = satisfies(crit['cemp'], resolver(s.__getitem__, crit['derived'])).mean(0)
     return out
 
 # %% ../nbs/06_predict.ipynb #ce280d0
 META_COLS = ('obsid', 'designation', 'ra', 'dec', 'snrg', 'snri', 'class', 'subclass', 'filename')
 
-def _meta_row(meta: dict, index: int, path=None) -> dict:
+def _obsid(v):
+    "An obsid as LAMOST gives it, or None where there is none (missing, masked, not a positive integer)."
+    try: v = int(v)
+    except (TypeError, ValueError, np.ma.MaskError): return None
+    return v if v > 0 else None
+
+def _meta_row(meta: dict, # a spectrum's metadata
+              index: int, # its position among the inputs
+              path=None, # its file as given (None: in memory or in a dataset)
+              filename=None) -> dict: # its file name relative to the input folder (default: the metadata's)
+    "One row of the predictions' metadata columns; `obsid` None where LAMOST gives none (masked in the table)."
     row = {k: meta.get(k) for k in META_COLS}
-    row['obsid'] = -1 if row['obsid'] is None else int(row['obsid'])
+    row['obsid'] = _obsid(row['obsid'])
+    if filename is not None: row['filename'] = filename
     for k in ('designation', 'class', 'subclass', 'filename'): row[k] = '' if row[k] is None or str(row[k]) == '--' else str(row[k]).strip()
-    for k in ('ra', 'dec', 'snrg', 'snri'): row[k] = np.nan if row[k] is None else float(row[k])
+    for k in ('ra', 'dec', 'snrg', 'snri'):
+        try: row[k] = float(row[k])
+        except (TypeError, ValueError): row[k] = np.nan
     row['index'], row['path'], row['sanity'] = int(index), '' if path is None else str(path), ''
     return row
 
@@ -156,9 +191,10 @@ class DatasetSource:
     "Items of an on-disk dataset (already preprocessed), served from the memory maps."
     def __init__(self, path):
         self.path, self.data = Path(path), load_dataset(path)
-        self.inputs = SpectraDataset(self.data)
+        self.inputs, self.skipped, self.root = SpectraDataset(self.data), [], self.path.resolve()
     def __len__(self): return len(self.data.continuum)
     def key(self): return f"dataset:{self.path.resolve()}:{len(self)}"
+    def describe(self): return f"dataset {self.path.name} ({len(self)} spectra)"
     def batch(self, i0, i1, preprocess_cfg=None):
         idx = np.arange(i0, i1)
         lab = self.data.labels
@@ -187,37 +223,62 @@ def sanity_problem(s, # a `LamostSpectrum`, or None when only `masked` is known
     if snr is not None and snr < snr_min: return f"S/N {snr:.1f} (below {snr_min:g})"
     return ''
 
-def _reject_reason(pre, spectrum, k) -> str:
-    "The preprocessing reason for dropping input `k` (matched by spectrum name), or a generic one."
-    name = spectrum_name(spectrum, k)
-    return next((r for nm, r in pre.rejects if nm == name), 'refused by preprocessing')
+def _reject_reason(pre, k) -> str:
+    "The preprocessing reason for dropping input `k` of a batch."
+    return next((r for (_, r), i in zip(pre.rejects, pre.reject_index) if int(i) == k), 'refused by preprocessing')
+
+def _short(source, n=3) -> str:
+    "`source` for a message: a path, or the first few of a list."
+    if isinstance(source, (list, tuple)):
+        return ', '.join(map(str, source[:n])) + (f" and {len(source) - n} more" if len(source) > n else '')
+    return str(source)
 
 class FileSource:
-    "Items of a list of LAMOST files (a directory, a glob or paths): read and preprocessed batch by batch."
+    "Items of LAMOST files (a directory, a glob, paths) and in-memory `LamostSpectrum`s: read and preprocessed batch by batch."
     def __init__(self, source):
-        self.files = [Path(f) for f in lamost_files(source)]
-        if not self.files: raise FileNotFoundError(f"no LAMOST files found in {source}")
-    def __len__(self): return len(self.files)
-    def key(self): return 'files:' + hashlib.sha1('\n'.join(str(f.resolve()) for f in self.files).encode()).hexdigest()
+        self.items, self.skipped = find_inputs(source)
+        if not self.items:
+            why = f" ({len(self.skipped)} skipped: {_short([f'{f} ({r})' for f, r in self.skipped], 2)})" if self.skipped else ''
+            raise FileNotFoundError(f"no LAMOST files found in {_short(source)}{why}")
+        paths = [os.path.abspath(i) for i in self.items if not isinstance(i, LamostSpectrum)]
+        # file names are written relative to the inputs' common folder: no absolute path in a catalogue
+        self.root = Path(os.path.commonpath([os.path.dirname(p) for p in paths])) if paths else None
+    def __len__(self): return len(self.items)
+    def name(self, i) -> str:
+        "Item `i`'s file name relative to the common folder, or an in-memory spectrum's own file name (else its position)."
+        it = self.items[i]
+        if isinstance(it, LamostSpectrum): return str(it.meta.get('filename') or f'spectrum {i}')
+        return os.path.relpath(os.path.abspath(it), self.root)
+    def key(self):
+        h = hashlib.sha1()
+        for it in self.items:
+            h.update(it.flux.tobytes() + str(it.meta.get('obsid')).encode() if isinstance(it, LamostSpectrum) else os.path.abspath(it).encode())
+        return 'files:' + h.hexdigest()
+    def describe(self):
+        n_mem = sum(isinstance(i, LamostSpectrum) for i in self.items)
+        return (f"{len(self) - n_mem} files in {self.root.name or self.root}" if self.root else '') + \
+               (' and ' if self.root and n_mem else '') + (f"{n_mem} spectra in memory" if n_mem else '')
     def batch(self, i0, i1, preprocess_cfg=None):
         spectra, where, rejects = [], [], []
         for i in range(i0, i1):
-            try: spectra.append(read_lamost(self.files[i])); where.append(i)
-            except LamostFormatError as e: rejects.append((str(self.files[i]), e.reason))
-            except OSError as e: rejects.append((str(self.files[i]), f"unreadable: {e}"))
+            it = self.items[i]
+            if isinstance(it, LamostSpectrum): spectra.append(it); where.append(i); continue
+            try: spectra.append(read_lamost(it)); where.append(i)
+            except LamostFormatError as e: rejects.append((self.name(i), e.reason))
+            except OSError as e: rejects.append((self.name(i), f"unreadable: {e}"))
         if not spectra: return [], None, None, rejects
         pre = preprocess(spectra, preprocess_cfg, errors='collect')
         kept = set(int(k) for k in pre.index)
         for k, i in enumerate(where):
-            if k not in kept:
-                rejects.append((str(self.files[i]), _reject_reason(pre, spectra[k], k)))
-        rows = [_meta_row(spectra[k].meta, where[k], self.files[where[k]]) for k in pre.index]
+            if k not in kept: rejects.append((self.name(i), _reject_reason(pre, k)))
+        path = lambda i: None if isinstance(self.items[i], LamostSpectrum) else self.items[i]
+        rows = [_meta_row(spectra[k].meta, where[k], path(where[k]), self.name(where[k])) for k in pre.index]
         for j, (r, k) in enumerate(zip(rows, pre.index)): r['sanity'] = sanity_problem(spectra[k], np.mean(pre.mask[j]))
         c, n = network_inputs(pre.continuum, pre.normalized)
         return rows, c, n, rejects
 
 def open_source(inputs):
-    "A `DatasetSource` for a dataset directory, else a `FileSource` (directory, glob, path or list of paths)."
+    "A `DatasetSource` for a dataset directory, else a `FileSource` (directory, glob, paths, `LamostSpectrum`s, or a list)."
     if isinstance(inputs, (str, Path)) and (Path(inputs) / 'continuum.npy').exists(): return DatasetSource(inputs)
     return FileSource(inputs)
 
@@ -280,10 +341,16 @@ def trust_flags(t: Table, # predictions: label columns, `class`, `subclass`, `sa
     return out
 
 # %% ../nbs/06_predict.ipynb #c8dae56
+_ROW_TYPES = {'obsid': np.int64, 'designation': str, 'ra': float, 'dec': float, 'snrg': float, 'snri': float, 'class': str,
+              'subclass': str, 'filename': str, 'index': np.int64, 'path': str, 'sanity': str}
+
 def _chunk_table(rows, summ: dict, labels, flags: dict) -> Table:
-    "One chunk's predictions: metadata, labels and errors, P(CEMP) (masked when it cannot be computed), novelty, flags."
-    t = Table(rows=rows) if rows else Table(names=list(META_COLS) + ['index', 'path', 'sanity'],
-                                            dtype=[np.int64, str, float, float, float, float, str, str, str, np.int64, str, str])
+    "One chunk's predictions: metadata (obsid masked where LAMOST gives none), labels and errors, P(CEMP), novelty, flags."
+    t = Table()
+    for k, dt in _ROW_TYPES.items():
+        v = [r[k] for r in rows]
+        if k == 'obsid': t[k] = MaskedColumn(np.array([0 if x is None else x for x in v], np.int64), mask=np.array([x is None for x in v], bool), fill_value=-1)
+        else: t[k] = np.array(v, dtype=dt) if rows else np.zeros(0, dt)
     cols = list(labels) + (['ch'] if 'cfe' in labels and 'feh' in labels else [])
     for k in cols: t[k] = np.asarray(summ[k], float) if rows else np.zeros(0); t[f'{k}_err'] = np.asarray(summ[f'{k}_err'], float) if rows else np.zeros(0)
     t['p_cemp'] = MaskedColumn(np.asarray(summ['p_cemp'], float) if 'p_cemp' in summ else np.full(len(t), np.nan),
@@ -301,9 +368,9 @@ def _write_part(t, rejects, path):
 
 def _read_part(path): return Table.read(path, hdu=1), Table.read(path, hdu=2)
 
-def _pcemp_note(labels, criteria) -> str:
+def _pcemp_note(labels, crit) -> str:
     "Why P(CEMP) is masked, or '' when it is computed."
-    missing = sorted({l for l, _, _ in load_criteria(criteria)['cemp']} - set(labels) - ({'ch'} if {'cfe', 'feh'} <= set(labels) else set()))
+    missing = sorted(needs(crit, 'cemp', base=True) - set(labels))
     return f"not computed: the model does not predict {missing}, which the CEMP criteria need" if missing else ''
 
 def label_batch(model: HFSModel, # the model
@@ -320,64 +387,108 @@ def label_batch(model: HFSModel, # the model
     return summ
 
 # %% ../nbs/06_predict.ipynb #c369f6b
+def check_count(name, # the argument's name, for the message
+                value, # its value
+                minimum=1, # the least allowed
+                allow_none=False): # None allowed (no limit)
+    "`value` as an int >= `minimum`; a `ValueError` naming the argument otherwise (0 batches, 0 draws, NaN...)."
+    if value is None and allow_none: return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
+    return int(value)
+
+def _clear_run(out):
+    "Remove what a previous run left in `out` (its chunks, manifest and products), nothing else."
+    import shutil
+    shutil.rmtree(out / 'chunks', ignore_errors=True)
+    for f in ['manifest.json', 'rejects.csv', *(f'predictions.{x}' for x in ('fits', 'ecsv', 'csv'))]: (out / f).unlink(missing_ok=True)
+
 def predict(model, # model file, `HFSModel`, `load_model` pair, or a Learner from `train_hfsnet`
-            inputs, # dataset directory, directory of LAMOST files, glob, or list of paths
-            out=None, # output directory (chunks, predictions.fits/.csv, rejects.csv); None: in memory only
+            inputs, # `LamostSpectrum`(s), LAMOST files, directories, globs (or a list of them), or a dataset directory
+            out=None, # output directory (chunks, predictions.fits/.ecsv/.csv, rejects.csv); None: in memory only
             bs=64, # spectra per forward pass
             chunk_size=1024, # spectra per chunk file (the unit of resumption)
             mc_samples=16, # Monte-Carlo dropout draws per spectrum (1: no uncertainty)
-            criteria='paper', # criteria for P(CEMP)
+            criteria='paper', # criteria for P(CEMP): a preset, a YAML file or a dict
             seed=0, # base seed of the dropout draws (each spectrum's stream: `spectrum_seed(obsid or file, seed)`)
             max_chunks=None, # stop after this many new chunks (spread a long run over several jobs)
             device=None, # torch device (default: GPU when present)
-            progress=True): # progress bar
-    "Labels, uncertainties, P(CEMP) and trust flags for every readable spectrum of `inputs`; returns the table (None if `max_chunks` stopped early)."
-    if int(mc_samples) < 1: raise ValueError(f"mc_samples must be at least 1, got {mc_samples}")
+            progress=True, # progress on stderr, counting spectra
+            overwrite=False) -> Table | None: # start afresh in `out` even if it holds another run
+    "Labels (with units), uncertainties, P(CEMP) and trust flags for every readable spectrum of `inputs`; None if `max_chunks` stopped early."
+    bs, chunk_size, mc_samples = check_count('bs', bs), check_count('chunk_size', chunk_size), check_count('mc_samples', mc_samples)
+    max_chunks = check_count('max_chunks', max_chunks, allow_none=True)
+    crit = load_criteria(criteria)
     m = load_hfs_model(model)
-    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    m.net.to(device)
     src = open_source(inputs)
-    plan = chunk_plan(len(src), chunk_size)
     parts_dir = None
     if out is not None:
-        out = Path(out); parts_dir = out / 'chunks'; parts_dir.mkdir(parents=True, exist_ok=True)
-        check_manifest(out, dict(inputs=src.key(), n_items=len(src), chunk_size=int(chunk_size), mc_samples=int(mc_samples),
-                                 seed=int(seed), criteria=load_criteria(criteria)['description'], model=m.weights_hash()),
-                       'run', 'use another output directory')
+        out = Path(out)
+        if out.exists() and not out.is_dir(): raise ValueError(f"output directory {out}: exists and is not a directory")
+        if overwrite and out.exists(): _clear_run(out)
+        parts_dir = out / 'chunks'; parts_dir.mkdir(parents=True, exist_ok=True)
+        check_manifest(out, dict(inputs=src.key(), n_items=len(src), chunk_size=chunk_size, mc_samples=mc_samples, seed=int(seed),
+                                 criteria=rule_text(crit), model=m.weights_hash(), source=str(src.root) if src.root else None),
+                       'run', 'use another output directory, or overwrite (--overwrite) to start again')
         remove_stale(parts_dir)  # left by a killed run (one writer per folder)
+    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    m.net.to(device)
+    plan = chunk_plan(len(src), chunk_size)
     part = lambda k: parts_dir / f'part-{k:05d}.fits'
-    todo = pending_chunks([part(k) for k in range(len(plan))]) if parts_dir is not None else list(range(len(plan)))
-    if max_chunks is not None: todo = todo[:max_chunks]
+    pending = pending_chunks([part(k) for k in range(len(plan))]) if parts_dir is not None else list(range(len(plan)))
+    todo = pending if max_chunks is None else pending[:max_chunks]
     jobs = [(k, i0, min(i0 + bs, plan[k][1])) for k in todo for i0 in range(plan[k][0], plan[k][1], bs)]
+    n_done = len(src) - sum(plan[k][1] - plan[k][0] for k in pending)
+    if progress and n_done: print(f"predict: resuming in {out}: {n_done} of {len(src)} spectra already done", file=sys.stderr)
     parts, acc = {}, None
-    for k, i0, i1 in (progress_bar(jobs, leave=False) if progress and len(jobs) > 1 else jobs):
-        if acc is None or acc['k'] != k: acc = dict(k=k, rows=[], summ=[], rejects=[])
-        rows, c, n, rej = src.batch(i0, i1, m.preprocess)
-        acc['rejects'] += rej
-        if rows:
-            acc['rows'] += rows; acc['summ'].append(label_batch(m, rows, c.to(device), n.to(device), mc_samples, criteria, seed))
-        if i1 == plan[k][1]:  # chunk complete
-            summ = {key: np.concatenate([s[key] for s in acc['summ']]) for key in acc['summ'][0]} if acc['summ'] else {}
-            t = _chunk_table(acc['rows'], summ, m.labels, {})
-            for f, v in trust_flags(t, m.trust, t['novelty'] if 'novelty' in summ else None).items(): t[f] = v
-            r = _rejects_table(acc['rejects'])
-            if parts_dir is not None: _write_part(t, r, part(k))
-            else: parts[k] = (t, r)
+    with Progress(sum(i1 - i0 for _, i0, i1 in jobs), 'spectra', 'predict', enabled=progress) as bar:
+        for k, i0, i1 in jobs:
+            if acc is None or acc['k'] != k: acc = dict(k=k, rows=[], summ=[], rejects=[])
+            rows, c, n, rej = src.batch(i0, i1, m.preprocess)
+            acc['rejects'] += rej
+            if rows:
+                acc['rows'] += rows; acc['summ'].append(label_batch(m, rows, c.to(device), n.to(device), mc_samples, crit, seed))
+            if i1 == plan[k][1]:  # chunk complete
+                summ = {key: np.concatenate([s[key] for s in acc['summ']]) for key in acc['summ'][0]} if acc['summ'] else {}
+                t = _chunk_table(acc['rows'], summ, m.labels, {})
+                for f, v in trust_flags(t, m.trust, t['novelty'] if 'novelty' in summ else None).items(): t[f] = v
+                r = _rejects_table(acc['rejects'])
+                if parts_dir is not None: _write_part(t, r, part(k))
+                else: parts[k] = (t, r)
+            bar.update(i1 - i0)
     if parts_dir is not None:
         if pending_chunks([part(k) for k in range(len(plan))]): return None
         parts = {k: _read_part(part(k)) for k in range(len(plan))}
+    return _assemble(parts, src, m, crit, mc_samples, seed, out)
+
+# %% ../nbs/06_predict.ipynb #casm1
+def _assemble(parts, src, m, crit, mc_samples, seed, out) -> Table:
+    "The predictions table of all chunks, with units, descriptions and provenance; written to `out` when given."
     tables = [parts[k][0] for k in sorted(parts) if len(parts[k][0])]
     result = vstack(tables) if tables else _chunk_table([], {}, m.labels, trust_flags(Table(), {}))
-    rejects = vstack([parts[k][1] for k in sorted(parts)]) if parts else _rejects_table([])
-    note = _pcemp_note(m.labels, criteria)
-    result['p_cemp'] = MaskedColumn(np.ma.filled(np.ma.asarray(result['p_cemp'], dtype=float), np.nan), mask=bool(note) | ~np.isfinite(
-        np.ma.filled(np.ma.asarray(result['p_cemp'], dtype=float), np.nan)))
-    result.meta.update(NINPUT=len(src), NREJECT=len(rejects), MCSAMPLE=int(mc_samples), LABELS=' '.join(m.labels),
-                       CRITERIA=load_criteria(criteria)['description'], PCEMP=note or 'fraction of MC draws inside the CEMP region',
-                       NFLAGGED=int(np.sum(result['flagged'])))  # FITS-safe keys
+    if not isinstance(result['obsid'], MaskedColumn): result['obsid'] = MaskedColumn(result['obsid'], mask=np.zeros(len(result), bool))
+    result['obsid'].fill_value = -1
+    rejects = vstack([_rejects_table(src.skipped)] + [parts[k][1] for k in sorted(parts)])
+    note = _pcemp_note(m.labels, crit)
+    p = np.ma.filled(np.ma.asarray(result['p_cemp'], dtype=float), np.nan)
+    result['p_cemp'] = MaskedColumn(p, mask=bool(note) | ~np.isfinite(p))
+    tr = m.trained_on
+    result.meta.update(provenance())
+    result.meta.update(  # FITS cards: at most 8 characters
+        MODEL=m.name or 'in memory', MODELSHA=m.weights_hash(), MODELCFG=str(tr['config'] or ''), LABELS=' '.join(m.labels),
+        TRAINSET=tr['dataset'] or '', INPUTS=src.describe(), NINPUT=len(src) + len(src.skipped), NREJECT=len(rejects),
+        NFLAGGED=int(np.sum(result['flagged'])), MCSAMPLE=int(mc_samples), SEED=int(seed),
+        PCRIT=crit['name'], PCRULE=rule_text(crit), PCEMP=note or 'fraction of the Monte-Carlo draws inside the CEMP region (PCRULE)')
+    annotate(result)
     if out is not None:
-        write_table(result, out / 'predictions.fits')
-        write_table(result, out / 'predictions.csv', format='ascii.csv')
-        write_table(rejects, out / 'rejects.csv', format='ascii.csv')
-    result.meta['rejects'] = rejects
+        write_tables(result, out / 'predictions')
+        write_tables(annotate(rejects), out / 'rejects', formats=('csv',))
+    result.meta['rejects'], result.meta['root'] = rejects, src.root  # in memory only (lower case: not written)
     return result
+
+# %% ../nbs/06_predict.ipynb #ccall1
+class _CallableModule(types.ModuleType):
+    "`cemp_hfs.predict`, callable as `predict`: `from cemp_hfs import predict; predict(model, spectra)`."
+    def __call__(self, *args, **kwargs): return predict(*args, **kwargs)
+
+if __name__ == 'cemp_hfs.predict': sys.modules[__name__].__class__ = _CallableModule

@@ -16,14 +16,14 @@ import yaml
 import matplotlib.pyplot as plt
 from scipy.interpolate import BSpline
 
-from .core import GBAND, atomic_path
+from .core import GBAND, atomic_path, read_yaml
 from .io import LamostSpectrum
 
 # %% auto #0
-__all__ = ['SEGMENTS', 'PreprocessConfig', 'load_preprocess_config', 'config_dict', 'save_preprocess_config', 'output_grid',
-           'internal_grids', 'PreprocessError', 'spectrum_name', 'redshift', 'to_rest_grid', 'wavelet_denoise',
-           'fit_continuum', 'resample', 'Preprocessed', 'preprocess', 'native_continuum', 'preprocess_steps',
-           'plot_steps', 'plot_wavelet_coeffs']
+__all__ = ['SEGMENTS', 'WAVE_RANGE', 'MAX_PIXELS', 'PreprocessConfig', 'load_preprocess_config', 'config_dict',
+           'save_preprocess_config', 'output_grid', 'internal_grids', 'PreprocessError', 'spectrum_name', 'redshift',
+           'to_rest_grid', 'wavelet_denoise', 'fit_continuum', 'resample', 'Preprocessed', 'preprocess',
+           'native_continuum', 'preprocess_steps', 'plot_steps', 'plot_wavelet_coeffs']
 
 # %% ../nbs/01_preprocess.ipynb #c005
 SEGMENTS = ((3800., 5700.), (5900., 8000.))  # the paper's rest-frame ranges (Angstrom)
@@ -52,41 +52,75 @@ class PreprocessConfig:
 
 _LISTS = ('segments', 'line_mask')
 _THRESHOLDS = ('bayes', 'universal', 'none')
+# (lowest, highest) of every number: a config cannot ask for a grid of millions of pixels or an endless fit
+_BOUNDS = {'step': (0.01, 50.), 'dlog': (1e-6, 1e-2), 'z_max': (0., 0.1), 'max_bad_frac': (0., 1.), 'level': (1, 12),
+           'threshold_scale': (0., 100.), 'knot_spacing': (1., 5000.), 'clip_low': (0.1, 100.), 'clip_high': (0.1, 100.),
+           'n_iter': (0, 1000), 'smooth': (0., 1e6), 'continuum_floor': (0., 1.)}
+WAVE_RANGE = (3000., 11000.)  # Angstrom: segments and line masks must lie in what LAMOST LRS can see
+MAX_PIXELS = 200_000  # pixels of the output grid and of the internal grids, each
+
+def _check_types(d: dict, where):
+    "Every value of the type its field has (a bool is not a number, 'no' is not false), within `_BOUNDS`; errors name the key."
+    types = {f.name: type(f.default) for f in fields(PreprocessConfig)}
+    for k, v in d.items():
+        t, bad = types[k], None
+        if t is bool and not isinstance(v, bool): bad = "must be true or false"
+        elif t in (int, float) and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)): bad = "must be a finite number"
+        elif t is int and not float(v).is_integer(): bad = "must be an integer"
+        elif t is str and not isinstance(v, str): bad = "must be a name"
+        elif t is tuple and not (isinstance(v, (list, tuple)) and all(isinstance(w, (list, tuple)) and len(w) == 2 and
+                                 all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in w) for w in v)):
+            bad = "must be a list of [low, high] wavelength pairs (Angstrom)"
+        elif k in _BOUNDS and not _BOUNDS[k][0] <= v <= _BOUNDS[k][1]: bad = f"must be between {_BOUNDS[k][0]:g} and {_BOUNDS[k][1]:g}"
+        if bad: raise ValueError(f"{where}: key `{k}`: {bad}, got {v!r}")
 
 def load_preprocess_config(cfg=None, **overrides) -> PreprocessConfig:
-    "A `PreprocessConfig` from None (defaults), a dict, a YAML path or a config, with `overrides`; unknown keys are errors."
+    "A `PreprocessConfig` from None (defaults), a dict, a YAML path or a config, with `overrides`; wrong keys, types and sizes are errors naming file and key."
+    where = 'preprocessing config'
     if isinstance(cfg, PreprocessConfig):
         if not overrides: return cfg  # already checked when it was made
         d = asdict(cfg)
     elif cfg is None: d = {}
     elif isinstance(cfg, dict): d = dict(cfg)
     elif isinstance(cfg, (str, Path)):
-        p = Path(cfg)
+        p = Path(cfg); where = f"preprocessing config {p}"
         if not p.exists(): raise FileNotFoundError(f"{p}: no such preprocessing config")
-        d = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(d, dict): raise ValueError(f"{p}: a preprocessing config must be a mapping, got {type(d).__name__}")
+        d = read_yaml(p, 'preprocessing config') or {}
+        if not isinstance(d, dict): raise ValueError(f"{where}: must be a mapping of keys to values, got {type(d).__name__}")
         d = d.get('preprocess', d)
+        if not isinstance(d, dict): raise ValueError(f"{where}: key `preprocess` must be a mapping, got {type(d).__name__}")
     else: raise TypeError(f"cannot make a PreprocessConfig from {type(cfg).__name__}")
     d.update(overrides)
     known = {f.name for f in fields(PreprocessConfig)}
     unknown = sorted(set(d) - known)
-    if unknown: raise KeyError(f"unknown preprocessing config key(s) {unknown}; known keys: {sorted(known)}")
+    if unknown: raise KeyError(f"{where}: unknown preprocessing config key(s) {unknown}; known keys: {sorted(known)}")
+    _check_types(d, where)
     for k in _LISTS:
         if k in d: d[k] = tuple(tuple(float(v) for v in w) for w in d[k])
+    for k in ('level', 'n_iter'):
+        if k in d: d[k] = int(d[k])
     c = PreprocessConfig(**d)
-    _check_config(c)
+    _check_config(c, where)
     return c
 
 @functools.lru_cache(1)
 def _discrete_wavelets(): return set(pywt.wavelist(kind='discrete'))
 
-def _check_config(c):
-    if c.threshold not in _THRESHOLDS: raise ValueError(f"threshold must be one of {_THRESHOLDS}, got {c.threshold!r}")
-    if c.threshold_mode not in ('soft', 'hard'): raise ValueError(f"threshold_mode must be 'soft' or 'hard', got {c.threshold_mode!r}")
-    if c.wavelet not in _discrete_wavelets(): raise ValueError(f"wavelet {c.wavelet!r} is not a discrete PyWavelets wavelet")
-    for lo, hi in c.segments:
-        if not hi > lo: raise ValueError(f"segment ({lo}, {hi}) is empty")
-    if c.knot_spacing <= 0 or c.step <= 0 or c.dlog <= 0: raise ValueError("knot_spacing, step and dlog must be positive")
+def _check_config(c, where='preprocessing config'):
+    "What the values must be together: known names, segments in LAMOST's range, grids of a bounded size."
+    if c.threshold not in _THRESHOLDS: raise ValueError(f"{where}: key `threshold`: threshold must be one of {_THRESHOLDS}, got {c.threshold!r}")
+    if c.threshold_mode not in ('soft', 'hard'): raise ValueError(f"{where}: key `threshold_mode`: threshold_mode must be 'soft' or 'hard', got {c.threshold_mode!r}")
+    if c.wavelet not in _discrete_wavelets(): raise ValueError(f"{where}: key `wavelet`: wavelet {c.wavelet!r} is not a discrete PyWavelets wavelet")
+    if not c.segments: raise ValueError(f"{where}: key `segments`: at least one segment is needed")
+    for key in _LISTS:
+        for lo, hi in getattr(c, key):
+            if not hi > lo: raise ValueError(f"{where}: key `{key}`: segment ({lo}, {hi}) is empty")
+            if not (WAVE_RANGE[0] <= lo and hi <= WAVE_RANGE[1]):
+                raise ValueError(f"{where}: key `{key}`: ({lo:g}, {hi:g}) is outside {WAVE_RANGE[0]:g}-{WAVE_RANGE[1]:g} A, where LAMOST LRS spectra lie")
+    n_out = sum(math.ceil((hi - lo) / c.step) for lo, hi in c.segments)
+    n_int = sum(math.ceil(math.log10(hi / lo) / c.dlog) + 1 for lo, hi in c.segments)
+    for key, n in (('step', n_out), ('dlog', n_int)):
+        if n > MAX_PIXELS: raise ValueError(f"{where}: key `{key}`: a grid of {n:,} pixels; at most {MAX_PIXELS:,} (a coarser `{key}`)")
 
 def config_dict(cfg) -> dict:
     "The config as plain YAML-able data (lists, floats, strings)."

@@ -1,4 +1,4 @@
-"""`classify` applies CEMP / EMP / VMP criteria kept as data; `candidates` and `write_catalogue` make the candidate catalogue; `evaluate` measures completeness and purity against a truth table; and the figures of a CEMP search.
+"""`classify` applies CEMP / EMP / VMP / UMP criteria kept as data (P(CEMP) kept consistent with them); `candidates` and `write_catalogue` make the candidate catalogue; `evaluate` measures completeness and purity against a truth table; and the figures of a CEMP search.
 
 Docs: https://cemp-hfs.github.io/cemp-hfs/select.html.md"""
 
@@ -6,88 +6,270 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/select.html.md"""
 
 # %% ../nbs/06a_select.ipynb #c002
 from __future__ import annotations
+import ast, math, re, warnings
 from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
-import yaml
 import matplotlib.pyplot as plt
 from astropy.table import Table, MaskedColumn
 
-from .core import LABELS, TEX, GBAND, write_table
+from .core import LABELS, TEX, GBAND, read_yaml, write_tables, provenance
 from .io import read_lamost
 from .preprocess import preprocess
 from .dataset import load_dataset
 
 # %% auto #0
-__all__ = ['CLASSES', 'CATALOGUE_COLUMNS', 'criteria_presets', 'load_criteria', 'satisfies', 'describe', 'classify', 'candidates',
-           'write_catalogue', 'evaluate', 'plot_cfe_feh', 'plot_kiel', 'plot_top_candidates']
+__all__ = ['FUNCTIONS', 'CATALOGUE_COLUMNS', 'parse_expression', 'expression_names', 'evaluate_expression', 'criteria_presets',
+           'shipped_derived', 'load_criteria', 'needs', 'rule_text', 'resolver', 'table_values', 'satisfies',
+           'describe', 'classify', 'gaussian_p_cemp', 'match_p_cemp', 'check_p_min', 'candidates', 'write_catalogue',
+           'evaluate', 'plot_cfe_feh', 'plot_kiel', 'plot_top_candidates']
 
 # %% ../nbs/06a_select.ipynb #c005
-CLASSES = ('cemp', 'emp', 'vmp')
 _OPS = {'<': np.less, '<=': np.less_equal, '>': np.greater, '>=': np.greater_equal}
+FUNCTIONS = {'log10': np.log10, 'sqrt': np.sqrt, 'abs': np.abs, 'exp': np.exp, 'maximum': np.maximum, 'minimum': np.minimum}
+_BINOPS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide, ast.Pow: np.power}
+_ALLOWED = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name, ast.Load, ast.Constant, ast.Call, ast.USub, ast.UAdd, *_BINOPS)
+
+def parse_expression(text, # e.g. 'minimum(0.7, 3.0 - log_l)'
+                     where='expression') -> ast.AST: # what to name in an error
+    "The checked syntax tree of an arithmetic expression of labels; `ValueError` for anything else (attributes, strings, calls to other functions)."
+    try: tree = ast.parse(str(text), mode='eval')
+    except SyntaxError: raise ValueError(f"{where}: {text!r} is not an arithmetic expression") from None
+    for node in ast.walk(tree):
+        ok = isinstance(node, _ALLOWED)
+        if isinstance(node, ast.Constant): ok = isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
+        elif isinstance(node, ast.Call): ok = isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS and not node.keywords
+        if not ok: raise ValueError(f"{where}: {text!r}: only numbers, labels, + - * / ** and {', '.join(FUNCTIONS)} are allowed")
+    return tree
+
+def expression_names(tree) -> set:
+    "The label names an expression uses (not its functions)."
+    funcs = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in funcs}
+
+def evaluate_expression(tree, values): # `values(name)` gives a label's array
+    "The value of a parsed expression, label names looked up with `values`."
+    def ev(n):
+        if isinstance(n, ast.Expression): return ev(n.body)
+        if isinstance(n, ast.Constant): return float(n.value)
+        if isinstance(n, ast.Name): return values(n.id)
+        if isinstance(n, ast.UnaryOp): return -ev(n.operand) if isinstance(n.op, ast.USub) else ev(n.operand)
+        if isinstance(n, ast.BinOp): return _BINOPS[type(n.op)](ev(n.left), ev(n.right))
+        return FUNCTIONS[n.func.id](*[ev(a) for a in n.args])
+    with np.errstate(invalid='ignore', divide='ignore'): return ev(tree)
+
+# %% ../nbs/06a_select.ipynb #c006a
+_META_KEYS = ('name', 'description', 'derived', 'classes')  # the rest are classes
+_NAME = re.compile(r'[a-z_][a-z0-9_]*$')
+
+def _shipped() -> dict:
+    return read_yaml(files('cemp_hfs').joinpath('configs', 'criteria.yaml'), 'criteria file')
 
 def criteria_presets() -> dict:
-    "The shipped presets (`paper`, `beers2005`, `aoki2007`, ...) from `configs/criteria.yaml`."
-    return yaml.safe_load(files('cemp_hfs').joinpath('configs', 'criteria.yaml').read_text())
+    "The shipped presets (`paper`, `beers2005`, `aoki2007`) from `configs/criteria.yaml`, by name."
+    return {k: v for k, v in _shipped().items() if k != 'derived'}
 
-def load_criteria(criteria='paper') -> dict:
-    "Criteria from a preset name, a YAML path or a dict; checked: every class a list of [label, op, value]."
-    if isinstance(criteria, (str, Path)) and not isinstance(criteria, dict):
-        presets = criteria_presets()
-        if str(criteria) in presets: criteria = presets[str(criteria)]
-        elif Path(criteria).is_file(): criteria = yaml.safe_load(Path(criteria).read_text())
-        else: raise ValueError(f"criteria {str(criteria)!r}: neither a preset ({', '.join(presets)}) nor a YAML file")
-    if not isinstance(criteria, dict): raise ValueError(f"criteria must be a dict of classes, got {type(criteria).__name__}")
-    out = {'description': str(criteria.get('description', 'user criteria'))}
-    for cls in CLASSES:
-        if cls not in criteria: raise ValueError(f"criteria: class '{cls}' missing (need {', '.join(CLASSES)})")
-        conds = criteria[cls]
-        if not isinstance(conds, (list, tuple)) or not conds: raise ValueError(f"criteria['{cls}']: a non-empty list of [label, op, value]")
-        for c in conds:
-            if not (isinstance(c, (list, tuple)) and len(c) == 3 and c[1] in _OPS):
-                raise ValueError(f"criteria['{cls}']: bad condition {c!r} (want [label, op, value] with op in {list(_OPS)})")
-            float(c[2])
-        out[cls] = [[str(l), op, float(v)] for l, op, v in conds]
+def shipped_derived() -> dict:
+    "The derived quantities every criteria may use ([C/H], log L), as defined in `configs/criteria.yaml`."
+    return dict(_shipped()['derived'])
+
+def _check_bound(v, where):
+    "A condition's bound: a finite number, or an expression (kept as its text)."
+    if isinstance(v, str): parse_expression(v, where); return v
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{where}: the bound must be a finite number or an expression of the labels, got {v!r}")
+    return float(v)
+
+def _check_derived(derived, where) -> dict:
+    if not isinstance(derived, dict): raise ValueError(f"{where}: key `derived` must map names to expressions, got {type(derived).__name__}")
+    out = {}
+    for name, expr in derived.items():
+        if not (isinstance(name, str) and _NAME.match(name)) or name in LABELS:
+            raise ValueError(f"{where}: key `derived.{name}`: a derived name must be a new lower-case identifier")
+        if not isinstance(expr, str): raise ValueError(f"{where}: key `derived.{name}`: must be an expression (text), got {expr!r}")
+        parse_expression(expr, f"{where}: key `derived.{name}`"); out[name] = expr
     return out
 
-def _label_values(t, label):
-    "A label column as float (NaN where missing or masked); [C/H] computed from [C/Fe] + [Fe/H] when absent."
-    if label in t.colnames: return np.ma.filled(np.ma.asarray(t[label], dtype=float), np.nan)
-    if label == 'ch' and 'cfe' in t.colnames and 'feh' in t.colnames: return _label_values(t, 'cfe') + _label_values(t, 'feh')
-    raise KeyError(f"criteria need column '{label}', which the table lacks (columns: {list(t.colnames)})")
+def _check_cycles(derived, where):
+    "A derived quantity may not be defined through itself."
+    def visit(n, path):
+        if n in path: raise ValueError(f"{where}: key `derived.{n}`: defined through itself ({' -> '.join(path + [n])})")
+        for m in expression_names(parse_expression(derived[n])) & set(derived): visit(m, path + [n])
+    for n in derived: visit(n, [])
 
-def _available(t, label) -> bool: return label in t.colnames or (label == 'ch' and 'cfe' in t.colnames and 'feh' in t.colnames)
+def load_criteria(criteria='paper') -> dict: # a preset name, a YAML file or a dict
+    "Checked criteria: `name`, `description`, `derived`, `classes` and per class its conditions; errors name the file and key."
+    name, where = 'user criteria', 'criteria'
+    if isinstance(criteria, (str, Path)):
+        presets = criteria_presets()
+        if str(criteria) in presets: name, where, criteria = str(criteria), f"criteria preset '{criteria}'", presets[str(criteria)]
+        elif Path(criteria).is_file():
+            name, where = Path(criteria).name, str(criteria)
+            criteria = read_yaml(criteria, 'criteria file')
+        else: raise ValueError(f"criteria {str(criteria)!r}: neither a preset ({', '.join(presets)}) nor a YAML file")
+    if not isinstance(criteria, dict): raise ValueError(f"{where}: must be a mapping of classes to conditions, got {type(criteria).__name__}")
+    derived = {**shipped_derived(), **_check_derived(criteria.get('derived') or {}, where)}
+    known = set(LABELS) | set(derived)
+    for n, e in derived.items():
+        for l in sorted(expression_names(parse_expression(e)) - known):
+            raise ValueError(f"{where}: key `derived.{n}`: unknown label {l!r} (known: {', '.join(sorted(known))})")
+    _check_cycles(derived, where)
+    out = {'name': str(criteria.get('name', name)), 'description': str(criteria.get('description', name)), 'derived': derived}
+    classes = [k for k in criteria if k not in _META_KEYS]
+    if 'cemp' not in classes: raise ValueError(f"{where}: class 'cemp' missing (classes found: {classes or 'none'})")
+    for cls in classes:
+        if not (isinstance(cls, str) and _NAME.match(cls)): raise ValueError(f"{where}: key `{cls}`: a class name must be a lower-case identifier")
+        conds = criteria[cls]
+        if not isinstance(conds, (list, tuple)) or not conds:
+            raise ValueError(f"{where}: key `{cls}`: must be a non-empty list of [label, operator, bound], got {conds!r}")
+        out[cls] = []
+        for i, c in enumerate(conds):
+            at = f"{where}: key `{cls}[{i}]`"
+            if not (isinstance(c, (list, tuple)) and len(c) == 3 and c[1] in _OPS):
+                raise ValueError(f"{at}: bad condition {c!r} (want [label, operator, bound] with operator one of {list(_OPS)})")
+            if c[0] not in known: raise ValueError(f"{at}: unknown label {c[0]!r} (known: {', '.join(sorted(known))})")
+            bound = _check_bound(c[2], at)
+            for l in sorted(expression_names(parse_expression(bound)) - known if isinstance(bound, str) else ()):
+                raise ValueError(f"{at}: unknown label {l!r} (known: {', '.join(sorted(known))})")
+            out[cls].append([c[0], c[1], bound])
+    out['classes'] = classes
+    return out
 
-def satisfies(conds, values) -> np.ndarray:
-    "True where every condition holds; `values` maps a label to an array (any shape; NaN fails)."
+# %% ../nbs/06a_select.ipynb #c006b
+def needs(crit: dict, # from `load_criteria`
+          cls='cemp', # a class of the criteria
+          base=False) -> set: # only the labels a table must have (derived quantities expanded)
+    "The names the conditions of `cls` use (with `base`: expanded into the labels the derived ones are computed from)."
+    names = set()
+    for l, _, v in crit[cls]: names |= {l} | (expression_names(parse_expression(v)) if isinstance(v, str) else set())
+    if not base: return names
+    out, todo, seen = set(), list(names), set()
+    while todo:
+        n = todo.pop()
+        if n in seen: continue
+        seen.add(n)
+        if n in crit['derived']: todo += list(expression_names(parse_expression(crit['derived'][n])))
+        else: out.add(n)
+    return out
+
+def rule_text(crit: dict, # from `load_criteria`
+              cls='cemp') -> str:
+    "The conditions of `cls` as one canonical line, with the definitions of the derived quantities they use: what identifies a rule."
+    conds = '; '.join(f"{l} {op} {v if isinstance(v, str) else format(v, 'g')}" for l, op, v in crit[cls])
+    used = sorted(n for n in needs(crit, cls) | {m for n in needs(crit, cls) if n in crit['derived']
+                                                 for m in expression_names(parse_expression(crit['derived'][n]))} if n in crit['derived'])
+    return conds + ''.join(f"; {n} = {crit['derived'][n]}" for n in used)
+
+# %% ../nbs/06a_select.ipynb #c006e
+def resolver(get, # `get(name)`: a label's values, `KeyError` if there are none
+             derived: dict) -> callable: # derived quantities (name: expression), from `load_criteria`
+    "`name -> values`: what `get` has, else the derived expression evaluated from what it has (computed once)."
+    cache = {}
+    def value(name):
+        if name not in cache:
+            try: cache[name] = get(name)
+            except KeyError:
+                if name not in derived: raise
+                cache[name] = evaluate_expression(parse_expression(derived[name]), value)
+        return cache[name]
+    return value
+
+def table_values(t: Table, derived: dict) -> callable:
+    "`name -> float array` of a table (NaN where missing or masked), derived quantities computed from its columns."
+    def get(name):
+        if name not in t.colnames: raise KeyError(name)
+        return np.ma.filled(np.ma.asarray(t[name], dtype=float), np.nan)
+    return resolver(get, derived)
+
+def _available(t, name, derived) -> bool:
+    "Whether `name` is a column of `t` or can be computed from its columns."
+    if name in t.colnames: return True
+    return name in derived and all(_available(t, m, derived) for m in expression_names(parse_expression(derived[name])))
+
+def satisfies(conds, # [label, operator, bound] conditions
+              values) -> np.ndarray: # `values(name)` gives a label's array (any shape; NaN fails)
+    "True where every condition holds."
     res = None
     for label, op, v in conds:
-        with np.errstate(invalid='ignore'): ok = _OPS[op](values(label), v)
+        bound = evaluate_expression(parse_expression(v), values) if isinstance(v, str) else v
+        with np.errstate(invalid='ignore'): ok = _OPS[op](values(label), bound)
         res = ok if res is None else res & ok
     return res
 
 def describe(conds) -> str:
     "Conditions in the field's notation, e.g. '[Fe/H] < -2, [C/Fe] > 0.7'."
-    return ', '.join(f"{TEX.get(l, l)} {op} {v:g}" for l, op, v in conds)
+    return ', '.join(f"{TEX.get(l, l)} {op} {v if isinstance(v, str) else format(v, 'g')}" for l, op, v in conds)
 
-def classify(t: Table, criteria='paper') -> Table:
-    "A copy of `t` with boolean columns `cemp`, `emp`, `vmp` (and `ch` if missing) under `criteria`; masked where a label they need is missing."
+# %% ../nbs/06a_select.ipynb #c006f
+def classify(t: Table, # predictions or any table with label columns
+             criteria='paper') -> Table: # a preset, a YAML file or a dict
+    "A copy of `t` with a boolean column per class of `criteria`, masked where a label they need is missing, and P(CEMP) made to match them."
     crit = load_criteria(criteria)
     t = t.copy()
-    if 'ch' not in t.colnames and 'cfe' in t.colnames and 'feh' in t.colnames: t['ch'] = _label_values(t, 'ch')
-    for cls in CLASSES:
-        missing = sorted({l for l, _, _ in crit[cls] if not _available(t, l)})
+    values = table_values(t, crit['derived'])
+    for name in sorted(({n for cls in crit['classes'] for n in needs(crit, cls)} | {'ch'}) & set(crit['derived'])):  # [C/H], log L
+        if name not in t.colnames and _available(t, name, crit['derived']): t[name] = values(name)
+    for cls in crit['classes']:
+        missing = sorted(l for l in needs(crit, cls, base=True) if not _available(t, l, crit['derived']))
         if missing:  # e.g. a model trained without carbon: no CEMP class, and the header says why
             t[cls] = MaskedColumn(np.zeros(len(t), bool), mask=np.ones(len(t), bool))
             t.meta[cls.upper()] = f"not classified: no {missing} column, which the criteria need"
-        else: t[cls] = satisfies(crit[cls], lambda l: _label_values(t, l)).astype(bool)
-    t.meta['CRITERIA'] = crit['description']
+        else: t[cls] = np.asarray(satisfies(crit[cls], values), bool)
+        t.meta[f"{cls.upper()[:4]}RULE"] = rule_text(crit, cls)
+    t.meta.update(CRITERIA=crit['name'], CRITTEXT=crit['description'])
+    return match_p_cemp(t, crit)
+
+# %% ../nbs/06a_select.ipynb #c006j
+def gaussian_p_cemp(t: Table, # labels and their `<label>_err`
+                    crit: dict, # from `load_criteria`
+                    n_draws=2000, # draws per star
+                    seed=0) -> np.ndarray: # seed of the draws
+    "P(CEMP) under `crit` from Gaussian draws around each label (independent errors); NaN where a label or its error is unknown."
+    base = sorted(needs(crit, 'cemp', base=True))
+    rng = np.random.default_rng(seed)
+    draws = {}
+    for l in base:
+        v = np.ma.filled(np.ma.asarray(t[l], dtype=float), np.nan) if l in t.colnames else np.full(len(t), np.nan)
+        e = np.ma.filled(np.ma.asarray(t[f'{l}_err'], dtype=float), np.nan) if f'{l}_err' in t.colnames else np.full(len(t), np.nan)
+        draws[l] = v + e * rng.standard_normal((n_draws, len(t)))
+    def get(name):
+        if name not in draws: raise KeyError(name)
+        return draws[name]
+    p = satisfies(crit['cemp'], resolver(get, crit['derived'])).mean(0)
+    known = np.all([np.isfinite(draws[l]).all(0) for l in base], axis=0) if base else np.ones(len(t), bool)
+    return np.where(known, p, np.nan)
+
+def match_p_cemp(t: Table, # a table with `p_cemp` (or without: returned as it is)
+                 crit) -> Table: # criteria (anything `load_criteria` takes)
+    "`t` with P(CEMP) for `crit`: kept if computed for the same CEMP rule, else recomputed (`gaussian_p_cemp`) with a warning."
+    crit = load_criteria(crit) if not (isinstance(crit, dict) and 'classes' in crit) else crit
+    if 'p_cemp' not in t.colnames: return t
+    rule, old = rule_text(crit, 'cemp'), t.meta.get('PCRULE')
+    if old is None:
+        t.meta.setdefault('PCEMP', 'criteria not recorded with P(CEMP): kept as it is'); return t
+    if old == rule: return t
+    p = gaussian_p_cemp(t, crit)
+    t['p_cemp'] = MaskedColumn(p, mask=~np.isfinite(p))
+    note = (f"recomputed for criteria '{crit['name']}' from Gaussian draws around the labels (independent errors); "
+            f"it was computed for '{t.meta.get('PCRIT', 'other criteria')}' ({old}); "
+            f"`cemp-hfs predict --criteria {crit['name']}` gives the Monte-Carlo value")
+    if not np.isfinite(p).any() and len(t): note = f"not computed for criteria '{crit['name']}': no label uncertainties (one Monte-Carlo draw?)"
+    warnings.warn(f"P(CEMP) {note}")
+    t.meta.update(PCEMP=note, PCRIT=crit['name'], PCRULE=rule)
     return t
 
 # %% ../nbs/06a_select.ipynb #c019
 CATALOGUE_COLUMNS = ('obsid', 'designation', 'ra', 'dec', 'teff', 'teff_err', 'logg', 'logg_err', 'feh', 'feh_err',
-                     'cfe', 'cfe_err', 'ch', 'ch_err', 'snrg', 'snri', 'cemp', 'emp', 'vmp', 'p_cemp', 'filename')
+                     'cfe', 'cfe_err', 'ch', 'ch_err', 'log_l', 'snrg', 'snri', 'cemp', 'vmp', 'emp', 'ump', 'p_cemp',
+                     'flagged', 'filename')
+
+def check_p_min(p_min):
+    "`p_min` must be None or a probability (0 to 1)."
+    if p_min is None: return None
+    if isinstance(p_min, bool) or not isinstance(p_min, (int, float, np.floating)) or not 0 <= p_min <= 1:
+        raise ValueError(f"p_min must be a probability between 0 and 1, got {p_min!r}")
+    return float(p_min)
 
 def _selected(t, p_min):
     "The CEMP selection: the `cemp` flag, or P(CEMP) >= `p_min`; masked values select nothing."
@@ -98,24 +280,23 @@ def candidates(t: Table, # a table from `classify`
                p_min=None, # select by P(CEMP) >= `p_min` instead of the `cemp` flag
                keep_flagged=False) -> Table: # keep stars whose prediction carries a trust flag
     "CEMP candidates of a classified table, most probable first; flagged predictions left out (counted in `meta['NFLAGOUT']`)."
+    p_min = check_p_min(p_min)
     if 'cemp' not in t.colnames: raise KeyError("table has no 'cemp' column: run classify first")
     sel = _selected(t, p_min)
     flagged = np.asarray(t['flagged'], bool) if 'flagged' in t.colnames and not keep_flagged else np.zeros(len(t), bool)
     c = t[sel & ~flagged]
     c.meta['NFLAGOUT'] = int((sel & flagged).sum())
+    c.meta['SELECTED'] = 'cemp class' if p_min is None else f'P(CEMP) >= {p_min:g}'
     return c[np.argsort(-np.ma.filled(np.ma.asarray(c['p_cemp'], dtype=float), -1.), kind='stable')] if 'p_cemp' in c.colnames else c
 
-def write_catalogue(t: Table, path) -> list[Path]:
-    "Write the catalogue columns of `t` to `path` as FITS and CSV (suffix replaced); returns both paths."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+def write_catalogue(t: Table, # a classified table (or candidates)
+                    path) -> list[Path]: # file name; the suffix is replaced by .fits, .ecsv and .csv
+    "Write the catalogue columns of `t` with units, descriptions and provenance as FITS, ECSV and CSV; returns the paths."
+    path = Path(path)
+    t = t.copy(copy_data=False)
+    t.meta.update(provenance())
     cols = [c for c in CATALOGUE_COLUMNS if c in t.colnames]
-    cat = t[cols]
-    for c in ('cemp', 'emp', 'vmp'):
-        if c in cat.colnames: cat[c] = np.asarray(cat[c], bool)
-    cat.meta = {k: v for k, v in t.meta.items() if isinstance(v, (str, int, float))}
-    outs = [path.with_suffix('.fits'), path.with_suffix('.csv')]
-    for p, fmt in zip(outs, ('fits', 'ascii.csv')): write_table(cat, p, format=fmt)
-    return outs
+    return write_tables(t, path.parent / path.stem if path.suffix in ('.fits', '.ecsv', '.csv') else path, cols)
 
 # %% ../nbs/06a_select.ipynb #c022
 def evaluate(pred: Table, # predictions (labels, P(CEMP))
@@ -129,7 +310,8 @@ def evaluate(pred: Table, # predictions (labels, P(CEMP))
     ip = np.array([i for i, k in enumerate(np.asarray(pred[key])) if k in tr], int)
     it = np.array([tr[k] for k in np.asarray(pred[key])[ip]], int)
     if not len(ip): raise ValueError(f"no common '{key}' between predictions and truth")
-    p, t = classify(pred[ip], criteria), classify(truth[it], criteria)
+    crit = load_criteria(criteria)
+    p, t = classify(pred[ip], crit), classify(truth[it], crit)
     sel, true = _selected(p, p_min), _selected(t, None)
     res = {'n_matched': int(len(ip)), 'n_true_cemp': int(true.sum()), 'n_selected': int(sel.sum()),
            'n_true_positive': int((sel & true).sum())}
@@ -138,30 +320,33 @@ def evaluate(pred: Table, # predictions (labels, P(CEMP))
     if np.ma.getmaskarray(p['cemp' if p_min is None else 'p_cemp']).all():  # no selection was possible: no numbers
         res['completeness'] = res['purity'] = float('nan')
     labels = [l for l in LABELS if l in pred.colnames and l in truth.colnames] if labels is None else list(labels)
-    for l in labels + (['ch'] if _available(p, 'ch') and _available(t, 'ch') else []):
-        d = _label_values(p, l) - _label_values(t, l)
+    pv, tv = table_values(p, crit['derived']), table_values(t, crit['derived'])
+    for l in labels + (['ch'] if _available(p, 'ch', crit['derived']) and _available(t, 'ch', crit['derived']) else []):
+        d = pv(l) - tv(l)
         res[f'mae_{l}'] = float(np.nanmean(np.abs(d))) if np.isfinite(d).any() else float('nan')
     return res
 
 # %% ../nbs/06a_select.ipynb #c025
 def _bounds(conds, label):
     "Lower and upper bound on `label` from a list of conditions (None where open)."
-    lo = max([v for l, op, v in conds if l == label and op in ('>', '>=')], default=None)
-    hi = min([v for l, op, v in conds if l == label and op in ('<', '<=')], default=None)
+    lo = max([v for l, op, v in conds if l == label and op in ('>', '>=') and not isinstance(v, str)], default=None)
+    hi = min([v for l, op, v in conds if l == label and op in ('<', '<=') and not isinstance(v, str)], default=None)
     return lo, hi
 
 def plot_cfe_feh(t: Table, criteria='paper', ax=None, truth: Table | None = None):
     "[C/Fe] against [Fe/H] with the CEMP region of `criteria` shaded and the candidates highlighted."
     crit = load_criteria(criteria)
     ax = ax or plt.subplots(figsize=(6, 4.5))[1]
-    feh, cfe = _label_values(t, 'feh'), _label_values(t, 'cfe')
+    values = table_values(t, crit['derived'])
+    feh, cfe = values('feh'), values('cfe')
     ax.errorbar(feh, cfe, xerr=t['feh_err'] if 'feh_err' in t.colnames else None,
                 yerr=t['cfe_err'] if 'cfe_err' in t.colnames else None, fmt='none', ecolor='0.8', lw=0.5, zorder=1)
-    cemp = satisfies(crit['cemp'], lambda l: _label_values(t, l))
+    cemp = satisfies(crit['cemp'], values) if all(_available(t, l, crit['derived']) for l in needs(crit, 'cemp', True)) else np.zeros(len(t), bool)
     ax.scatter(feh[~cemp], cfe[~cemp], s=6, c='0.4', label='HFS-Net', zorder=2)
     ax.scatter(feh[cemp], cfe[cemp], s=14, c='C3', label=f'CEMP candidates ({cemp.sum()})', zorder=3)
     if truth is not None:
-        ax.scatter(_label_values(truth, 'feh'), _label_values(truth, 'cfe'), s=4, marker='x', c='C0', alpha=0.4, label='truth')
+        tv = table_values(truth, crit['derived'])
+        ax.scatter(tv('feh'), tv('cfe'), s=4, marker='x', c='C0', alpha=0.4, label='truth')
     (clo, _), (_, fhi) = _bounds(crit['cemp'], 'cfe'), _bounds(crit['cemp'], 'feh')
     xl, yl = ax.get_xlim(), ax.get_ylim()
     x0, x1 = xl[0], fhi if fhi is not None else xl[1]
@@ -174,22 +359,29 @@ def plot_cfe_feh(t: Table, criteria='paper', ax=None, truth: Table | None = None
 def plot_kiel(t: Table, ax=None):
     "The Kiel diagram (Teff against log g, reversed axes) coloured by [Fe/H]."
     ax = ax or plt.subplots(figsize=(5.5, 4.5))[1]
-    sc = ax.scatter(t['teff'], t['logg'], c=_label_values(t, 'feh'), s=8, cmap='viridis_r')
+    sc = ax.scatter(t['teff'], t['logg'], c=np.ma.filled(np.ma.asarray(t['feh'], dtype=float), np.nan), s=8, cmap='viridis_r')
     ax.invert_xaxis(); ax.invert_yaxis()
     ax.set(xlabel=r'$T_\mathrm{eff}$ (K)', ylabel=r'$\log g$ (dex)', title='Kiel diagram')
     ax.figure.colorbar(sc, ax=ax, label='[Fe/H]')
     return ax.figure
 
 def _normalized_spectrum(row, source=None):
-    "(wave, normalized flux) of a catalogue row: from its LAMOST file (`path`), or row `index` of a dataset `source`."
+    "(wave, normalized flux) of a catalogue row: from a dataset `source` (by file name), a folder `source` + `filename`, or `path`."
     if source is not None and (Path(source) / 'continuum.npy').exists():
-        d = load_dataset(source); return np.asarray(d.wave), np.asarray(d.normalized[int(row['index'])])
-    path = str(row['path']) if 'path' in row.colnames and str(row['path']) else None
-    if path is None: raise ValueError(f"no spectrum for obsid {row['obsid']}: no path and no dataset given")
+        d = load_dataset(source)
+        at = np.flatnonzero(np.asarray(d.labels['filename']).astype(str) == str(row['filename']))
+        if not len(at): raise ValueError(f"{row['filename']}: not in the dataset {source}")
+        return np.asarray(d.wave), np.asarray(d.normalized[int(at[0])])
+    if source is not None: path = Path(source) / str(row['filename'])
+    elif 'path' in row.colnames and str(row['path']): path = str(row['path'])
+    else: raise ValueError(f"no spectrum for {row['filename'] or row['obsid']}: give the folder or dataset the predictions came from")
     p = preprocess(read_lamost(path))
     return p.wave, p.normalized
 
-def plot_top_candidates(t: Table, n=4, source=None, window=(3850., 4800.)):
+def plot_top_candidates(t: Table, # candidates (from `candidates`)
+                        n=4, # spectra to draw
+                        source=None, # dataset or folder the predictions came from (None: the `path` column)
+                        window=(3850., 4800.)): # wavelength range drawn (Angstrom)
     "Normalised spectra of the `n` most probable CEMP candidates around the G band (shaded)."
     top = t[np.argsort(-np.asarray(t['p_cemp'], float), kind='stable')][:n]
     fig, axs = plt.subplots(max(len(top), 1), 1, figsize=(9, 1.9 * max(len(top), 1)), sharex=True, squeeze=False)

@@ -1,4 +1,4 @@
-"""fastai `DataLoaders` over the memory-mapped on-disk dataset, a label standardiser saved with the model, a masked loss for missing labels, the mixture-of-experts balancing loss as a callback, and `train_hfsnet`, the one call that writes a model file.
+"""fastai `DataLoaders` over the memory-mapped on-disk dataset, a label standardiser saved with the model, a masked loss for missing labels, the mixture-of-experts balancing loss as a callback, `hfs_learner`, the fastai `Learner` before fitting, and `train_hfsnet`, the one call that writes a model file.
 
 Docs: https://cemp-hfs.github.io/cemp-hfs/train.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/train.html.md"""
 
 # %% ../nbs/05_train.ipynb #c002
 from __future__ import annotations
-import copy, warnings
+import copy, sys, warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,24 +18,27 @@ from astropy.table import Table
 from fastai.torch_core import set_seed, default_device
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
-from fastai.learner import Learner
+from fastai.learner import Learner, Recorder
 from fastai.callback.core import Callback
 from fastai.callback.tracker import TrackerCallback, EarlyStoppingCallback
-from fastai.callback.progress import CSVLogger
+from fastai.callback.progress import CSVLogger, ProgressCallback
 from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.schedule import fit_one_cycle  # patches Learner.fit_one_cycle
 from fastai.optimizer import Adam
 from fastai.metrics import Metric
+from fastcore.basics import noop
+from fastcore.meta import delegates
 
-from .core import LABELS, UNITS, TEX
+from .core import LABELS, UNITS, TEX, PLAIN
 from .dataset import load_dataset, label_matrix, LabelScaler, SpectraDataset, split_rows
 from .hfsnet import HFSNet, load_config, save_model, load_model
-from .predict import HFSModel, fit_trust
+from .predict import HFSModel, fit_trust, check_count
 
 # %% auto #0
 __all__ = ['SpectraDL', 'hfs_dataloaders', 'masked_mse', 'masked_gaussian_nll', 'hfs_loss', 'MoEBalanceCallback',
-           'ExpertUsageCallback', 'LabelMAE', 'SaveBestModel', 'history_table', 'training_labels', 'train_hfsnet',
-           'split_predictions', 'plot_training', 'plot_expert_usage', 'plot_one_to_one', 'plot_residuals_snr']
+           'ExpertUsageCallback', 'LabelMAE', 'SaveBestModel', 'TrainingLog', 'FinishTraining', 'history_table',
+           'training_labels', 'hfs_learner', 'train_hfsnet', 'train_summary', 'split_predictions', 'plot_training',
+           'plot_expert_usage', 'plot_one_to_one', 'plot_residuals_snr']
 
 # %% ../nbs/05_train.ipynb #c010
 class SpectraDL(DataLoader):
@@ -146,6 +149,54 @@ class SaveBestModel(TrackerCallback):
     def after_fit(self):
         if self.best_state is not None and self.best_epoch is not None: self.learn.model.load_state_dict(self.best_state)
 
+# %% ../nbs/05_train.ipynb #c019b
+class TrainingLog(Callback):
+    "The training log on stderr: a row per epoch (numbered from 1) with aligned columns, and a batch counter on a terminal."
+    order, run_valid = Recorder.order + 1, False  # after the Recorder has the epoch's values; training batches only
+    def __init__(self, stream=None): self._stream = stream # where to write (default: sys.stderr)
+    @property
+    def stream(self): return self._stream if self._stream is not None else sys.stderr
+    def before_fit(self):
+        self.run = not hasattr(self, 'lr_finder') and not hasattr(self, 'gather_preds')
+        self.names, self.trained = None, False
+    def before_train(self): self.trained = True
+    def after_batch(self):
+        if getattr(self.stream, 'isatty', lambda: False)():
+            self.stream.write(f"\repoch {self.epoch + 1}/{self.n_epoch}: batch {self.iter + 1}/{self.n_iter}\x1b[K"); self.stream.flush()
+    def after_epoch(self):
+        if not self.trained: return  # a validation pass only
+        self.trained = False
+        names, log = list(self.recorder.metric_names), list(self.recorder.log)
+        cell = lambda v: f"{v:.5g}" if isinstance(v, (float, np.floating)) else str(v)
+        vals = [str(self.epoch + 1)] + [cell(v) for v in log[1:]]
+        if self.names is None:
+            self.names, self.widths = names, [max(len(n), 9) for n in names]
+            self._write('  '.join(n.rjust(w) for n, w in zip(names, self.widths)))
+        self._write('  '.join(v.rjust(w) for v, w in zip(vals, self.widths)))
+    def _write(self, line):
+        tty = getattr(self.stream, 'isatty', lambda: False)()
+        self.stream.write(('\r\x1b[K' if tty else '') + line + '\n'); self.stream.flush()
+
+class FinishTraining(Callback):
+    "After a fit that trained: the history table, the trust statistics for `predict`, and the final model file."
+    order = SaveBestModel.order + 1  # after the best weights are restored
+    def before_fit(self):
+        self.run = not hasattr(self, 'lr_finder') and not hasattr(self, 'gather_preds')
+        self.trained = False
+    def after_train(self): self.trained = True
+    def after_fit(self):
+        if not self.trained: return
+        learn, sb = self.learn, self.learn.save_best
+        learn.history = history_table(learn)
+        # what the trust flags of `predict` compare with, measured on the training split with the best weights
+        learn.extra['trust'] = fit_trust(learn.model, learn.data, split_rows(learn.data, 'train'), learn.scaler.labels)
+        out = learn.model_path
+        if out is not None and sb.best_epoch is not None:
+            save_model(out, learn.model, extra={**learn.extra, 'epoch': int(sb.best_epoch), sb.monitor: float(sb.best)})
+        u = learn.expert_usage.usage
+        if out is not None and u:
+            Table(np.array(u), names=[f'expert{i}' for i in range(len(u[0]))]).write(out.with_suffix('.experts.csv'), overwrite=True)
+
 # %% ../nbs/05_train.ipynb #c021
 def history_table(learn: Learner) -> Table:
     "The per-epoch log of the Recorder (train and valid loss, metrics) as a table, copied (later `get_preds` calls reset it)."
@@ -179,61 +230,81 @@ def training_labels(data, # a dataset from `load_dataset`
     if left: warnings.warn(f"labels {left} have fewer than {min_known} known values in the training split; training on {list(chosen)}")
     return chosen
 
-def train_hfsnet(dataset_dir, # directory written by `build_dataset`
-                 config='paper', # HFS-Net config: 'paper', 'small', a YAML path or a dict
-                 epochs=30, # maximum number of epochs
-                 bs=64, # batch size
-                 lr=1e-3, # peak learning rate of the one-cycle cosine schedule
-                 wd=1e-2, # decoupled (AdamW) weight decay
-                 out=None, # model file to write (None: keep in memory only)
-                 balanced=False, # "random mean sampling" of the training split
-                 seed=0, # seed for weights, batch order and dropout
-                 patience=None, # early stopping after this many epochs without improvement (None: no early stop)
-                 aux_weight=None, # weight of the MoE balancing loss (default: the config's `aux_loss_weight`, else 0.01)
-                 device=None, # torch device (default: GPU when present)
-                 progress=True, # fastai progress bars
-                 model=None, # an already built model to train instead of `HFSNet(config)`
-                 cbs=None, # extra fastai callbacks
-                 labels=None) -> Learner: # labels to train on (None: those of the config the dataset has enough of)
-    "Train HFS-Net on an on-disk dataset; return the fastai `Learner` (best weights loaded) and write the model file."
+# %% ../nbs/05_train.ipynb #c021a
+def _check_number(name, value, lo=0., strict=True):
+    "`value` as a finite float above `lo` (at or above when not `strict`); a `ValueError` naming `name` otherwise."
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and np.isfinite(value)
+    if not ok or (value <= lo if strict else value < lo):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {lo:g}, got {value!r}")
+    return float(value)
+
+def hfs_learner(dataset_dir, # directory written by `build_dataset`
+                config='paper', # HFS-Net config: 'paper', 'small', a YAML path or a dict
+                bs=64, # batch size
+                lr=1e-3, # peak learning rate (what `train_hfsnet` passes to `fit_one_cycle`)
+                wd=1e-2, # decoupled (AdamW) weight decay
+                out=None, # model file to write (None: keep in memory only)
+                balanced=False, # "random mean sampling" of the training split
+                seed=0, # seed for weights, batch order and dropout
+                patience=None, # early stopping after this many epochs without improvement (None: no early stop)
+                aux_weight=None, # weight of the MoE balancing loss (default: the config's `aux_loss_weight`, else 0.01)
+                device=None, # torch device (default: GPU when present)
+                progress=True, # the training log on stderr
+                model=None, # an already built model to train instead of `HFSNet(config)`
+                cbs=None, # extra fastai callbacks
+                labels=None) -> Learner: # labels to train on (None: those of the config the dataset has enough of)
+    "A fastai `Learner` for HFS-Net on an on-disk dataset, not yet fitted: `lr_find`, add callbacks, `fit_one_cycle`; each fit writes `out`."
+    bs, lr, wd = check_count('bs', bs), _check_number('lr', lr), _check_number('wd', wd, strict=False)
+    patience = check_count('patience', patience, allow_none=True)
+    if aux_weight is not None: aux_weight = _check_number('aux_weight', aux_weight, strict=False)
     data = load_dataset(dataset_dir)
-    cfg = load_config(config) if not isinstance(config, dict) else dict(config)
+    cfg = load_config(config) if not isinstance(config, dict) else load_config(dict(config))
     labels = training_labels(data, labels, tuple(cfg.get('labels', LABELS)))
     cfg['labels'] = list(labels)  # the network has one output per label it learns
     _check_pixels(cfg, data)
     set_seed(seed, reproducible=True)
-    scaler = LabelScaler.fit(label_matrix(data.labels, labels)[split_rows(data, 'train')], labels)
+    train_rows = split_rows(data, 'train')
+    scaler = LabelScaler.fit(label_matrix(data.labels, labels)[train_rows], labels)
     dls = hfs_dataloaders(data, scaler, bs=bs, balanced=balanced, seed=seed, device=device)
     if model is None: model = HFSNet(cfg)
     elif len(model.labels) != len(labels): raise ValueError(f"the model predicts {list(model.labels)}, the training labels are {list(labels)}")
     aux_weight = cfg.get('aux_loss_weight', 0.01) if aux_weight is None else aux_weight
-    extra = dict(label_scaler=scaler.to_dict(), labels=list(labels), preprocess=dict(data.config or {}),
-                 dataset=str(dataset_dir), balanced=bool(balanced),
-                 seed=int(seed), bs=int(bs), lr=float(lr), wd=float(wd))
+    extra = dict(label_scaler=scaler.to_dict(), labels=list(labels), preprocess=dict(data.config or {}), dataset=str(dataset_dir),
+                 n_train=int(len(train_rows)), balanced=bool(balanced), seed=int(seed), bs=bs, lr=lr, wd=wd)
     usage = ExpertUsageCallback()
-    cbs = [MoEBalanceCallback(aux_weight), usage, SaveBestModel(out, extra)] + list(cbs or [])
+    cbs = [MoEBalanceCallback(aux_weight), usage, SaveBestModel(out, extra), FinishTraining()] + ([TrainingLog()] if progress else []) + list(cbs or [])
     if out is not None:
         out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
         cbs.append(CSVLogger(fname=out.with_suffix('.history.csv').resolve()))
     if patience: cbs.append(EarlyStoppingCallback(patience=patience))
     if dls.device is not None and torch.device(dls.device).type == 'cuda': cbs.append(MixedPrecision())
-    learn = Learner(dls, model, loss_func=hfs_loss(cfg), opt_func=Adam, wd=wd, path=out.parent if out else '.',
+    learn = Learner(dls, model, loss_func=hfs_loss(cfg), opt_func=Adam, lr=lr, wd=wd, path=out.parent if out else '.',
                     metrics=[LabelMAE(j, scaler) for j in range(len(labels))], cbs=cbs)
-    learn.scaler, learn.cfg, learn.data, learn.model_path, learn.expert_usage = scaler, cfg, data, out, usage
-    learn.hfs_model = HFSModel(model, scaler, dict(data.config or {}), extra)  # what `predict` uses of a Learner
-    learn.save_best = sb = learn.cbs.filter(lambda c: isinstance(c, SaveBestModel))[0]
-    if progress: learn.fit_one_cycle(epochs, lr_max=lr)
-    else:
-        with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr_max=lr)
-    learn.history = history_table(learn)
-    # what the trust flags of `predict` compare with, measured on the training split with the best weights
-    extra['trust'] = fit_trust(model, data, split_rows(data, 'train'), labels)
-    if out is not None and sb.best_epoch is not None:
-        save_model(out, model, extra={**extra, 'epoch': int(sb.best_epoch), sb.monitor: float(sb.best)})
-    if out is not None and usage.usage:
-        Table(np.array(usage.usage), names=[f'expert{i}' for i in range(len(usage.usage[0]))]).write(
-            out.with_suffix('.experts.csv'), overwrite=True)
+    learn.remove_cb(ProgressCallback); learn.logger = noop  # the log is `TrainingLog`'s, on stderr
+    learn.scaler, learn.cfg, learn.data, learn.model_path, learn.expert_usage, learn.extra = scaler, cfg, data, out, usage, extra
+    learn.hfs_model = HFSModel(model, scaler, dict(data.config or {}), extra, out.name if out else '')  # what `predict` uses of a Learner
+    learn.save_best = learn.cbs.filter(lambda c: isinstance(c, SaveBestModel))[0]
     return learn
+
+@delegates(hfs_learner)
+def train_hfsnet(dataset_dir, # directory written by `build_dataset`
+                 config='paper', # HFS-Net config: 'paper', 'small', a YAML path or a dict
+                 epochs=30, # maximum number of epochs
+                 **kwargs) -> Learner: # what else `hfs_learner` takes: bs, lr, wd, out, balanced, seed, patience, progress, labels, ...
+    "Train HFS-Net on an on-disk dataset: `hfs_learner`, then `fit_one_cycle(epochs)` at its `lr`; returns the `Learner` (best weights loaded)."
+    epochs = check_count('epochs', epochs)
+    learn = hfs_learner(dataset_dir, config, **kwargs)
+    learn.fit_one_cycle(epochs)
+    return learn
+
+# %% ../nbs/05_train.ipynb #c021b
+def train_summary(learn: Learner) -> str:
+    "One worded line: the best epoch of how many, its validation loss and the validation MAE of each label with its unit."
+    h, sb = learn.history, learn.save_best
+    best = int(sb.best_epoch) if sb.best_epoch is not None else len(h) - 1
+    maes = [f"{PLAIN.get(n[4:], n[4:])} {h[n][best]:.3g} {UNITS.get(n[4:], '')}".strip() for n in h.colnames if n.startswith('mae_')]
+    return (f"best epoch {best + 1} of {len(h)} (validation loss {h['valid_loss'][best]:.4g}); "
+            f"validation mean absolute error: {', '.join(maes)}")
 
 # %% ../nbs/05_train.ipynb #c026
 def split_predictions(learn: Learner, split='valid') -> Table:
