@@ -694,7 +694,6 @@ def main(argv=None):
     dm = stage('demo model (run_demo)', lambda: demo_model(cache, args.quick), cache / 'demo.json')
     models['demo'] = dm['model']
     if SHIPPED.exists() and not args.quick:  # the shipped model saw the DR10 training split: never this test split
-        import torch
         trained_on = Path(torch.load(SHIPPED, weights_only=True)['extra'].get('dataset', ''))
         if not (trained_on / 'labels.fits').exists():
             notes.append(f"shipped model left out: its training dataset {trained_on} is not here to check it never saw the test stars")

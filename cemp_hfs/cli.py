@@ -17,7 +17,7 @@ from . import pipeline
 
 # %% auto #0
 __all__ = ['CUT_OPTIONS', 'COMMANDS', 'USER_ERRORS', 'say', 'LogStream', 'cmd_info', 'cmd_mock', 'cmd_prepare', 'cmd_train',
-           'cmd_predict', 'cmd_select', 'cmd_demo', 'main']
+           'cmd_predict', 'cmd_models', 'cmd_select', 'cmd_demo', 'main']
 
 # %% ../nbs/90_cli.ipynb #c004b
 _RESULT = [None]  # the real stdout while a command runs (sys.stdout is then the log stream)
@@ -115,16 +115,29 @@ def cmd_train(args):
 
 def cmd_predict(args):
     "Label spectra with a trained model (resumable)."
-    from cemp_hfs.predict import predict
-    if not Path(args.model).is_file(): raise FileNotFoundError(f"model file {args.model}: no such file")
+    from cemp_hfs.predict import predict, shipped_models
+    inputs = list(args.inputs)
+    if args.model is None and len(inputs) > 1 and inputs[0].endswith('.pt'):
+        args.model = inputs.pop(0)  # the form `predict MODEL INPUTS...` (a LAMOST spectrum is never a .pt file)
+    if args.model is not None and not Path(args.model).is_file() and args.model not in shipped_models()['models']:
+        raise FileNotFoundError(f"model file {args.model}: no such file (and no shipped model of that name: cemp-hfs models)")
     _out_dir(args.out)
-    inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
+    inputs = inputs[0] if len(inputs) == 1 else inputs
     t = predict(args.model, inputs, out=args.out, bs=args.bs, chunk_size=args.chunk_size, mc_samples=args.mc,
                 criteria=args.criteria, seed=args.seed, max_chunks=args.max_chunks, progress=not args.quiet,
                 overwrite=args.overwrite)
     if t is None: say(f"predict: stopped after {args.max_chunks} chunk(s); rerun the same command to continue"); return 0
     say(f"predict: {len(t)} of {t.meta['NINPUT']} spectra labelled ({t.meta['NFLAGGED']} with a trust flag), {t.meta['NREJECT']} rejected "
         f"(see {Path(args.out) / 'rejects.csv'}); P(CEMP) for criteria '{t.meta['PCRIT']}' -> {Path(args.out) / 'predictions.fits'} (.ecsv, .csv)")
+    return 0
+
+def cmd_models(args):
+    "List the models the package ships."
+    from cemp_hfs.predict import shipped_models
+    reg = shipped_models()
+    for name, e in reg['models'].items():
+        say(f"{name}{' (default)' if name == reg['default'] else ''}: labels {', '.join(e['labels'])}; "
+            f"{e['path'].stat().st_size / 1e6:.1f} MB; {e['description']}; model card {e.get('card', '-')}")
     return 0
 
 def _count(t, cls) -> str:
@@ -279,8 +292,8 @@ def _add_train(s):
 
 def _add_predict(s):
     f = _predict_fn()
-    s.add_argument('model', help='model file (from `train`)')
     s.add_argument('inputs', nargs='+', help='a dataset directory, a directory of LAMOST files, globs or paths')
+    s.add_argument('--model', help='model file (from `train`) or a shipped model name (default: the shipped model, see `cemp-hfs models`)')
     s.add_argument('--out', required=True, help='output directory; rerun with the same --out to resume (required)')
     _opt(s, '--mc', f, 'mc_samples', 'Monte-Carlo dropout draws per spectrum (1: no uncertainty)', type=_integer(1))
     _opt(s, '--bs', f, 'bs', 'batch size', type=_integer(1))
@@ -320,6 +333,8 @@ COMMANDS = {  # name: (help, options, function, what to do after Ctrl-C)
     'predict': ('label spectra with a trained model (streaming, resumable)', _add_predict, cmd_predict,
                 'rerun the same command to resume (finished chunks are kept)'),
     'select': ('classify predictions and write the CEMP candidate catalogue and figures', _add_select, cmd_select, 'rerun the same command'),
+    'models': ('list the models the package ships (predict uses the default when no --model is given)',
+               lambda s: s.add_argument('--quiet', action='store_true', help='accepted for uniformity; models prints a short list (default: off)'), cmd_models, ''),
     'demo': ('run the main job end to end on a mock survey (a few minutes on 2 idle cores)', _add_demo, cmd_demo,
              'rerun the same command with --overwrite'),
 }

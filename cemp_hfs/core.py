@@ -115,10 +115,16 @@ def atomic_path(path, # the file (or folder) to write
     else: fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp' + ext, dir=path.parent); os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, (0o777 if directory else 0o666) & ~_umask())  # mkstemp/mkdtemp make private files: give the usual ones
         os.replace(tmp, path)
     finally:
         if os.path.isdir(tmp): shutil.rmtree(tmp, ignore_errors=True)
         elif os.path.exists(tmp): os.remove(tmp)
+
+def _umask() -> int:
+    "The process's file-creation mask (read without changing it for long)."
+    m = os.umask(0o022); os.umask(m)
+    return m
 
 # %% ../nbs/00_core.ipynb #c93e68e
 def write_table(t, # an astropy `Table`

@@ -6,7 +6,7 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/pipeline.html.md"""
 
 # %% ../nbs/09_pipeline.ipynb #c3701e8
 from __future__ import annotations
-import json, time
+import json, os, time
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +176,34 @@ def _summary_markdown(s: dict) -> str:
               f"Selecting by P(CEMP) >= 0.5 instead ({s['mc_samples']} MC-dropout draws per star): {ev['n_selected_p50']} selected, "
               f"completeness **{ev['completeness_p50']:.2f}**, purity **{ev['purity_p50']:.2f}**.", "",
               f"Wall time: {s['seconds']['total']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in s['seconds'].items() if k != 'total')})."]
+    r = s.get('real') or {}
+    if 'note' in r: lines += ["", f"Real LAMOST spectra: {r['note']}"]
+    elif r:
+        lines += ["", f"Real LAMOST spectra: the {r['n_input']} DR10 spectra of `{r['folder']}` labelled by the shipped model "
+                  f"`{r['model']}` (trained on the mock and on real DR10 training stars: these include them, see its model card), "
+                  f"{r['n_rejected']} refused; against the LAMOST pipeline (LASP), 4000-6500 K and S/N_g > 30 ({r['n_target']} spectra):",
+                  "", "| label | MAE against LASP |", "| --- | --- |"]
+        lines += [f"| {l} | {r['mae'][l]:.3g} {UNITS.get(l, '')} |" for l in r['mae']]
+        lines += ["", f"CEMP candidates among them: {r['n_candidates']} ({r['n_flagged_out']} flagged predictions left out)."]
     return '\n'.join(lines) + '\n'
+
+def _real_demo(out, real, mc, criteria, progress) -> dict:
+    "The shipped model on the real DR10 spectra with LASP labels under `real` (when there): agreement with LASP, candidates."
+    from cemp_hfs.predict import predict, shipped_models
+    folder = Path(real) / 'lamost' / 'dr10_labeled'
+    if not (folder / 'lasp_labels.csv').exists():
+        return dict(note=f"none labelled: no real spectra at {folder} (set CEMP_HFS_DATA to a folder holding lamost/dr10_labeled)")
+    pred = predict(None, folder, out=out / 'real_predictions', mc_samples=mc, criteria=criteria, progress=progress, overwrite=True)
+    lasp = Table.read(folder / 'lasp_labels.csv', format='ascii.csv')
+    at = {Path(str(f)).name: i for i, f in enumerate(lasp['filename'])}
+    ip = np.array([i for i, f in enumerate(pred['filename']) if Path(str(f)).name in at], int)
+    il = np.array([at[Path(str(pred['filename'][i])).name] for i in ip], int)
+    val = lambda t, c, idx: np.ma.filled(np.ma.asarray(t[c][idx], dtype=float), np.nan)
+    target = (val(lasp, 'teff', il) > 4000) & (val(lasp, 'teff', il) < 6500) & (val(lasp, 'snrg', il) > 30)
+    mae = {l: float(np.nanmean(np.abs(val(pred, l, ip) - val(lasp, l, il))[target])) for l in ('teff', 'logg', 'feh')}
+    cl, cand = run_select(pred, out / 'real_select', criteria)
+    return dict(folder=str(folder), model=shipped_models()['default'], n_input=int(pred.meta['NINPUT']), n_rejected=int(pred.meta['NREJECT']),
+                n_target=int(target.sum()), mae=mae, n_candidates=len(cand), n_flagged_out=int(cand.meta.get('NFLAGOUT', 0)))
 
 def _with_truth(pred: Table, truth: Table, key='obsid') -> Table:
     "Predictions joined to the truth on `key`: columns `<label>` (truth), `<label>_pred` and `snrg` for the plots."
@@ -199,6 +226,7 @@ def run_demo(out='demo_out', # output folder
              config='small', # HFS-Net config
              criteria='paper', # CEMP criteria
              seed=0, # seed of the training survey (the unseen one uses seed + 1000)
+             real=None, # folder of real LAMOST data (`lamost/dr10_labeled`) for the shipped model (default: $CEMP_HFS_DATA or ../shared/data)
              progress=True) -> dict: # progress bars and messages
     "The main job on a mock survey into `out`; returns the summary (also in `out/summary.json` and `summary.md`)."
     import torch
@@ -230,8 +258,9 @@ def run_demo(out='demo_out', # output folder
     ev = evaluate(pred, test_truth, criteria)
     ev_p = evaluate(pred, test_truth, criteria, p_min=0.5)
     ev.update({f'{k}_p50': ev_p[k] for k in ('n_selected', 'n_true_positive', 'completeness', 'purity')})
+    real = _real_demo(out, real or os.environ.get('CEMP_HFS_DATA', '../shared/data'), mc, criteria, progress); lap('real')
     secs['total'] = round(sum(secs.values()), 1)
-    summary = dict(config=config, criteria=criteria, seed_test=seed + 1000, mc_samples=mc, n_train_spectra=len(train_truth),
+    summary = dict(real=real, config=config, criteria=criteria, seed_test=seed + 1000, mc_samples=mc, n_train_spectra=len(train_truth),
                    n_dataset=len(load_dataset(out / 'dataset')), n_test_spectra=len(test_truth), n_predicted=len(pred),
                    n_rejected=int(pred.meta['NREJECT']), n_candidates=len(cand),
                    training=dict(epochs_run=len(learn.history), best_epoch=int(learn.save_best.best_epoch) + 1,

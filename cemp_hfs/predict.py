@@ -25,9 +25,10 @@ from .hfsnet import HFSNet, load_model
 from .select import load_criteria, satisfies, resolver, needs, rule_text
 
 # %% auto #0
-__all__ = ['META_COLS', 'MASKED_MAX', 'FLAGS', 'NOVELTY_QUANTILE', 'HFSModel', 'load_hfs_model', 'spectrum_seed', 'head_features',
-           'dropout_draws', 'predictive_samples', 'summarize_samples', 'DatasetSource', 'sanity_problem', 'FileSource',
-           'open_source', 'novelty_score', 'fit_trust', 'trust_flags', 'label_batch', 'check_count', 'predict']
+__all__ = ['META_COLS', 'MASKED_MAX', 'FLAGS', 'NOVELTY_QUANTILE', 'HFSModel', 'shipped_models', 'load_hfs_model',
+           'spectrum_seed', 'head_features', 'dropout_draws', 'predictive_samples', 'summarize_samples',
+           'DatasetSource', 'sanity_problem', 'FileSource', 'open_source', 'novelty_score', 'fit_trust', 'trust_flags',
+           'label_batch', 'check_count', 'predict']
 
 # %% ../nbs/06_predict.ipynb #c48cc36
 @dataclass
@@ -71,10 +72,22 @@ class HFSModel:
         return (f"HFSModel({self.name or 'in memory'}: labels {', '.join(t['labels'])}"
                 + (f"; trained on {t['dataset']}" if t['dataset'] else '') + (f" ({rng})" if rng else '') + ')')
 
-def load_hfs_model(model) -> HFSModel: # model file, `load_model` pair, Learner from `train_hfsnet`, or an `HFSModel`
-    "The `HFSModel` of a model file (loaded with `weights_only=True`) or of a model already in memory."
+def shipped_models() -> dict:
+    "The models the package ships (`cemp_hfs/models/models.yaml`): {'default': name, 'models': {name: entry with its `path`}}."
+    import yaml
+    from importlib.resources import files
+    folder = files('cemp_hfs').joinpath('models')
+    reg = yaml.safe_load(folder.joinpath('models.yaml').read_text())
+    for name, e in reg['models'].items(): e['path'] = Path(str(folder.joinpath(e['file'])))
+    return reg
+
+def load_hfs_model(model=None) -> HFSModel: # model file, shipped model name, None (the shipped default), `load_model` pair, Learner or `HFSModel`
+    "The `HFSModel` of a model file (loaded with `weights_only=True`), of a shipped model, or of a model already in memory."
     if isinstance(model, HFSModel): return model
     if getattr(model, 'hfs_model', None) is not None: return model.hfs_model  # a Learner from train_hfsnet
+    if model is None or (isinstance(model, str) and not Path(model).exists() and model in shipped_models()['models']):
+        reg = shipped_models()
+        model = reg['models'][model or reg['default']]['path']
     name = ''
     if isinstance(model, (str, Path)):
         if not Path(model).is_file(): raise FileNotFoundError(f"model file {model}: no such file")
@@ -403,7 +416,7 @@ def _clear_run(out):
     shutil.rmtree(out / 'chunks', ignore_errors=True)
     for f in ['manifest.json', 'rejects.csv', *(f'predictions.{x}' for x in ('fits', 'ecsv', 'csv'))]: (out / f).unlink(missing_ok=True)
 
-def predict(model, # model file, `HFSModel`, `load_model` pair, or a Learner from `train_hfsnet`
+def predict(model, # model file, shipped model name or None (the shipped model), `HFSModel`, `load_model` pair, or a Learner
             inputs, # `LamostSpectrum`(s), LAMOST files, directories, globs (or a list of them), or a dataset directory
             out=None, # output directory (chunks, predictions.fits/.ecsv/.csv, rejects.csv); None: in memory only
             bs=64, # spectra per forward pass
