@@ -18,11 +18,10 @@ import matplotlib.pyplot as plt
 import astropy.units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
-from fastprogress.fastprogress import progress_bar
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .core import LABELS, LABEL_LIMITS, atomic_path, write_table, check_manifest, chunk_plan, pending_chunks, remove_stale
+from .core import LABELS, LABEL_LIMITS, Progress, atomic_path, write_table, check_manifest, chunk_plan, pending_chunks, remove_stale
 from .io import (LamostFormatError, read_lamost, read_catalog, find_column, iter_lamost, lamost_files, crossmatch,
                          quality_cuts, QUALITY_COLUMNS, _RA_NAMES, _DEC_NAMES)
 from .preprocess import preprocess, load_preprocess_config, save_preprocess_config, config_dict, output_grid
@@ -430,22 +429,20 @@ def build_dataset(catalog, # Table (or catalogue file) with a file column and la
     todo = pending_chunks([_chunk_dir(work, k) for k in range(len(plan))])
     jobs = [(k, list(range(*plan[k])), files[slice(*plan[k])], [float(z) for z in zs[slice(*plan[k])]], config_dict(c), str(work))
             for k in todo]
-    pbar = progress_bar(range(len(jobs)), leave=False) if progress and jobs else None
-    if pbar is not None: pbar.update(0)  # a bar driven by update() must be started explicitly
-    def _done(i):
-        if pbar is not None: pbar.update(i + 1)
+    prog = Progress(sum(len(j[1]) for j in jobs), 'spectra', 'prepare', enabled=progress and bool(jobs))  # on stderr
     if n_workers <= 1:
-        for i, j in enumerate(jobs):
-            _build_chunk(*j); _done(i)
+        for j in jobs:
+            _build_chunk(*j); prog.update(len(j[1]))
             if after_chunk is not None: after_chunk(j[0])
     else:
         ex = ProcessPoolExecutor(n_workers)
         try:
-            futs = [ex.submit(_build_chunk, *j) for j in jobs]
-            for i, f in enumerate(as_completed(futs)):
-                k = f.result()[0]; _done(i)
+            futs = {ex.submit(_build_chunk, *j): len(j[1]) for j in jobs}
+            for f in as_completed(futs):
+                k = f.result()[0]; prog.update(futs[f])
                 if after_chunk is not None: after_chunk(k)
         finally: ex.shutdown(wait=True, cancel_futures=True)  # an interruption stops the queue; running chunks finish or vanish
+    prog.close()
     _assemble(t, fcol, out, work, len(plan), c, splits, label_columns)
     _write_json(dpath, dict(splits=splits))  # the build is complete: later calls return at once
     if not keep_chunks: shutil.rmtree(work)
