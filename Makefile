@@ -87,5 +87,12 @@ bench-real: $(STAMP)
 pretrained: $(STAMP)
 	MPLBACKEND=Agg nice -n 5 $(BIN)/python benchmarks/pretrained.py
 
+# Real-star MAE against the number of real training stars (30, 100, 300, all) for HFS-Net small trained real-only,
+# mock-only, mock-pretrained then fine-tuned, and co-trained, with the mock carbon skill of each (~20 min of CPU on
+# 2 CPUs, 1 torch thread); needs the cached datasets of `make pretrained`; resumable: benchmarks/cache/learning_curve/
+.PHONY: bench-learning
+bench-learning: $(STAMP)
+	MPLBACKEND=Agg OMP_NUM_THREADS=1 nice -n 10 $(BIN)/python benchmarks/learning_curve.py
+
 clean:
 	rm -rf $(VENV) demo_out _docs _proc .pytest_cache
