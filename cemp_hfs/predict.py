@@ -345,11 +345,11 @@ def trust_flags(t: Table, # predictions: label columns, `class`, `subclass`, `sa
             if l in t.colnames: out['flag_physical'] |= ~((val(l) >= lo) & (val(l) <= hi))
     if novelty is not None and 'novelty_threshold' in trust: out['flag_novel'] = np.asarray(novelty) > trust['novelty_threshold']
     if trust.get('classes') and 'class' in t.colnames:
-        out['flag_class'] |= np.array([bool(c) and c.upper() not in trust['classes'] for c in np.asarray(t['class']).astype(str)])
+        out['flag_class'] |= np.array([bool(c) and c.upper() not in trust['classes'] for c in np.asarray(t['class']).astype(str)], bool)
     if trust.get('spectral_types') and 'subclass' in t.colnames:
         ty = [_spectral_type(c) for c in np.asarray(t['subclass']).astype(str)]
-        out['flag_class'] |= np.array([bool(x) and x not in trust['spectral_types'] for x in ty])
-    if 'sanity' in t.colnames: out['flag_sanity'] = np.array([bool(str(v).strip()) for v in t['sanity']])
+        out['flag_class'] |= np.array([bool(x) and x not in trust['spectral_types'] for x in ty], bool)
+    if 'sanity' in t.colnames: out['flag_sanity'] = np.array([bool(str(v).strip()) for v in t['sanity']], bool)
     out['flagged'] = np.any([out[f] for f in FLAGS], axis=0) if n else np.zeros(0, bool)
     return out
 

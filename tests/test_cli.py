@@ -162,7 +162,7 @@ def test_bad_inputs_exit_2_with_a_message(chain, tmp_path, capsys):
                       (('prepare', d / 'survey' / 'truth.csv', '--config', tmp_path / 'pre.yaml', '--out', tmp_path / 'ds2'), 'pre.yaml: key `step`'),
                       (('prepare', d / 'survey' / 'truth.csv', '--config', tmp_path / 'median.yaml', '--out', tmp_path / 'ds2'), 'key `unit_median`: must be true or false'),
                       (('prepare', d / 'survey' / 'truth.csv', '--config', tmp_path / 'segments.yaml', '--out', tmp_path / 'ds2'), 'key `segments`'),
-                      (('predict', d / 'survey' / 'truth.csv', d / 'ds', '--out', tmp_path / 'p'), 'cannot be loaded'),
+                      (('predict', '--model', d / 'survey' / 'truth.csv', d / 'ds', '--out', tmp_path / 'p'), 'cannot be loaded'),
                       (('predict', d / 'model.pt', tmp_path / 'empty', '--out', tmp_path / 'p'), 'empty'),
                       (('predict', d / 'model.pt', d / 'ds', '--out', tmp_path / 'plain'), 'exists and is not a directory'),
                       (('predict', d / 'model.pt', d / 'ds', '--out', tmp_path / 'p', '--criteria', tmp_path / 'crit.yaml'), 'key `cemp[0]`: the bound must be a finite number'),
