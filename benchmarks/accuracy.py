@@ -28,7 +28,6 @@ import argparse, datetime, json, os, platform, shutil, subprocess, sys, time
 from pathlib import Path
 
 import numpy as np
-from astropy.stats import mad_std
 from astropy.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +39,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 
 from hardware import cpu_model
+from metrics import robust_scatter, label_stats
 from cemp_hfs.core import LABELS, UNITS, atomic_path, check_manifest
 from cemp_hfs.mock import draw_population, synth_spectrum
 from cemp_hfs.preprocess import preprocess, load_preprocess_config, output_grid
@@ -306,17 +306,6 @@ def run_crb(cache: Path, truth: Table) -> dict:
 
 
 # ---------------------------------------------------------------- metrics
-def robust_scatter(r): return float(mad_std(r)) if len(r) else float('nan')
-
-
-def label_stats(pred, truth, sel) -> dict:
-    "MAE, robust scatter, bias (median) and N per label for the rows `sel`."
-    out = {}
-    for j, l in enumerate(LABELS):
-        r = (pred[sel, j] - truth[sel, j]); r = r[np.isfinite(r)]
-        out[l] = dict(mae=float(np.mean(np.abs(r))) if len(r) else float('nan'), scatter=robust_scatter(r),
-                      bias=float(np.median(r)) if len(r) else float('nan'), n=int(len(r)))
-    return out
 
 
 def bound_stats(bound, sel) -> dict:

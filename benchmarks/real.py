@@ -30,7 +30,6 @@ from pathlib import Path
 
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 import numpy as np
-from astropy.stats import mad_std
 from astropy.table import Table
 from scipy.stats import beta
 
@@ -43,6 +42,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 
 from hardware import cpu_model
+from metrics import robust_scatter, label_stats
 from cemp_hfs.core import UNITS, TEX, write_table
 from cemp_hfs.dataset import build_dataset, load_dataset, split_rows, label_matrix
 from cemp_hfs.train import train_hfsnet
@@ -279,17 +279,6 @@ def run_cannon(cache: Path, name: str, dataset: Path, fgk_only: bool) -> dict:
 
 
 # ---------------------------------------------------------------- metrics
-def robust_scatter(r): return float(mad_std(r)) if len(r) else float('nan')
-
-
-def label_stats(pred, truth, sel) -> dict:
-    "MAE, bias (median residual), robust scatter and N per label for the rows `sel` (residual = model - LASP)."
-    out = {}
-    for j, l in enumerate(LABELS):
-        r = pred[sel, j] - truth[sel, j]; r = r[np.isfinite(r)]
-        out[l] = dict(mae=float(np.mean(np.abs(r))) if len(r) else float('nan'), bias=float(np.median(r)) if len(r) else float('nan'),
-                      scatter=robust_scatter(r), n=int(len(r)))
-    return out
 
 
 def bins_of(truth: Table) -> dict:
