@@ -194,13 +194,9 @@ def _real_demo(out, real, mc, criteria, progress) -> dict:
     if not (folder / 'lasp_labels.csv').exists():
         return dict(note=f"none labelled: no real spectra at {folder} (set CEMP_HFS_DATA to a folder holding lamost/dr10_labeled)")
     pred = predict(None, folder, out=out / 'real_predictions', mc_samples=mc, criteria=criteria, progress=progress, overwrite=True)
-    lasp = Table.read(folder / 'lasp_labels.csv', format='ascii.csv')
-    at = {Path(str(f)).name: i for i, f in enumerate(lasp['filename'])}
-    ip = np.array([i for i, f in enumerate(pred['filename']) if Path(str(f)).name in at], int)
-    il = np.array([at[Path(str(pred['filename'][i])).name] for i in ip], int)
-    val = lambda t, c, idx: np.ma.filled(np.ma.asarray(t[c][idx], dtype=float), np.nan)
-    target = (val(lasp, 'teff', il) > 4000) & (val(lasp, 'teff', il) < 6500) & (val(lasp, 'snrg', il) > 30)
-    mae = {l: float(np.nanmean(np.abs(val(pred, l, ip) - val(lasp, l, il))[target])) for l in ('teff', 'logg', 'feh')}
+    j = _with_truth(pred, Table.read(folder / 'lasp_labels.csv', format='ascii.csv'), key='filename')  # LASP as the truth
+    target = (j['teff'] > 4000) & (j['teff'] < 6500) & (j['snrg'] > 30)
+    mae = {l: float(np.nanmean(np.abs(j[f'{l}_pred'] - j[l])[target])) for l in ('teff', 'logg', 'feh')}
     cl, cand = run_select(pred, out / 'real_select', criteria)
     return dict(folder=str(folder), model=shipped_models()['default'], n_input=int(pred.meta['NINPUT']), n_rejected=int(pred.meta['NREJECT']),
                 n_target=int(target.sum()), mae=mae, n_candidates=len(cand), n_flagged_out=int(cand.meta.get('NFLAGOUT', 0)))

@@ -379,7 +379,9 @@ def _write_part(t, rejects, path):
     "One finished chunk: its predictions and its rejects in one FITS file, written atomically."
     with atomic_path(path) as tmp: fits.HDUList([fits.PrimaryHDU(), fits.table_to_hdu(t), fits.table_to_hdu(rejects)]).writeto(tmp, overwrite=True)
 
-def _read_part(path): return Table.read(path, hdu=1), Table.read(path, hdu=2)
+def _read_part(path):
+    "A chunk's predictions and rejects, text as str (as in a run held in memory), not FITS's bytes."
+    return Table.read(path, hdu=1, character_as_bytes=False), Table.read(path, hdu=2, character_as_bytes=False)
 
 def _pcemp_note(labels, crit) -> str:
     "Why P(CEMP) is masked, or '' when it is computed."
