@@ -6,7 +6,7 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #c253783
 from __future__ import annotations
-import glob, json, os, re, shutil, sys, tempfile, time, warnings
+import errno, functools, glob, hashlib, inspect, json, os, re, shutil, socket, sys, tempfile, time, warnings
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,8 +15,9 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['LABELS', 'DERIVED', 'UNITS', 'PLAIN', 'TEX', 'LABEL_NAMES', 'LABEL_LIMITS', 'WINDOWS', 'GBAND', 'COLUMNS',
-           'IN_MEMORY', 'LABEL_FORMATS', 'column_info', 'annotate', 'provenance', 'header_meta', 'atomic_path',
-           'write_table', 'write_tables', 'check_manifest', 'chunk_plan', 'pending_chunks', 'remove_stale', 'read_yaml',
+           'IN_MEMORY', 'LABEL_FORMATS', 'LOCK', 'DISK_FULL', 'column_info', 'annotate', 'provenance', 'header_meta',
+           'atomic_path', 'write_table', 'write_tables', 'job_id', 'check_manifest', 'chunk_plan', 'pending_chunks',
+           'remove_stale', 'FolderBusy', 'folder_lock', 'DiskFull', 'disk_full_guard', 'one_writer', 'read_yaml',
            'Progress', 'find_inputs']
 
 # %% ../nbs/00_core.ipynb #ca0ffd6
@@ -173,19 +174,39 @@ def write_tables(t, # an astropy `Table`
     return out
 
 # %% ../nbs/00_core.ipynb #cba2e63
+def job_id(manifest: dict) -> str:
+    "A short hash of a job's manifest, written into each finished chunk so that chunks can be matched to their job."
+    return hashlib.sha1(json.dumps(json.loads(json.dumps(manifest)), sort_keys=True).encode()).hexdigest()[:16]
+
+def _unreadable(mpath) -> str | None:
+    "Why the manifest `mpath` cannot be used ('empty', 'not valid JSON ...'), None if it reads as a JSON object."
+    try: text = mpath.read_text()
+    except (OSError, UnicodeDecodeError) as e: return f"cannot be read ({getattr(e, 'strerror', None) or e})"
+    if not text.strip(): return 'empty'
+    try: m = json.loads(text)
+    except ValueError as e: return f"not valid JSON ({getattr(e, 'msg', e)} at line {getattr(e, 'lineno', '?')}: cut short?)"
+    return None if isinstance(m, dict) else 'not a JSON object'
+
 def check_manifest(folder, # the job's output folder
                    manifest: dict, # what identifies the job (JSON-serialisable)
                    what='run', # the job's name in the message
-                   hint='use another output folder') -> dict: # what the user can do in the message
+                   hint='use another output folder', # what the user can do in the message
+                   finished=None) -> dict: # callable: the `job_id`s the finished chunks recorded (None for one that records none)
     "Write `folder/manifest.json`, or check that the one there describes the same job (else a `ValueError` naming what differs)."
     mpath = Path(folder) / 'manifest.json'
     manifest = json.loads(json.dumps(manifest))  # as it reads back (tuples become lists)
-    if mpath.exists():
+    why = _unreadable(mpath) if mpath.exists() else None
+    if mpath.exists() and why is None:
         old = json.loads(mpath.read_text())
         diff = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
         if diff: raise ValueError(f"{folder}: holds a {what} with different {diff}; {hint}")
-    else:
-        with atomic_path(mpath) as tmp: tmp.write_text(json.dumps(manifest, indent=1))
+        return manifest
+    if why is not None:  # cut short by a crash or a full disk: rebuilt if every finished chunk says it is of this job
+        ids = list(finished()) if finished is not None else []
+        if any(i != job_id(manifest) for i in ids):
+            raise ValueError(f"{mpath}: {why}, and the {len(ids)} finished chunks in {folder} cannot be matched to this {what}; {hint}")
+        warnings.warn(f"{mpath}: {why}; written anew" + (f" (the {len(ids)} finished chunks are of this {what})" if ids else ''))
+    with atomic_path(mpath) as tmp: tmp.write_text(json.dumps(manifest, indent=1))
     return manifest
 
 # %% ../nbs/00_core.ipynb #c4a3ad3
@@ -203,6 +224,110 @@ def remove_stale(folder):
     "Remove the temporary files and folders (`.*.tmp`, `.*.tmp.<ext>`) that a killed run left in `folder`."
     for p in [*Path(folder).glob('.*.tmp'), *Path(folder).glob('.*.tmp.*')]:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+# %% ../nbs/00_core.ipynb #clock1
+LOCK = '.lock'  # a job folder's owner file
+
+class FolderBusy(FileExistsError):
+    "Another live process is working in the folder."
+
+def _owner() -> dict:
+    "Who this process is, for the owner file."
+    return dict(pid=os.getpid(), host=socket.gethostname(), since=datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC'),
+                command=' '.join(map(str, [Path(sys.argv[0]).name, *sys.argv[1:]]))[:200] if sys.argv and sys.argv[0] else 'python')
+
+def _read_owner(path) -> dict:
+    try: o = json.loads(Path(path).read_text() or '{}')
+    except (OSError, ValueError): return {}
+    return o if isinstance(o, dict) else {}
+
+def _who(o: dict) -> str:
+    "The owner as a message names it."
+    if not o.get('pid'): return 'another process'
+    return f"process {o['pid']} on {o.get('host', '?')} since {o.get('since', '?')}" + (f" ({o['command']})" if o.get('command') else '')
+
+def _pid_alive(pid) -> bool:
+    try: os.kill(int(pid), 0)
+    except ProcessLookupError: return False
+    except (PermissionError, OverflowError, ValueError): return True
+    return True
+
+def _flock(fd) -> bool | None:
+    "Try to lock `fd` exclusively: True taken, False held by another, None when the file system cannot lock."
+    try: import fcntl
+    except ImportError: return None
+    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); return True
+    except BlockingIOError: return False
+    except OSError as e:
+        if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL): return None
+        raise
+
+def _taken_by_pid(path) -> bool:
+    "Without flock: whether the owner file names a live process (on this host: checked; on another: assumed alive)."
+    o = _read_owner(path)
+    if not o.get('pid') or (o.get('pid') == os.getpid() and o.get('host') == socket.gethostname()): return False
+    return o.get('host') != socket.gethostname() or _pid_alive(o['pid'])
+
+@contextmanager
+def folder_lock(folder, # the job's folder (made if missing)
+                what='run', # the job's name, written into the owner file for another's message
+                wait=0., # seconds to wait for the other process to finish before giving up
+                hint='wait for it to finish, or use another folder'): # what the user can do, in the message
+    "Own `folder` for the block (its owner file `.lock`); a `FolderBusy` naming the live owner if another process holds it."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    path, t0 = folder / LOCK, time.time()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        while True:
+            got = _flock(fd)
+            if got is None: got = not _taken_by_pid(path)  # no flock here: the owner's pid decides
+            if got: break
+            if time.time() - t0 >= wait:
+                o = _read_owner(path)
+                raise FolderBusy(f"{folder}: another {o.get('what') or what} is working in this folder ({_who(o)}); {hint}")
+            time.sleep(min(0.5, max(wait, 0.01)))
+        os.ftruncate(fd, 0); os.pwrite(fd, json.dumps(dict(_owner(), what=what)).encode(), 0)
+        yield path
+    finally:
+        try:
+            if _read_owner(path).get('pid') == os.getpid(): os.ftruncate(fd, 0)  # nobody owns it now
+        except OSError: pass
+        os.close(fd)  # releases the flock
+
+# %% ../nbs/00_core.ipynb #cdisk1
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+class DiskFull(OSError):
+    "The disk (or the quota) filled up while a job wrote into its folder."
+    def __str__(self): return str(self.strerror)
+
+@contextmanager
+def disk_full_guard(folder, # the folder the block writes into
+                    what='run', # what is being written, for the message
+                    resume='rerun the same command to resume'): # what the user does once there is space
+    "Turn a full disk or quota while the block writes into `folder` into a one-line `DiskFull` naming the folder."
+    try: yield
+    except DiskFull: raise
+    except OSError as e:
+        if e.errno not in DISK_FULL: raise
+        why = 'no space left on the device' if e.errno == errno.ENOSPC else 'disk quota exceeded'
+        raise DiskFull(e.errno, f"{folder}: {why} while writing the {what}; free some space, then {resume} (finished chunks are kept)") from None
+
+# %% ../nbs/00_core.ipynb #cown1
+def one_writer(param='out', # the parameter that names the job's output folder
+               what='run', # the job's name, for the messages
+               writing='output', # what the job writes, for the full-disk message
+               hint='wait for it to finish, or use another folder'): # what the user can do when the folder is busy
+    "Decorator: while the job runs with folder `param` given, it owns the folder (`folder_lock`) and a full disk is a `DiskFull`."
+    def deco(f):
+        sig = inspect.signature(f)
+        @functools.wraps(f)
+        def _job(*args, **kwargs):
+            folder = sig.bind_partial(*args, **kwargs).arguments.get(param)
+            if folder is None or (Path(folder).exists() and not Path(folder).is_dir()): return f(*args, **kwargs)  # f says what is wrong
+            with disk_full_guard(folder, writing), folder_lock(folder, what, hint=hint): return f(*args, **kwargs)
+        return _job
+    return deco
 
 # %% ../nbs/00_core.ipynb #cyml1
 def read_yaml(path, # the YAML file

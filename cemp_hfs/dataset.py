@@ -21,7 +21,8 @@ from astropy.table import Table
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .core import LABELS, LABEL_LIMITS, Progress, atomic_path, write_table, check_manifest, chunk_plan, pending_chunks, remove_stale
+from .core import (LABELS, LABEL_LIMITS, Progress, atomic_path, write_table, check_manifest, chunk_plan, pending_chunks, remove_stale,
+                           job_id, one_writer)
 from .io import (LamostFormatError, read_lamost, read_catalog, find_column, iter_lamost, lamost_files, crossmatch,
                          quality_cuts, QUALITY_COLUMNS, _RA_NAMES, _DEC_NAMES)
 from .preprocess import preprocess, load_preprocess_config, save_preprocess_config, config_dict, output_grid
@@ -291,7 +292,7 @@ def _jsonable(v):
     if isinstance(v, (float, np.floating)): return float(v) if np.isfinite(v) else None
     return v
 
-def _build_chunk(k, rows, files, zs, cfg_dict, work):
+def _build_chunk(k, rows, files, zs, cfg_dict, work, job=None):
     "Worker: read and preprocess one chunk, write its arrays into a folder renamed into place when complete."
     c = load_preprocess_config(cfg_dict)
     spectra, keep_rows, keep_files, zkeep, rejects = [], [], [], [], []
@@ -311,6 +312,7 @@ def _build_chunk(k, rows, files, zs, cfg_dict, work):
         np.save(tmp / 'rows.npy', np.asarray(ok, np.int64)); np.save(tmp / 'continuum_scale.npy', np.asarray(scale, np.float64))
         np.save(tmp / 'noise.npy', np.asarray(noise, np.float64))
         (tmp / 'meta.json').write_text(json.dumps(meta)); (tmp / 'rejects.json').write_text(json.dumps(rejects))
+        if job: (tmp / 'job').write_text(job)  # the build this chunk belongs to (see `check_manifest`)
     return k, len(ok), len(rejects)
 
 # %% ../nbs/01a_dataset.ipynb #ca1d4b1
@@ -375,6 +377,10 @@ def _resplit(out, splits):
     lab.meta.update(SEED=splits['seed'], FRACTION=' '.join(map(str, splits['fractions'])))
     write_table(lab, out / 'labels.fits')
 
+def _chunk_jobs(work) -> list:
+    "The `job_id` each finished chunk folder in `work` recorded (None for one that records none)."
+    return [(d / 'job').read_text() if (d / 'job').exists() else None for d in sorted(Path(work).glob('chunk_*'))]
+
 def _write_json(path, obj):
     with atomic_path(path) as tmp: tmp.write_text(json.dumps(obj, indent=1))
 
@@ -384,6 +390,7 @@ def _z_values(t, z_column):
     col = _maybe_col(t, (z_column,) if isinstance(z_column, str) else z_column)
     return _float_col(t, col, len(t))
 
+@one_writer('out_dir', 'build', 'dataset')
 def build_dataset(catalog, # Table (or catalogue file) with a file column and label columns, e.g. a make_survey truth table
                   out_dir, # folder to write the dataset into
                   root=None, # folder the file names are relative to (default: the catalogue file's folder, else '.')
@@ -414,7 +421,7 @@ def build_dataset(catalog, # Table (or catalogue file) with a file column and la
     work.mkdir(parents=True, exist_ok=True)
     man = dict(n_rows=len(t), files_sha256=hashlib.sha256('\n'.join(map(str, t[fcol])).encode()).hexdigest(),
                chunk_size=int(chunk_size), config=config_dict(c))
-    check_manifest(out, man, 'build', 'use a new folder or overwrite=True')
+    man = check_manifest(out, man, 'build', 'use a new folder or overwrite=True', finished=lambda: _chunk_jobs(work))
     splits = dict(seed=seed, fractions=list(fractions), bins=[float(b) for b in bins])
     dpath = out / 'done.json'
     if dpath.exists():  # a finished build: only the splits may be asked for anew
@@ -427,7 +434,8 @@ def build_dataset(catalog, # Table (or catalogue file) with a file column and la
     zs = _z_values(t, z_column)
     plan = chunk_plan(len(t), chunk_size)
     todo = pending_chunks([_chunk_dir(work, k) for k in range(len(plan))])
-    jobs = [(k, list(range(*plan[k])), files[slice(*plan[k])], [float(z) for z in zs[slice(*plan[k])]], config_dict(c), str(work))
+    jobs = [(k, list(range(*plan[k])), files[slice(*plan[k])], [float(z) for z in zs[slice(*plan[k])]], config_dict(c), str(work),
+             job_id(man))
             for k in todo]
     prog = Progress(sum(len(j[1]) for j in jobs), 'spectra', 'prepare', enabled=progress and bool(jobs))  # on stderr
     if n_workers <= 1:

@@ -17,7 +17,7 @@ from astropy.io import fits
 from astropy.table import Table, MaskedColumn, vstack
 
 from .core import (LABELS, LABEL_LIMITS, atomic_path, annotate, provenance, write_tables, check_manifest, chunk_plan,
-                           pending_chunks, remove_stale, Progress, find_inputs)
+                           pending_chunks, remove_stale, Progress, find_inputs, job_id, one_writer)
 from .io import read_lamost, LamostSpectrum, LamostFormatError
 from .preprocess import preprocess
 from .dataset import load_dataset, LabelScaler, SpectraDataset, network_inputs
@@ -375,9 +375,14 @@ def _chunk_table(rows, summ: dict, labels, flags: dict) -> Table:
 def _rejects_table(rejects) -> Table:
     return Table(rows=rejects, names=('file', 'reason'), dtype=(str, str)) if rejects else Table(names=('file', 'reason'), dtype=(str, str))
 
-def _write_part(t, rejects, path):
-    "One finished chunk: its predictions and its rejects in one FITS file, written atomically."
-    with atomic_path(path) as tmp: fits.HDUList([fits.PrimaryHDU(), fits.table_to_hdu(t), fits.table_to_hdu(rejects)]).writeto(tmp, overwrite=True)
+def _write_part(t, rejects, path, job=None):
+    "One finished chunk: its predictions and its rejects in one FITS file, written atomically; `job`: the run's `job_id`."
+    hdr = fits.Header({'JOBID': job} if job else {})
+    with atomic_path(path) as tmp: fits.HDUList([fits.PrimaryHDU(header=hdr), fits.table_to_hdu(t), fits.table_to_hdu(rejects)]).writeto(tmp, overwrite=True)
+
+def _part_jobs(folder) -> list:
+    "The `job_id` each finished chunk file in `folder` recorded (None for one that records none)."
+    return [fits.getheader(p, 0).get('JOBID') for p in sorted(Path(folder).glob('part-*.fits'))]
 
 def _read_part(path):
     "A chunk's predictions and rejects, text as str (as in a run held in memory), not FITS's bytes."
@@ -418,6 +423,7 @@ def _clear_run(out):
     shutil.rmtree(out / 'chunks', ignore_errors=True)
     for f in ['manifest.json', 'rejects.csv', *(f'predictions.{x}' for x in ('fits', 'ecsv', 'csv'))]: (out / f).unlink(missing_ok=True)
 
+@one_writer('out', 'predict', 'predictions', 'wait for it to finish, or use another output directory')
 def predict(model, # model file, shipped model name or None (the shipped model), `HFSModel`, `load_model` pair, or a Learner
             inputs, # `LamostSpectrum`(s), LAMOST files, directories, globs (or a list of them), or a dataset directory
             out=None, # output directory (chunks, predictions.fits/.ecsv/.csv, rejects.csv); None: in memory only
@@ -442,9 +448,10 @@ def predict(model, # model file, shipped model name or None (the shipped model),
         if out.exists() and not out.is_dir(): raise ValueError(f"output directory {out}: exists and is not a directory")
         if overwrite and out.exists(): _clear_run(out)
         parts_dir = out / 'chunks'; parts_dir.mkdir(parents=True, exist_ok=True)
-        check_manifest(out, dict(inputs=src.key(), n_items=len(src), chunk_size=chunk_size, mc_samples=mc_samples, seed=int(seed),
+        man = check_manifest(out, dict(inputs=src.key(), n_items=len(src), chunk_size=chunk_size, mc_samples=mc_samples, seed=int(seed),
                                  criteria=rule_text(crit), model=m.weights_hash(), source=str(src.root) if src.root else None),
-                       'run', 'use another output directory, or overwrite (--overwrite) to start again')
+                       'run', 'use another output directory, or overwrite (--overwrite) to start again',
+                             finished=lambda: _part_jobs(parts_dir))
         remove_stale(parts_dir)  # left by a killed run (one writer per folder)
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     m.net.to(device)
@@ -468,7 +475,7 @@ def predict(model, # model file, shipped model name or None (the shipped model),
                 t = _chunk_table(acc['rows'], summ, m.labels, {})
                 for f, v in trust_flags(t, m.trust, t['novelty'] if 'novelty' in summ else None).items(): t[f] = v
                 r = _rejects_table(acc['rejects'])
-                if parts_dir is not None: _write_part(t, r, part(k))
+                if parts_dir is not None: _write_part(t, r, part(k), job_id(man))
                 else: parts[k] = (t, r)
             bar.update(i1 - i0)
     if parts_dir is not None:
