@@ -306,9 +306,10 @@ def evaluate(pred: Table, # predictions (labels, P(CEMP))
              labels=None, # labels to score (None: those both tables have)
              p_min=None) -> dict: # select by P(CEMP) >= `p_min` instead of the `cemp` flag
     "Per-label MAE, and CEMP completeness and purity (with counts) of `pred` against `truth`, joined on `key`."
-    tr = {k: i for i, k in enumerate(np.asarray(truth[key]))}
-    ip = np.array([i for i, k in enumerate(np.asarray(pred[key])) if k in tr], int)
-    it = np.array([tr[k] for k in np.asarray(pred[key])[ip]], int)
+    pk, pm = np.asarray(pred[key]), np.ma.getmaskarray(pred[key])
+    tr = {k: i for i, (k, m) in enumerate(zip(np.asarray(truth[key]), np.ma.getmaskarray(truth[key]))) if not m}  # a masked key matches nothing
+    ip = np.array([i for i, k in enumerate(pk) if not pm[i] and k in tr], int)
+    it = np.array([tr[k] for k in pk[ip]], int)
     if not len(ip): raise ValueError(f"no common '{key}' between predictions and truth")
     crit = load_criteria(criteria)
     p, t = classify(pred[ip], crit), classify(truth[it], crit)

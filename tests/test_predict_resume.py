@@ -39,6 +39,15 @@ def _check_exactly_once(pred, rejects, files):
     assert len(names) == len(set(names)), "a spectrum appears twice"
     assert sorted(names) == sorted(f.name for f in files), "a spectrum is missing"
 
+def _chunk_stats(out) -> dict:
+    "Each finished chunk file's identity: inode, modification time (ns) and size (a rewrite, even atomic, changes them)."
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.stat().st_size) for p in (Path(out) / 'chunks').glob('part-*.fits')}
+
+def _check_untouched(before: dict, after: dict):
+    "Every chunk finished before a call is still there, not rewritten."
+    redone = [k for k in before if after.get(k) != before[k]]
+    assert not redone, f"finished chunks rewritten or lost: {redone}"
+
 def test_killed_run_resumes_exactly_once(setup):
     d = setup
     files = sorted((d / 'survey' / 'spectra').glob('*.fits*'))
@@ -48,8 +57,10 @@ def test_killed_run_resumes_exactly_once(setup):
     done = len(list((out / 'chunks').glob('part-*.fits')))
     assert not finished and 1 <= done < n_chunks, f"the child was not stopped mid-run ({done} of {n_chunks} chunks)"
     assert not (out / 'predictions.fits').exists()
+    before = _chunk_stats(out)
     pred = predict(d / 'model.pt', d / 'survey' / 'spectra', out=out, bs=4, chunk_size=4, mc_samples=8, progress=False)
     assert len(list((out / 'chunks').glob('part-*.fits'))) == n_chunks
+    _check_untouched(before, _chunk_stats(out))
     assert not list((out / 'chunks').glob('*.tmp')), "a half-written chunk was left behind"
     rejects = Table.read(out / 'rejects.csv', format='ascii.csv')
     _check_exactly_once(pred, rejects, files)
@@ -63,11 +74,18 @@ def test_stepwise_run_and_rerun_of_a_finished_run(setup):
     d = setup
     files = sorted((d / 'survey' / 'spectra').glob('*.fits*'))
     kw = dict(out=d / 'steps', bs=4, chunk_size=8, mc_samples=2, progress=False)
-    steps = 0
-    while predict(d / 'model.pt', d / 'survey' / 'spectra', max_chunks=2, **kw) is None: steps += 1
     n_chunks = -(-len(files) // 8)
-    assert steps == -(-n_chunks // 2) - 1  # every call but the last stopped after two new chunks
+    calls = -(-n_chunks // 2)  # two new chunks per call
+    for step in range(calls):  # bounded: a run that never finishes fails here instead of looping
+        before = _chunk_stats(d / 'steps')
+        got = predict(d / 'model.pt', d / 'survey' / 'spectra', max_chunks=2, **kw)
+        after = _chunk_stats(d / 'steps')
+        _check_untouched(before, after)  # the chunks of earlier calls are not redone
+        assert len(after) == min(2 * (step + 1), n_chunks), (step, sorted(after))
+        assert (got is None) == (step < calls - 1), f"call {step + 1} of {calls}: {'stopped early' if got is None else 'finished early'}"
+    before = _chunk_stats(d / 'steps')
     again = predict(d / 'model.pt', d / 'survey' / 'spectra', **kw)  # nothing left to do: the merged result again
+    _check_untouched(before, _chunk_stats(d / 'steps'))
     _check_exactly_once(again, Table.read(d / 'steps' / 'rejects.csv', format='ascii.csv'), files)
 
 def test_other_inputs_in_the_same_folder_are_refused(setup):
