@@ -96,3 +96,11 @@ bench-learning: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo_out _docs _proc .pytest_cache
+
+# Mutation check, a developer target (not part of `make test`): ~35 small plausible bugs, each put into a notebook's
+# export cell in a scratch copy under /tmp, exported and run against the tests that should catch it (1-2 at a time;
+# ~30-60 min on 2 shared CPUs); caught or not in benchmarks/results/mutants.md and .json
+MUTANT_JOBS ?= 2
+.PHONY: mutants
+mutants: $(STAMP)
+	MPLBACKEND=Agg nice -n 10 $(BIN)/python benchmarks/mutants.py --jobs $(MUTANT_JOBS)
