@@ -247,14 +247,14 @@ def run_mutant(m: dict, base: Path, timeout: float, all_tests=False) -> dict:
           + (f" ({res['error']})" if 'error' in res else ''), file=sys.stderr, flush=True)
     return res
 
-def baseline(base: Path, mutants, timeout: float) -> list[dict]:
+def baseline(base: Path, mutants, timeout: float, jobs=1) -> list[dict]:
     "Every distinct test command on the unmutated copy: each must pass."
     tests = list(dict.fromkeys(t for m in mutants for t in m['tests']))
-    out = []
-    for t in tests:
-        r = run_test(base, t, timeout); out.append(r)
+    def one(t):
+        r = run_test(base, t, timeout)
         print(f"  baseline {r['test']}: {r['status']} ({r['seconds']} s)", file=sys.stderr, flush=True)
-    return out
+        return r
+    with ThreadPoolExecutor(max(1, jobs)) as ex: return list(ex.map(one, tests))
 
 def hardware() -> dict:
     import torch
@@ -312,7 +312,7 @@ def main():
         res = dict(date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), commit=commit + ('+changes' if dirty else ''),
                    hardware=hardware(), jobs=a.jobs, timeout_s=a.timeout)
         print(f"mutants: {len(ms)}; scratch copies under {tmp}", file=sys.stderr)
-        res['baseline'] = [] if a.no_baseline else baseline(base, ms, a.timeout)
+        res['baseline'] = [] if a.no_baseline else baseline(base, ms, a.timeout, a.jobs)
         if any(r['status'] != 'passed' for r in res['baseline']):
             sys.exit("baseline: some tests fail on the unmutated code: " + ', '.join(r['test'] for r in res['baseline'] if r['status'] != 'passed'))
         with ThreadPoolExecutor(max(1, a.jobs)) as ex:

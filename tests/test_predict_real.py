@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from cemp_hfs.io import lamost_files
+from cemp_hfs.io import lamost_files, read_lamost
+from cemp_hfs.preprocess import load_preprocess_config
 from cemp_hfs.mock import make_survey
 from cemp_hfs.core import LABELS, TEX, UNITS
 from cemp_hfs.dataset import build_dataset
@@ -35,12 +36,24 @@ def _check_once(pred, src):
     for l in LABELS: assert np.isfinite(pred[l]).all() and (pred[f'{l}_err'] >= 0).all(), l
     return rej
 
+def _bad_fraction(f) -> float:
+    "The largest fraction of pixels a file's own masks mark bad in a preprocessing segment (rest frame): what preprocess judges."
+    s, c = read_lamost(f), load_preprocess_config()
+    rest = s.wave / (1 + (s.meta['z'] if np.isfinite(s.meta['z']) else 0.))
+    return max(np.mean(~s.good[(rest >= lo) & (rest <= hi)]) for lo, hi in c.segments)
+
 @pytest.mark.parametrize('folder', ['lamost/dr10_table', 'lamost/dr1_labeled'])
 def test_predict_real_files(model, data_dir, folder, tmp_path):
     pred = predict(model, data_dir / folder, out=tmp_path / 'pred', mc_samples=4, progress=False)
     rej = _check_once(pred, data_dir / folder)
-    assert len(pred) >= 0.8 * len(lamost_files(data_dir / folder)), f"too many rejects: {list(rej)}"
-    assert all(str(r).strip() for r in rej['reason'])
+    # stars LAMOST's pipeline measured: the only spectra refused are those whose own masks leave too few good pixels
+    # in a segment (the refusal threshold max_bad_frac, give or take the resampling onto the rest-frame grid)
+    limit = load_preprocess_config().max_bad_frac
+    frac = {f.name: _bad_fraction(f) for f in lamost_files(data_dir / folder)}
+    refused = {Path(f).name for f in rej['file']}
+    assert refused <= {n for n, x in frac.items() if x > limit - 0.05}, {n: frac[n] for n in refused}
+    assert refused >= {n for n, x in frac.items() if x > limit + 0.05}
+    assert all('masked' in str(r) for r in rej['reason']), list(rej['reason'])
     assert ((pred['p_cemp'] >= 0) & (pred['p_cemp'] <= 1)).all()
 
 def _mad(x): return 1.4826 * np.median(np.abs(x - np.median(x)))
@@ -97,12 +110,11 @@ def test_dr8_repeats_within_vs_between(model, data_dir, tmp_path):
     # Teff is only reported: the quick model (400 mock stars, 5 epochs) barely separates the stars in Teff (its
     # between-star spread is ~50 K, the size of the repeat noise); run with CEMP_HFS_MODEL=demo_out/model.pt to see it.
     for l in ('logg', 'feh', 'cfe', 'ch'): assert res[l]['ratio_robust'] < 1, (l, res[l])
-    # Teff: the scatter between repeats is what the model's own uncertainties say it should be (MC dropout draws
-    # and the noise of the exposures), not some bound far away: each repeat's deviation from its star's mean, divided
-    # by the quadrature sum of the two uncertainties, has a robust spread of order one
-    err = np.asarray(pred['teff_err'], float)
-    print('teff within', res['teff'], 'median err', np.nanmedian(err))
-    assert np.isfinite(res['teff']['within']) and res['teff']['within'] < 500, res['teff']
+    # Teff, bounded by the model's own uncertainty rather than a distant number: repeat exposures of one star differ
+    # (robustly) by less than the typical Monte-Carlo uncertainty the model gives one spectrum (measured with the quick
+    # model: ~20 K against ~60 K; that uncertainty is mostly the model's, shared by the repeats of a star)
+    err = np.median(np.asarray(pred['teff_err'], float))
+    assert np.isfinite(res['teff']['within_robust']) and res['teff']['within_robust'] < err, (res['teff'], err)
 
 def _dr10(data_dir, kind=None, n=None):
     "DR10 labelled files (all, or those of LAMOST subclass type `kind`) and their LASP rows."
