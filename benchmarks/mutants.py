@@ -209,11 +209,20 @@ def _command(test) -> list[str]:
     if kind == 'nb': return [str(BIN / 'nbdev-test'), f'nbs/{what}.ipynb', '--n-workers', '1']
     return [sys.executable, '-m', 'pytest', '-x', '-q', '-p', 'no:cacheprovider', what]
 
+RUNNING = set()  # test processes (each its own process group), killed if this script is stopped
+
+def _kill_running(*_):
+    for p in list(RUNNING):
+        try: os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError: pass
+    if _: sys.exit(f"stopped by signal {_[0]}")
+
 def run_test(root: Path, test, timeout: float) -> dict:
     "Run one test command in `root`: passed / failed / timeout, with the time and the tail of its output."
     t0 = time.time()
     p = subprocess.Popen(_command(test), cwd=root, env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, start_new_session=True)
+    RUNNING.add(p)
     try:
         out, _ = p.communicate(timeout=timeout)
         # pytest: 1 = tests failed; 2-5 = interrupted, internal or usage error, no tests collected: not a catch
@@ -221,6 +230,7 @@ def run_test(root: Path, test, timeout: float) -> dict:
                   else f'broken (exit {p.returncode})')
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL); out, _ = p.communicate(); status = 'timeout'
+    finally: RUNNING.discard(p)
     return dict(test=':'.join(test), status=status, seconds=round(time.time() - t0, 1), tail=(out or '')[-1500:])
 
 def run_mutant(m: dict, base: Path, timeout: float, all_tests=False) -> dict:
@@ -294,6 +304,7 @@ def main():
     a = ap.parse_args()
     ms = [m for m in MUTANTS if a.only is None or m['id'] in a.only.split(',')]
     if a.only and len(ms) != len(a.only.split(',')): sys.exit(f"unknown mutant id in {a.only}")
+    signal.signal(signal.SIGTERM, _kill_running)
     tmp = Path(tempfile.mkdtemp(prefix='cemp_mutants_'))
     base = tmp / 'base'; base.mkdir()
     try:
@@ -326,6 +337,7 @@ def main():
         errors = [m['id'] for m in res['mutants'] if m['status'] == 'error']
         if errors: sys.exit(f"mutants that no longer apply (update them): {errors}")
     finally:
+        _kill_running()
         shutil.rmtree(tmp, ignore_errors=True)
 
 if __name__ == '__main__': main()
