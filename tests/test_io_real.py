@@ -31,9 +31,12 @@ def test_every_lrs_file_reads(data_dir):
         releases.add(s.meta['release'])
     assert {'DR1', 'DR2', 'DR6', 'DR7', 'DR8', 'DR9', 'DR10'} <= releases
 
-def test_mrs_refused(data_dir):
+def test_mrs_refused(data_dir, tmp_path):
     (f,) = lamost_files(data_dir / 'lamost/formats/mrs_not_lrs')
     with pytest.raises(LamostFormatError, match='medium-resolution'): read_lamost(f)
+    # told by its content (COADD_B/COADD_R extensions), not only by its med- name
+    (tmp_path / 'spec-renamed.fits').write_bytes(f.read_bytes())
+    with pytest.raises(LamostFormatError, match='medium-resolution'): read_lamost(tmp_path / 'spec-renamed.fits')
     spectra, rejects = read_many(data_dir / 'lamost/formats', progress=False)
     # every other file of the folder reads: the count comes from the directory listing
     assert [r[0] for r in rejects] == [str(f)] and len(spectra) == len(lamost_files(data_dir / 'lamost/formats')) - 1

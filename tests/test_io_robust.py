@@ -130,3 +130,20 @@ def test_impossible_cards_read_as_missing(data_dir, tmp_path, layout, card, valu
     assert s.meta[key] is None
     assert _same_meta({**s.meta, key: ref.meta[key]}, ref.meta)
     _assert_same(s, ref)
+
+# --- 5. pixels with no usable value get ivar = 0 (the reader's contract: `ivar > 0` alone is a safe test)
+
+def test_non_finite_pixels_get_zero_ivar(data_dir, tmp_path):
+    src = _dr7(data_dir)
+    ref = read_lamost(src)
+    ok = np.flatnonzero(ref.ivar > 0)
+    nan_f, inf_f, neg_iv, nan_iv = ok[[10, 500, 1000, 2000]]  # pixels with information, spoilt one way each
+    with fits.open(src) as h:
+        d = h[0].data.copy()
+        d[0, nan_f], d[0, inf_f], d[1, neg_iv], d[1, nan_iv] = np.nan, np.inf, -1., np.nan
+        h[0].data = d; h.writeto(tmp_path / src.name)
+    s = read_lamost(tmp_path / src.name)
+    bad = [nan_f, inf_f, neg_iv, nan_iv]
+    assert (s.ivar[bad] == 0).all() and not s.good[bad].any()
+    keep = np.setdiff1d(np.arange(len(s)), bad)
+    np.testing.assert_array_equal(s.ivar[keep], ref.ivar[keep])
