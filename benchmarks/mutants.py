@@ -182,6 +182,10 @@ MUTANTS = [
          what='a number that must be > its bound (e.g. a learning rate of 0) accepted at the bound'),
 ]
 
+# the six bugs of issue 17's table, which the suite must catch
+ISSUE_TABLE = ('io_dr1_wave_offset', 'pre_continuum_residual_sign', 'loss_mask_skipped', 'select_mask_ignored',
+               'moe_topk_smallest', 'predict_resume_never_recognised')
+
 def _files(root: Path) -> list[str]:
     "The repository's tracked files and untracked files git does not ignore."
     out = subprocess.run(['git', 'ls-files', '-z', '-co', '--exclude-standard'], cwd=root, capture_output=True, check=True).stdout
@@ -276,6 +280,7 @@ def run_mutant(m: dict, base: Path, timeout: float, all_tests=False) -> dict:
         if any(s.startswith('broken') for s in st): raise RuntimeError(f"a test command did not run: {res['runs'][-1]['tail'][-300:]}")
         res['status'] = ('caught' if 'failed' in st else 'caught (timeout)' if 'timeout' in st and m.get('timeout_ok')
                          else 'timeout (not counted)' if 'timeout' in st else 'survived')
+        if res['status'] == 'survived' and m.get('equivalent'): res['status'], res['equivalent'] = 'equivalent', m['equivalent']
         res['caught_by'] = next((r['test'] for r in res['runs'] if r['status'] == 'failed'), None)
     except Exception as e:
         res['status'], res['error'] = 'error', f"{type(e).__name__}: {e}"
@@ -302,8 +307,10 @@ def hardware() -> dict:
 def write_report(res: dict, path_json: Path, path_md: Path):
     path_json.write_text(json.dumps(res, indent=1))
     ms = res['mutants']
-    counted = [m for m in ms if m['status'] != 'error']
+    counted = [m for m in ms if m['status'] not in ('error', 'equivalent')]
     caught = [m for m in counted if m['status'].startswith('caught')]
+    table = {m['id']: m['status'] for m in ms if m['id'] in ISSUE_TABLE}
+    survivors = [m for m in ms if m['status'] in ('survived', 'equivalent') or m['status'].startswith('timeout')]
     lines = [f"# Mutation check ({res['date']}, commit {res['commit']})", "",
              f"{len(caught)} of {len(counted)} mutants caught ({100 * len(caught) / max(len(counted), 1):.0f}%)"
              + (f"; {len(ms) - len(counted)} did not apply (errors below)" if len(ms) > len(counted) else '')
@@ -312,6 +319,9 @@ def write_report(res: dict, path_json: Path, path_md: Path):
              f"time limit {res['timeout_s']:.0f} s per test command.", "",
              "Each mutant is one small edit of a notebook's export cell, exported in a scratch copy and run against the tests listed "
              "(in that order, stopping at the first failure). Made by `make mutants` (benchmarks/mutants.py).", "",
+             "The six bugs of issue 17's table: " + ', '.join(f"`{k}` {v}" for k, v in table.items()) + '.', "",
+             "Survivors: " + ('none.' if not survivors else '; '.join(
+                 f"`{m['id']}` ({m['status']}{': ' + m['equivalent'] if m.get('equivalent') else ''})" for m in survivors)), "",
              "| mutant | notebook | the bug | result | caught by | tests run (s) |", "|---|---|---|---|---|---|"]
     for m in ms:
         runs = ', '.join(f"{r['test']} {r['status']} ({r['seconds']:.0f})" for r in m.get('runs', []))
@@ -359,7 +369,7 @@ def main():
         res['wall_s'] = time.time() - t0
         out = Path(a.out); out.parent.mkdir(parents=True, exist_ok=True)
         write_report(res, out.with_suffix('.json'), out.with_suffix('.md'))
-        counted = [m for m in res['mutants'] if m['status'] != 'error']
+        counted = [m for m in res['mutants'] if m['status'] not in ('error', 'equivalent')]
         caught = sum(m['status'].startswith('caught') for m in counted)
         print(f"mutants: {caught} of {len(counted)} caught; {out.with_suffix('.md')}", file=sys.stderr)
         errors = [m['id'] for m in res['mutants'] if m['status'] == 'error']
