@@ -263,12 +263,12 @@ def calibrate_lines(syn, iterations=3, min_ew=0.005):
         ok = ew > min_ew
         for g in set(grp):  # slope of log tau with theta, pooled over the group's lines (line means removed)
             sel = grp == g
-            if g == 'H': sel &= ok.all(0)
+            if g in ('H', 'Hb'): sel &= ok.all(0)
             lt, w = logtau[:, sel], ok[:, sel]
             mu = np.array([lt[w[:, j], j].mean() if w[:, j].any() else 0 for j in range(lt.shape[1])])
             xx = np.broadcast_to(dth[:, None], lt.shape)[w]; yy = (lt - mu)[w]
             if len(xx) > 5 and np.ptp(xx) > 0:
-                kth[g] = float(np.clip(np.polyfit(xx, yy, 1)[0], -8 if g == 'H' else 0., 0 if g == 'H' else 4.))
+                kth[g] = float(np.clip(np.polyfit(xx, yy, 1)[0], -8 if g in ('H', 'Hb') else 0., 0 if g in ('H', 'Hb') else 4.))
                 mock.STRENGTH[g]['k_theta'] = kth[g]
     # solar optical depth per line: median over the references where the line is measured, at the fitted slopes
     logsun = np.array([np.median((logtau[:, j] - np.array([kth[grp[j]]]) * dth)[ok[:, j]]) if ok[:, j].any() else np.nan
@@ -290,7 +290,7 @@ def atomic_table(ew_sun_mA):
 
 K_THETA_MAX = 2.5  # neutral-metal slopes above this come from blends growing in cool stars, not from one line
 # starting temperature slopes (physics estimates) so that a calibration never depends on a previous one
-K_THETA_PRIOR = {'H': -4.5, 'fe1': 1.5, 'fe2': -0.3, 'alpha1': 1.5, 'ca2': 0.8, 'na1': 2.0}
+K_THETA_PRIOR = {'H': -4.5, 'Hb': -4.5, 'ca2t': 0.8, 'fe1': 1.5, 'fe2': -0.3, 'alpha1': 1.5, 'ca2': 0.8, 'na1': 2.0}
 
 
 def calibrate(syn, dr1):
@@ -432,7 +432,9 @@ def calibration_constants(calib):
                           for g, (tmax, b64) in calib['templates'].items()},
             'blue_veil': {'v0': float(v0), 'length_A': float(length)},
             'instrument_knots': {'wave_A': [float(w) for w in kw], 'counts_rel_g': [float(v) for v in kv]},
-            'cont_throughput': {'wave_A': [float(w) for w in t['knots']], 'ratio': [float(v) for v in t['values']]}}
+            'cont_throughput': {'wave_A': [float(w) for w in t['knots']], 'ratio': [float(v) for v in t['values']]},
+            # fitted on real stars by benchmarks/mock_realism_real.py --calibrate: kept as they are
+            **({'label_slopes': mock.read_calibration()['label_slopes']} if 'label_slopes' in mock.read_calibration() else {})}
 
 
 def calibration_json(calib):

@@ -17,13 +17,12 @@ from fastprogress.fastprogress import progress_bar
 
 from .io import LamostSpectrum, write_lamost, read_lamost
 
-
 # %% auto #0
-__all__ = ['COEFF0', 'COEFF1', 'NPIX', 'R_LAMOST', 'C_KMS', 'SUN', 'STRENGTH', 'MOLECULAR_WINDOWS', 'TEMPLATE_TAU0',
-           'MOL_TAU_SUN', 'K_OPACITY', 'K_PRESSURE', 'SOLAR_ABUND', 'DOPPLER_B', 'DAMP_A', 'TEMPLATES', 'BLUE_VEIL',
-           'INSTRUMENT_KNOTS', 'CONT_THROUGHPUT', 'MASK_BITS', 'CEMP_NODES', 'BAND_WINDOWS', 'lamost_wave',
-           'air_to_vacuum', 'read_calibration', 'curve_of_growth', 'template_tau', 'template_growth', 'alpha_fe',
-           'nitrogen_fe', 'co_fraction', 'free_carbon', 'planck', 'ccm_extinction', 'instrument_throughput',
+__all__ = ['COEFF0', 'COEFF1', 'NPIX', 'R_LAMOST', 'C_KMS', 'SUN', 'K_OPACITY', 'K_PRESSURE', 'STRENGTH', 'STRENGTH_PHYSICS',
+           'LABEL_SLOPES', 'MOLECULAR_WINDOWS', 'TEMPLATE_TAU0', 'MOL_TAU_SUN', 'SOLAR_ABUND', 'DOPPLER_B', 'DAMP_A',
+           'TEMPLATES', 'BLUE_VEIL', 'INSTRUMENT_KNOTS', 'CONT_THROUGHPUT', 'MASK_BITS', 'CEMP_NODES', 'BAND_WINDOWS',
+           'lamost_wave', 'air_to_vacuum', 'read_calibration', 'curve_of_growth', 'template_tau', 'template_growth',
+           'alpha_fe', 'nitrogen_fe', 'co_fraction', 'free_carbon', 'planck', 'ccm_extinction', 'instrument_throughput',
            'flux_calibration_shape', 'interstellar_absorption', 'blue_veiling', 'model_flux', 'telluric_transmission',
            'sky_spectrum', 'observe', 'mk_subclass', 'synth_spectrum', 'cemp_fraction', 'draw_population',
            'make_survey', 'plot_carbon_sequence', 'plot_population']
@@ -102,25 +101,33 @@ def _invert_cog(w, dl_doppler, a_damp):
 # log10 scale per group (multiplies the solar EW-derived optical depths) and label slopes; the temperature slopes
 # of the line groups (`_KT`) are calibrated (package data), the other numbers are physics estimates
 _KT = _CALIB['k_theta']
-STRENGTH = {
-    'H':        dict(scale=0.0, k_theta=_KT['H'], k_logg=0.0, k_damp=0.0),
-    'fe1':      dict(scale=0.0, k_theta=_KT['fe1'], k_logg=-0.05, k_damp=0.3),
-    'fe2':      dict(scale=0.0, k_theta=_KT['fe2'], k_logg=-0.33, k_damp=0.3),
-    'alpha1':   dict(scale=0.0, k_theta=_KT['alpha1'], k_logg=-0.05, k_damp=0.35),
-    'ca2':      dict(scale=0.0, k_theta=_KT['ca2'], k_logg=-0.15, k_damp=0.3),
-    'na1':      dict(scale=0.0, k_theta=_KT['na1'], k_logg=0.0, k_damp=0.3),
-    'CH':       dict(scale=0.0, k_theta=2.8, k_logg=0.0, k_damp=0.0),
-    'CN':       dict(scale=0.0, k_theta=6.0, k_logg=0.0, k_damp=0.0),
-    'C2':       dict(scale=-1.5, k_theta=5.0, k_logg=0.0, k_damp=0.0),
-    'forest':   dict(scale=0.0, k_theta=_KT['forest'], k_logg=-0.05, k_damp=0.0),
+K_OPACITY = 0.4   # metal-poor atmospheres have less H- opacity: line strength per unit abundance grows as 10**(-k [Fe/H])
+K_PRESSURE = 0.3  # ... and higher gas pressure, which favours molecules: extra 10**(-k [Fe/H]) for CH, CN, C2
+_KM = -K_OPACITY - K_PRESSURE
+STRENGTH = {  # physics defaults; `label_slopes` of the package data replaces them (see "Label slopes calibrated on real stars")
+    'H':        dict(scale=0.0, k_theta=_KT['H'], k_logg=0.0, k_feh=0.0, k_damp=0.0),
+    'fe1':      dict(scale=0.0, k_theta=_KT['fe1'], k_logg=-0.05, k_feh=-K_OPACITY, k_damp=0.3),
+    'fe2':      dict(scale=0.0, k_theta=_KT['fe2'], k_logg=-0.33, k_feh=-K_OPACITY, k_damp=0.3),
+    'alpha1':   dict(scale=0.0, k_theta=_KT['alpha1'], k_logg=-0.05, k_feh=-K_OPACITY, k_damp=0.35),
+    'ca2':      dict(scale=0.0, k_theta=_KT['ca2'], k_logg=-0.15, k_feh=-K_OPACITY, k_damp=0.3),
+    'na1':      dict(scale=0.0, k_theta=_KT['na1'], k_logg=0.0, k_feh=-K_OPACITY, k_damp=0.3),
+    'CH':       dict(scale=0.0, k_theta=2.8, k_logg=0.0, k_feh=_KM, k_damp=0.0),
+    'CN':       dict(scale=0.0, k_theta=6.0, k_logg=0.0, k_feh=_KM, k_damp=0.0),
+    'C2':       dict(scale=-1.5, k_theta=5.0, k_logg=0.0, k_feh=_KM, k_damp=0.0),
+    'forest':   dict(scale=0.0, k_theta=_KT['forest'], k_logg=-0.05, k_feh=-K_OPACITY, k_damp=0.0),
+    # H-beta and bluer Balmer lines (blended with metal lines at LAMOST's resolution), and the Ca II triplet: the same
+    # physics defaults as H and ca2, kept apart so that real stars can calibrate them on their own
+    'Hb':       dict(scale=0.0, k_theta=_KT.get('Hb', _KT['H']), k_logg=0.0, k_feh=0.0, k_damp=0.0),
+    'ca2t':     dict(scale=0.0, k_theta=_KT.get('ca2t', _KT['ca2']), k_logg=-0.15, k_feh=-K_OPACITY, k_damp=0.3),
 }
+STRENGTH_PHYSICS = {g: dict(v) for g, v in STRENGTH.items()}  # kept to compare with (benchmarks/mock_realism_real.py)
+LABEL_SLOPES = _CALIB.get('label_slopes', {}).get('slopes', {})  # fitted on real stars (package data)
+for _g, _v in LABEL_SLOPES.items(): STRENGTH[_g].update(_v)
 # wavelength windows (vacuum A) where the R=2000 references' leftover absorption is CH or CN rather than metal lines
 MOLECULAR_WINDOWS = {'CH': ((4268., 4320.),), 'CN': ((3842., 3885.), (4150., 4218.))}
 # central optical depth of a typical template line at the Sun: sets where a template band starts to saturate
 TEMPLATE_TAU0 = {'forest': 0.3, 'CH': 1.0, 'CN': 1.0}
 MOL_TAU_SUN = {'C2': 3.0}  # central optical depth of the strongest comb line before `scale`
-K_OPACITY = 0.4   # metal-poor atmospheres have less H- opacity: line strength per unit abundance grows as 10**(-k [Fe/H])
-K_PRESSURE = 0.3  # ... and higher gas pressure, which favours molecules: extra 10**(-k [Fe/H]) for CH, CN, C2
 SOLAR_ABUND = dict(C=8.43, N=7.83, O=8.69)  # Asplund et al. (2009), log eps
 DOPPLER_B = 2.5  # km/s, thermal + microturbulent width used in the curve of growth
 DAMP_A = 0.004   # damping parameter of a line with damping weight 1 in the Sun (per unit weight; 0-weight lines: 1e-4)
@@ -229,11 +236,11 @@ def _dlog_strength(teff, logg, feh, cfe):
     c0 = free_carbon(SUN['teff'], 0., 0.)
     dc = free_carbon(teff, feh, cfe) - c0
     abund = {'H': 0 * feh, 'fe1': feh, 'fe2': feh, 'alpha1': feh + alpha_fe(feh), 'ca2': feh + alpha_fe(feh),
-             'na1': feh, 'CH': dc, 'CN': dc + feh + nitrogen_fe(cfe), 'C2': 2 * dc, 'forest': feh}
+             'na1': feh, 'CH': dc, 'CN': dc + feh + nitrogen_fe(cfe), 'C2': 2 * dc, 'forest': feh, 'Hb': 0 * feh,
+             'ca2t': feh + alpha_fe(feh)}
     out, damp = [], []
     for g, p in STRENGTH.items():
-        env = 0 if g == 'H' else -K_OPACITY * feh - (K_PRESSURE * feh if g in ('CH', 'CN', 'C2') else 0)
-        out.append(p['scale'] + abund[g] + env + p['k_theta'] * dth + p['k_logg'] * dg)
+        out.append(p['scale'] + abund[g] + p['k_feh'] * feh + p['k_theta'] * dth + p['k_logg'] * dg)
         damp.append(p['k_damp'] * dg)
     return np.concatenate(out, 1), np.concatenate(damp, 1)
 
