@@ -53,9 +53,18 @@ clean-nbs: $(STAMP)
 readme: $(STAMP)
 	$(BIN)/python tools/render_readme.py
 
-# Full docs need Quarto (not installable on the project's machines); use it where you have it.
+## The documentation site in _docs/: nbdev-docs where Quarto is installed; otherwise tools/build_docs.py (nbdev's own
+## processing, then HTML and Markdown pages with nbconvert's Markdown and Pygments), which executes the notebooks first
 docs: $(STAMP)
-	$(BIN)/nbdev-docs
+	@if command -v quarto >/dev/null 2>&1; then $(BIN)/nbdev-docs; \
+	else echo "Quarto not found: building _docs/ with tools/build_docs.py"; MPLBACKEND=Agg $(BIN)/python tools/build_docs.py; fi
+
+# Every page of _docs/ opened in headless Chromium: it loads, its images display, its links resolve. Needs Debian's
+# chromium and chromium-driver (apt-get install chromium chromium-driver) and selenium (the docs extra)
+.PHONY: docs-check
+docs-check: docs
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[docs]"
+	$(BIN)/python tools/check_docs.py
 
 bench: bench-mock bench-preprocess bench-inference
 
@@ -95,7 +104,7 @@ bench-learning: $(STAMP)
 	MPLBACKEND=Agg OMP_NUM_THREADS=1 nice -n 10 $(BIN)/python benchmarks/learning_curve.py
 
 clean:
-	rm -rf $(VENV) demo_out _docs _proc .pytest_cache
+	rm -rf $(VENV) demo_out _docs _proc _exec .pytest_cache
 
 # Mutation check, a developer target (not part of `make test`): ~35 small plausible bugs, each put into a notebook's
 # export cell in a scratch copy under /tmp, exported and run against the tests that should catch it (1-2 at a time;

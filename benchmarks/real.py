@@ -220,8 +220,8 @@ def train_trial(cache: Path, dataset: Path, config: str, kw: dict, seed: int) ->
     tv = truth[v]
     T = label_matrix(tv, LABELS).astype(float)
     tgt = in_target(T[:, 0], np.asarray(tv['snrg'], float))
-    info['valid_all'] = label_stats(pred, T, np.ones(len(v), bool))
-    info['valid_target'] = label_stats(pred, T, tgt)
+    info['valid_all'] = label_stats(pred, T, np.ones(len(v), bool), LABELS)
+    info['valid_target'] = label_stats(pred, T, tgt, LABELS)
     info['score'] = float(np.mean([info['valid_target'][l]['mae'] / TARGET_MAE[l] for l in LABELS]))
     info['valid_predict_s'] = c.wall
     info['wall_s'], info['cpu_s'] = info['train_s'] + c.wall, info['train_cpu_s'] + c.cpu
