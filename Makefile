@@ -90,6 +90,12 @@ bench-accuracy: $(STAMP)
 bench-real: $(STAMP)
 	MPLBACKEND=Agg nice -n 10 $(BIN)/python benchmarks/real.py
 
+# The user's path on real stars: cemp-hfs prepare, train, predict, select on the DR10 spectra with LASP labels, every
+# option at its default, then the test split against LASP (~10 min on 2 CPUs); steps kept in benchmarks/cache/real_cli/
+.PHONY: bench-real-cli
+bench-real-cli: $(STAMP)
+	MPLBACKEND=Agg nice -n 5 $(BIN)/python benchmarks/real_cli.py
+
 # The model the package ships (cemp_hfs/models/): HFS-Net small on the mock survey and the real DR10 spectra with LASP
 # labels at once (seeded; ~10 min on 2 CPUs), measured into benchmarks/results/pretrained.md (the model card's numbers)
 .PHONY: pretrained
