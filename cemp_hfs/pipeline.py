@@ -98,7 +98,7 @@ def _training_figures(learn, suffix=''):
 
 def run_train(dataset, # dataset folder (from `run_prepare`)
               out='model.pt', # model file to write; figures go to `<stem>_figures/` beside it
-              config='paper', # HFS-Net config: 'paper', 'small', a YAML path or a dict
+              config='small', # HFS-Net config: 'small' (the default), 'paper', a YAML path or a dict
               **kwargs): # anything else `train_hfsnet` takes (epochs, bs, lr, balanced, seed, patience, progress)
     "Train HFS-Net on a dataset, write the model file and its figures; returns the fastai `Learner`."
     import matplotlib; matplotlib.use('Agg')

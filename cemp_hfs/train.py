@@ -239,9 +239,9 @@ def _check_number(name, value, lo=0., strict=True):
     return float(value)
 
 def hfs_learner(dataset_dir, # directory written by `build_dataset`
-                config='paper', # HFS-Net config: 'paper', 'small', a YAML path or a dict
-                bs=64, # batch size
-                lr=1e-3, # peak learning rate (what `train_hfsnet` passes to `fit_one_cycle`)
+                config='small', # HFS-Net config: 'small' (the default, chosen on real stars), 'paper', a YAML path or a dict
+                bs=32, # batch size
+                lr=2e-3, # peak learning rate (what `train_hfsnet` passes to `fit_one_cycle`)
                 wd=1e-2, # decoupled (AdamW) weight decay
                 out=None, # model file to write (None: keep in memory only)
                 balanced=False, # "random mean sampling" of the training split
@@ -288,8 +288,8 @@ def hfs_learner(dataset_dir, # directory written by `build_dataset`
 
 @delegates(hfs_learner)
 def train_hfsnet(dataset_dir, # directory written by `build_dataset`
-                 config='paper', # HFS-Net config: 'paper', 'small', a YAML path or a dict
-                 epochs=30, # maximum number of epochs
+                 config='small', # HFS-Net config: 'small' (the default, chosen on real stars), 'paper', a YAML path or a dict
+                 epochs=100, # maximum number of epochs
                  **kwargs) -> Learner: # what else `hfs_learner` takes: bs, lr, wd, out, balanced, seed, patience, progress, labels, ...
     "Train HFS-Net on an on-disk dataset: `hfs_learner`, then `fit_one_cycle(epochs)` at its `lr`; returns the `Learner` (best weights loaded)."
     epochs = check_count('epochs', epochs)
