@@ -63,7 +63,8 @@ TYPES = ('A', 'F', 'G')
 TRIALS = {
     'full': {
         'small': [dict(epochs=40, lr=2e-3, bs=32, balanced=False), dict(epochs=40, lr=5e-3, bs=32, balanced=False),
-                  dict(epochs=60, lr=2e-3, bs=32, balanced=False), dict(epochs=40, lr=2e-3, bs=32, balanced=True)],
+                  dict(epochs=60, lr=2e-3, bs=32, balanced=False), dict(epochs=40, lr=2e-3, bs=32, balanced=True),
+                  dict(epochs=100, lr=2e-3, bs=32, balanced=False)],  # `cemp-hfs train`'s defaults
         'paper': [dict(epochs=30, lr=1e-3, bs=32, balanced=False), dict(epochs=30, lr=3e-3, bs=32, balanced=False)],
     },
     'quick': {
