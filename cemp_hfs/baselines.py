@@ -26,7 +26,7 @@ __all__ = ['LABEL_RANGES', 'TEMPLATE_STEPS', 'RV_MAX', 'CCF_LABELS', 'CRB_PARAMS
            'plot_match', 'plot_crb_snr']
 
 # %% ../nbs/07_baselines.ipynb #c005
-# the label box of the mock population (teff, logg, feh as SPEC section 7; [C/Fe] from the normal stars' low tail
+# the label box of the mock population (teff, logg, feh as `cemp_hfs.mock.draw_population` draws them; [C/Fe] from the normal stars' low tail
 # to the CEMP cap) and of the paper's template library (section 2.1.1: 4000-6500 K, 1.0-4.5, -4..0, 0..+3)
 LABEL_RANGES = dict(teff=(4000., 6500.), logg=(1.0, 4.5), feh=(-4.0, 0.5), cfe=(-0.75, 3.0))
 
