@@ -13,6 +13,11 @@ Reproducible (seeded) and resumable (stages cached under benchmarks/cache/pretra
    LASP [Fe/H] > -1.5, and the five pseudo-LAMOST benchmark stars (benchmarks/pseudo_lamost.py);
 5. the weights copied to cemp_hfs/models/ (package data, loaded with weights_only=True) with its entry in
    cemp_hfs/models/models.yaml, and the numbers in benchmarks/results/pretrained.md/.json (the model card's source).
+
+The shipped file was made by this script at package commit 765626b, before the mock's line strengths were calibrated
+on real stars. Run now, the script trains on the calibrated mock and gives the model of
+benchmarks/results/pretrained_calibrated_mock.md, which was measured and not shipped (worse on real stars: see that
+file and docs/model_card.md); it overwrites the shipped file, so check its numbers before committing the result.
 """
 from __future__ import annotations
 import argparse, json, os, shutil, sys, time
