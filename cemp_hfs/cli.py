@@ -123,9 +123,11 @@ def cmd_predict(args):
         raise FileNotFoundError(f"model file {args.model}: no such file (and no shipped model of that name: cemp-hfs models)")
     _out_dir(args.out)
     inputs = inputs[0] if len(inputs) == 1 else inputs
-    t = predict(args.model, inputs, out=args.out, bs=args.bs, chunk_size=args.chunk_size, mc_samples=args.mc,
-                criteria=args.criteria, seed=args.seed, max_chunks=args.max_chunks, progress=not args.quiet,
-                overwrite=args.overwrite)
+    from cemp_hfs.scale import dask_client
+    with dask_client(args.scheduler, args.workers) as client:  # no --scheduler: no cluster, the run stays in this process
+        t = predict(args.model, inputs, out=args.out, bs=args.bs, chunk_size=args.chunk_size, mc_samples=args.mc,
+                    criteria=args.criteria, seed=args.seed, max_chunks=args.max_chunks, progress=not args.quiet,
+                    overwrite=args.overwrite, client=client)
     if t is None: say(f"predict: stopped after {args.max_chunks} chunk(s); rerun the same command to continue"); return 0
     say(f"predict: {len(t)} of {t.meta['NINPUT']} spectra labelled ({t.meta['NFLAGGED']} with a trust flag), {t.meta['NREJECT']} rejected "
         f"(see {Path(args.out) / 'rejects.csv'}); P(CEMP) for criteria '{t.meta['PCRIT']}' -> {Path(args.out) / 'predictions.fits'} (.ecsv, .csv)")
@@ -301,6 +303,9 @@ def _add_predict(s):
     _opt(s, '--criteria', f, 'criteria', 'CEMP criteria for P(CEMP): preset (paper, beers2005, aoki2007) or YAML')
     _opt(s, '--max-chunks', f, 'max_chunks', 'stop after this many chunks (resume later)', type=_integer(1, none=True))
     _opt(s, '--seed', f, 'seed', 'seed of the dropout draws', type=_integer(0))
+    _arg(s, '--scheduler', "run the chunks on a Dask cluster: 'local' (worker processes on this machine), a scheduler "
+         "address tcp://HOST:PORT, or a scheduler file", shown='in this process, no cluster')
+    _arg(s, '--workers', 'worker processes of --scheduler local', type=_integer(1), shown='the CPU count')
     _common(s)
 
 def _add_select(s):

@@ -406,6 +406,20 @@ def label_batch(model: HFSModel, # the model
     if 'feature_mean' in model.trust: summ['novelty'] = novelty_score(feats.float().cpu().numpy(), model.trust)
     return summ
 
+def _label_chunk(m, src, i0, i1, bs, mc_samples, crit, seed, device, done=None):
+    "Predictions (with trust flags) and rejects of items `i0:i1` of `src`, `bs` at a time; `done(n)` after each batch."
+    rows, summs, rejects = [], [], []
+    for a in range(i0, i1, bs):
+        b = min(a + bs, i1)
+        r, c, n, rej = src.batch(a, b, m.preprocess)
+        rejects += rej
+        if r: rows += r; summs.append(label_batch(m, r, c.to(device), n.to(device), mc_samples, crit, seed))
+        if done is not None: done(b - a)
+    summ = {key: np.concatenate([s[key] for s in summs]) for key in summs[0]} if summs else {}
+    t = _chunk_table(rows, summ, m.labels, {})
+    for f, v in trust_flags(t, m.trust, t['novelty'] if 'novelty' in summ else None).items(): t[f] = v
+    return t, _rejects_table(rejects)
+
 # %% ../nbs/06_predict.ipynb #c369f6b
 def check_count(name, # the argument's name, for the message
                 value, # its value
@@ -434,11 +448,13 @@ def predict(model, # model file, shipped model name or None (the shipped model),
             seed=0, # base seed of the dropout draws (each spectrum's stream: `spectrum_seed(obsid or file, seed)`)
             max_chunks=None, # stop after this many new chunks (spread a long run over several jobs)
             device=None, # torch device (default: GPU when present)
+            client=None, # a dask.distributed `Client`: the chunks run as tasks on its workers, writing into `out` (see `cemp_hfs.scale`)
             progress=True, # progress on stderr, counting spectra
             overwrite=False) -> Table | None: # start afresh in `out` even if it holds another run
     "Labels (with units), uncertainties, P(CEMP) and trust flags for every readable spectrum of `inputs`; None if `max_chunks` stopped early."
     bs, chunk_size, mc_samples = check_count('bs', bs), check_count('chunk_size', chunk_size), check_count('mc_samples', mc_samples)
     max_chunks = check_count('max_chunks', max_chunks, allow_none=True)
+    if client is not None and out is None: raise ValueError("client: give out, the folder (seen by every worker) the chunk files are written into")
     crit = load_criteria(criteria)
     m = load_hfs_model(model)
     src = open_source(inputs)
@@ -453,31 +469,26 @@ def predict(model, # model file, shipped model name or None (the shipped model),
                        'run', 'use another output directory, or overwrite (--overwrite) to start again',
                              finished=lambda: _part_jobs(parts_dir))
         remove_stale(parts_dir)  # left by a killed run (one writer per folder)
-    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    m.net.to(device)
     plan = chunk_plan(len(src), chunk_size)
     part = lambda k: parts_dir / f'part-{k:05d}.fits'
     pending = pending_chunks([part(k) for k in range(len(plan))]) if parts_dir is not None else list(range(len(plan)))
     todo = pending if max_chunks is None else pending[:max_chunks]
-    jobs = [(k, i0, min(i0 + bs, plan[k][1])) for k in todo for i0 in range(plan[k][0], plan[k][1], bs)]
     n_done = len(src) - sum(plan[k][1] - plan[k][0] for k in pending)
     if progress and n_done: print(f"predict: resuming in {out}: {n_done} of {len(src)} spectra already done", file=sys.stderr)
-    parts, acc = {}, None
-    with Progress(sum(i1 - i0 for _, i0, i1 in jobs), 'spectra', 'predict', enabled=progress) as bar:
-        for k, i0, i1 in jobs:
-            if acc is None or acc['k'] != k: acc = dict(k=k, rows=[], summ=[], rejects=[])
-            rows, c, n, rej = src.batch(i0, i1, m.preprocess)
-            acc['rejects'] += rej
-            if rows:
-                acc['rows'] += rows; acc['summ'].append(label_batch(m, rows, c.to(device), n.to(device), mc_samples, crit, seed))
-            if i1 == plan[k][1]:  # chunk complete
-                summ = {key: np.concatenate([s[key] for s in acc['summ']]) for key in acc['summ'][0]} if acc['summ'] else {}
-                t = _chunk_table(acc['rows'], summ, m.labels, {})
-                for f, v in trust_flags(t, m.trust, t['novelty'] if 'novelty' in summ else None).items(): t[f] = v
-                r = _rejects_table(acc['rejects'])
-                if parts_dir is not None: _write_part(t, r, part(k), job_id(man))
-                else: parts[k] = (t, r)
-            bar.update(i1 - i0)
+    if client is not None:  # the chunks as tasks on the cluster's workers, the catalogue streamed from the chunk files
+        from cemp_hfs.scale import label_on_cluster, assemble_parts
+        label_on_cluster(client, model, m, src, [(k, *plan[k]) for k in todo], part, job_id(man),
+                         dict(bs=bs, mc_samples=mc_samples, crit=crit, seed=seed, device=device), progress)
+        if pending_chunks([part(k) for k in range(len(plan))]): return None
+        return assemble_parts([part(k) for k in range(len(plan))], src, m, crit, mc_samples, seed, out)
+    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    m.net.to(device)
+    parts = {}
+    with Progress(sum(plan[k][1] - plan[k][0] for k in todo), 'spectra', 'predict', enabled=progress) as bar:
+        for k in todo:
+            t, r = _label_chunk(m, src, *plan[k], bs, mc_samples, crit, seed, device, bar.update)
+            if parts_dir is not None: _write_part(t, r, part(k), job_id(man))
+            else: parts[k] = (t, r)
     if parts_dir is not None:
         if pending_chunks([part(k) for k in range(len(plan))]): return None
         parts = {k: _read_part(part(k)) for k in range(len(plan))}
