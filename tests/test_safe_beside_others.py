@@ -32,7 +32,7 @@ def _cli():
 
 def _same(a, b, cols=('teff', 'logg', 'feh', 'cfe', 'cfe_err', 'p_cemp')):
     assert list(a['filename']) == list(b['filename'])
-    for c in cols: np.testing.assert_allclose(np.ma.filled(a[c], np.nan), np.ma.filled(b[c], np.nan), rtol=1e-6, atol=1e-9, err_msg=c)
+    for c in cols: np.testing.assert_allclose(np.ma.filled(a[c], np.nan), np.ma.filled(b[c], np.nan), rtol=1e-5, atol=1e-6, err_msg=c)  # float32 sums in another order (thread counts)
 
 def test_two_processes_on_one_folder(files, reference, tmp_path):
     "Two runs started together: one labels every spectrum, the other stops at once with one line naming the first."
