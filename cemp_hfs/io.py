@@ -6,7 +6,7 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/io.html.md"""
 
 # %% ../nbs/00_io.ipynb #c002
 from __future__ import annotations
-import glob, gzip, io, math, re, warnings, zlib
+import glob, gzip, io, math, re, types, warnings, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,9 +22,9 @@ from .core import atomic_path
 
 
 # %% auto #0
-__all__ = ['META_KEYS', 'LAMOST_PATTERNS', 'QUALITY_COLUMNS', 'BANDS', 'LamostFormatError', 'LamostSpectrum', 'lamost_meta',
-           'read_lamost', 'lamost_header', 'write_lamost', 'lamost_files', 'iter_lamost', 'read_many', 'read_catalog',
-           'find_column', 'crossmatch', 'quality_cuts', 'plot_spectrum']
+__all__ = ['META_KEYS', 'LEAN_READ', 'LAMOST_PATTERNS', 'QUALITY_COLUMNS', 'BANDS', 'LamostFormatError', 'LamostSpectrum',
+           'lamost_meta', 'lean_read', 'read_lamost', 'lamost_header', 'write_lamost', 'lamost_files', 'iter_lamost',
+           'read_many', 'read_catalog', 'find_column', 'crossmatch', 'quality_cuts', 'plot_spectrum']
 
 # %% ../nbs/00_io.ipynb #c005
 META_KEYS = ('obsid', 'designation', 'ra', 'dec', 'z', 'z_err', 'snru', 'snrg', 'snrr', 'snri', 'snrz',
@@ -257,11 +257,103 @@ def _drop_unequal_aux(arrs: dict, # arrays read from a file, by field name
             arrs = {**arrs, k: None}
     return arrs
 
+# %% ../nbs/00_io.ipynb #c013k
+_NO = object()  # a card value the lean parser leaves to astropy
+_INT = re.compile(r'[+-]?\d+')
+_FLOAT = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)([EeDd][+-]?\d+)?')
+
+def _card_value(s: str):
+    "The value of the text after a card's '= ' (a string, int, float or bool), or `_NO`."
+    s = s.lstrip(' ')
+    if s.startswith("'"):
+        out, i = [], 1
+        while True:
+            j = s.find("'", i)
+            if j < 0: return _NO
+            if s[j + 1:j + 2] == "'": out.append(s[i:j + 1]); i = j + 2; continue
+            out.append(s[i:j]); break
+        rest = s[j + 1:].strip(' ')
+        return ''.join(out).rstrip(' ') if not rest or rest.startswith('/') else _NO
+    v = s.split('/', 1)[0].strip(' ')
+    if v in ('T', 'F'): return v == 'T'
+    if _INT.fullmatch(v): return int(v)
+    if _FLOAT.fullmatch(v): return float(v.replace('D', 'E').replace('d', 'e'))
+    return _NO
+
+def _lean_header(raw: bytes, at: int):
+    "The keyword cards of the header at byte `at` as a dict, and where its data start; None for anything unusual."
+    hdr, n = {}, len(raw)
+    while at + 2880 <= n:
+        try: block = raw[at:at + 2880].decode('ascii')
+        except UnicodeDecodeError: return None
+        at += 2880
+        for i in range(0, 2880, 80):
+            card = block[i:i + 80]
+            key = card[:8].rstrip(' ')
+            if key == 'END': return (hdr, at) if card[3:].strip(' ') == '' else None
+            if key in ('', 'COMMENT', 'HISTORY'): continue
+            if card[8:10] != '= ' or key in hdr or key != key.upper(): return None  # HIERARCH, CONTINUE, duplicates: astropy's
+            v = _card_value(card[10:])
+            if v is _NO: return None
+            hdr[key] = v
+    return None
+
+_DTYPES = {'E': '>f4', 'D': '>f8', 'B': 'u1', 'I': '>i2', 'J': '>i4', 'K': '>i8'}
+_IMAGE_DTYPES = {-32: '>f4', -64: '>f8', 16: '>i2', 32: '>i4'}
+
+def _lean_table(raw, hdr, at):
+    "The first row of a binary table's numeric columns, by upper-case name; None for anything unusual."
+    if hdr.get('XTENSION') != 'BINTABLE' or hdr.get('NAXIS2', 0) < 1 or hdr.get('PCOUNT', 0) != 0: return None
+    cols, off = {}, 0
+    for i in range(1, hdr['TFIELDS'] + 1):
+        name, form = str(hdr.get(f'TTYPE{i}', '')).strip().upper(), str(hdr[f'TFORM{i}']).strip().upper()
+        if f'TSCAL{i}' in hdr or f'TZERO{i}' in hdr or name in cols: return None
+        m = re.fullmatch(r'(\d*)([A-Z])', form)
+        if m and m.group(2) in _DTYPES and name:
+            cols[name] = np.frombuffer(raw, _DTYPES[m.group(2)], int(m.group(1) or 1), at + off)
+        off += _tform_bytes(form)
+    return cols
+
+def lean_read(raw: bytes, path):
+    "(arrays, primary header) of a well-formed LRS file in the DR9-DR10 table or DR1-DR8 image layout; None: astropy's turn."
+    hdus, at = [], 0
+    while at < len(raw):
+        r = _lean_header(raw, at)
+        if r is None: return None
+        hdr, data_at = r
+        need = _data_bytes(hdr)
+        if need > len(raw) - data_at: return None
+        hdus.append((hdr, data_at)); at = data_at + -(-need // 2880) * 2880
+    if not hdus or hdus[0][0].get('SIMPLE') is not True: return None
+    names = [str(h.get('EXTNAME', '')).strip().upper() for h, _ in hdus]
+    if {'COADD_B', 'COADD_R'} & set(names) or str(path.name).startswith('med-'): return None
+    prim = hdus[0][0]
+    if names.count('COADD') > 1: return None
+    if 'COADD' in names:
+        cols = _lean_table(raw, *hdus[names.index('COADD')])
+        if cols is None or not {'FLUX', 'IVAR', 'WAVELENGTH', 'ANDMASK', 'ORMASK'} <= set(cols): return None
+        norm = cols.get('NORMALIZATION')
+        if norm is not None and np.all(norm == _FILL): norm = None
+        return dict(wave=cols['WAVELENGTH'], flux=cols['FLUX'], ivar=cols['IVAR'], andmask=cols['ANDMASK'],
+                    ormask=cols['ORMASK'], norm_lamost=norm), prim
+    if prim.get('NAXIS') != 2 or prim.get('BITPIX') not in _IMAGE_DTYPES or {'BSCALE', 'BZERO', 'BLANK'} & set(prim): return None
+    n1, n2 = prim['NAXIS1'], prim['NAXIS2']
+    data = np.frombuffer(raw, _IMAGE_DTYPES[prim['BITPIX']], n1 * n2, hdus[0][1]).reshape(n2, n1)
+    return _from_image([types.SimpleNamespace(data=data, header=prim)], path)
+
 # %% ../nbs/00_io.ipynb #c014
 def _truncation(caught):
     "The reason, if astropy warned that the file is shorter than its headers say."
     msgs = [str(w.message) for w in caught if 'truncat' in str(w.message).lower()]
     return f"truncated file ({msgs[0]})" if msgs else None
+
+LEAN_READ = True  # parse the usual layouts directly (False: always through astropy, as the tests compare)
+
+def _lean(raw, path):
+    "`lean_read`'s answer, None when it is off or fails in any way (astropy then reads the file and says what is wrong)."
+    if not LEAN_READ: return None
+    try: return lean_read(raw, path)
+    except Exception: return None
 
 def read_lamost(path) -> LamostSpectrum:
     "Read one LAMOST LRS spectrum (any release DR1-DR10, `.fits` or `.fits.gz`) into a `LamostSpectrum`."
@@ -272,18 +364,22 @@ def read_lamost(path) -> LamostSpectrum:
     caught = []
     try:
         raw = _file_bytes(path)  # whole and CRC-checked before astropy sees it
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter('always')
-            with fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False) as hdus:
-                if _is_mrs(hdus, path):
-                    raise LamostFormatError(path, "LAMOST medium-resolution (MRS) file, not a low-resolution (LRS) spectrum")
-                _check_sizes(hdus, len(raw), path)  # before any `.data`: a huge NAXIS must not allocate
-                if 'COADD' in hdus: arrs, hdr = _from_table(hdus, path)
-                elif hdus[0].data is not None: arrs, hdr = _from_image(hdus, path)
-                else: raise LamostFormatError(path, "no spectrum: no primary image and no COADD table")
-                arrs = {k: (None if v is None else np.array(v, dtype=np.float64)) for k, v in arrs.items()}
-                meta = lamost_meta(hdr, path)
-        if _truncation(caught): raise LamostFormatError(path, _truncation(caught))
+        lean = _lean(raw, path)  # the usual layouts, parsed directly; anything else goes to astropy
+        if lean is not None: arrs, hdr = lean
+        else:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter('always')
+                with fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False) as hdus:
+                    if _is_mrs(hdus, path):
+                        raise LamostFormatError(path, "LAMOST medium-resolution (MRS) file, not a low-resolution (LRS) spectrum")
+                    _check_sizes(hdus, len(raw), path)  # before any `.data`: a huge NAXIS must not allocate
+                    if 'COADD' in hdus: arrs, hdr = _from_table(hdus, path)
+                    elif hdus[0].data is not None: arrs, hdr = _from_image(hdus, path)
+                    else: raise LamostFormatError(path, "no spectrum: no primary image and no COADD table")
+                    arrs = {k: (None if v is None else np.array(v, dtype=np.float64)) for k, v in arrs.items()}  # before closing
+            if _truncation(caught): raise LamostFormatError(path, _truncation(caught))
+        arrs = {k: (None if v is None else np.asarray(v, dtype=np.float64)) for k, v in arrs.items()}  # lean: copies of the bytes
+        meta = lamost_meta(hdr, path)
     except LamostFormatError: raise
     except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, zlib.error, gzip.BadGzipFile,
             fits.verify.VerifyError, Warning) as e:
