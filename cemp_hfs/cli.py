@@ -95,9 +95,12 @@ def cmd_prepare(args):
     "Cross-match (optional) and preprocess into an on-disk dataset."
     _out_dir(args.out, 'dataset folder')
     cuts = {k: getattr(args, k) for k in CUT_OPTIONS}
-    ds = pipeline.run_prepare(args.catalog, args.out, labels=args.labels, root=args.root, cfg=args.config,
-                              max_bad_frac=args.max_bad_frac, seed=args.seed, n_workers=args.workers, progress=not args.quiet,
-                              overwrite=args.overwrite, radius=args.radius, snr_min=args.snr_min, columns=args.columns, **cuts)
+    from cemp_hfs.scale import dask_client
+    with dask_client(args.scheduler, args.workers) as client:  # no --scheduler: --workers processes of this machine
+        ds = pipeline.run_prepare(args.catalog, args.out, labels=args.labels, root=args.root, cfg=args.config,
+                                  max_bad_frac=args.max_bad_frac, seed=args.seed, n_workers=args.workers, progress=not args.quiet,
+                                  overwrite=args.overwrite, radius=args.radius, snr_min=args.snr_min, columns=args.columns,
+                                  client=client, **cuts)
     say(f"prepare: {ds}")
     return 0
 
@@ -275,7 +278,9 @@ def _add_prepare(s):
     _arg(s, '--max-bad-frac', 'refuse spectra with more of a segment masked than this', type=_number(0, 1),
          shown=f"the preprocessing config's, {_preprocess_default('max_bad_frac')}")
     _opt(s, '--seed', f, 'seed', 'seed of the train/valid/test split', type=_integer(0))
-    _opt(s, '--workers', f, 'n_workers', 'worker processes', type=_integer(1))
+    _opt(s, '--workers', f, 'n_workers', 'worker processes (of --scheduler local too)', type=_integer(1))
+    _arg(s, '--scheduler', "preprocess on a Dask cluster: 'local' (worker processes on this machine), a scheduler "
+         "address tcp://HOST:PORT, or a scheduler file", shown='no cluster')
     _common(s)
 
 def _add_train(s):

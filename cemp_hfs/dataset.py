@@ -294,6 +294,7 @@ def _jsonable(v):
 
 def _build_chunk(k, rows, files, zs, cfg_dict, work, job=None):
     "Worker: read and preprocess one chunk, write its arrays into a folder renamed into place when complete."
+    if _chunk_dir(work, k).exists(): return k, 0, 0  # done already (a task run again after its worker was thought lost)
     c = load_preprocess_config(cfg_dict)
     spectra, keep_rows, keep_files, zkeep, rejects = [], [], [], [], []
     for r, f, z in zip(rows, files, zs):
@@ -390,6 +391,18 @@ def _z_values(t, z_column):
     col = _maybe_col(t, (z_column,) if isinstance(z_column, str) else z_column)
     return _float_col(t, col, len(t))
 
+def _build_on_cluster(client, jobs, prog, after_chunk=None, retries=2):
+    "Run `_build_chunk` for each job as a Dask task (retried `retries` times; a dead worker's tasks are redone by Dask)."
+    import uuid
+    from dask.distributed import as_completed
+    run = uuid.uuid4().hex[:8]
+    futs = {client.submit(_build_chunk, *j, key=f'cemp-hfs-build-{run}-{j[0]:06d}', retries=retries, pure=False): len(j[1]) for j in jobs}
+    try:
+        for f in as_completed(futs):
+            k = f.result()[0]; prog.update(futs[f])
+            if after_chunk is not None: after_chunk(k)
+    except BaseException: client.cancel(list(futs)); raise
+
 @one_writer('out_dir', 'build', 'dataset')
 def build_dataset(catalog, # Table (or catalogue file) with a file column and label columns, e.g. a make_survey truth table
                   out_dir, # folder to write the dataset into
@@ -406,6 +419,7 @@ def build_dataset(catalog, # Table (or catalogue file) with a file column and la
                   overwrite=False, # start afresh even if `out_dir` holds a (partial) build
                   keep_chunks=False, # keep the per-chunk folders after assembly
                   after_chunk=None, # hook called with each finished chunk number (tests interrupt builds with it)
+                  client=None, # a dask.distributed `Client`: the chunks run as tasks on its workers (the folders must be seen by all)
                  ) -> Path:
     "Preprocess every file of `catalog` into the on-disk dataset `out_dir`; resumable."
     t, root, fcol = _catalog(catalog, root)
@@ -434,11 +448,12 @@ def build_dataset(catalog, # Table (or catalogue file) with a file column and la
     zs = _z_values(t, z_column)
     plan = chunk_plan(len(t), chunk_size)
     todo = pending_chunks([_chunk_dir(work, k) for k in range(len(plan))])
-    jobs = [(k, list(range(*plan[k])), files[slice(*plan[k])], [float(z) for z in zs[slice(*plan[k])]], config_dict(c), str(work),
+    jobs = [(k, list(range(*plan[k])), files[slice(*plan[k])], [float(z) for z in zs[slice(*plan[k])]], config_dict(c), str(work.resolve()),
              job_id(man))
             for k in todo]
     prog = Progress(sum(len(j[1]) for j in jobs), 'spectra', 'prepare', enabled=progress and bool(jobs))  # on stderr
-    if n_workers <= 1:
+    if client is not None: _build_on_cluster(client, jobs, prog, after_chunk)
+    elif n_workers <= 1:
         for j in jobs:
             _build_chunk(*j); prog.update(len(j[1]))
             if after_chunk is not None: after_chunk(j[0])

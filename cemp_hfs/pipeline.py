@@ -59,6 +59,7 @@ def run_prepare(catalog, # table of spectra (CSV/FITS with a file column) or a d
                 max_bad_frac=None, # refuse a spectrum with more of a segment masked than this (None: the config's)
                 seed=0, # seed of the train/valid/test split
                 n_workers=1, # worker processes
+                client=None, # a dask.distributed `Client`: preprocess on its workers (see `cemp_hfs.scale`)
                 progress=True, # progress and messages (on stderr)
                 overwrite=False, # start afresh even if `out` holds another (or a partial) build
                 **catalogue_kw): # what else `prepare_catalogue` takes: radius, columns, snr_min, the quality-cut thresholds
@@ -77,7 +78,8 @@ def run_prepare(catalog, # table of spectra (CSV/FITS with a file column) or a d
     if Path(out).exists() and not Path(out).is_dir(): raise ValueError(f"dataset folder {out}: exists and is not a directory")
     t, cat_root = prepare_catalogue(catalog, labels, progress=progress, **catalogue_kw)
     if progress: print(f"prepare: preprocessing {len(t)} spectra into {out} ...", file=sys.stderr, flush=True)  # after the summary
-    build_dataset(t, out, root=root or cat_root, cfg=cfg, seed=seed, n_workers=n_workers, progress=progress, overwrite=overwrite)
+    build_dataset(t, out, root=root or cat_root, cfg=cfg, seed=seed, n_workers=n_workers, progress=progress, overwrite=overwrite,
+                  client=client)
     write_prepare_report(t, out)
     return load_dataset(out)
 

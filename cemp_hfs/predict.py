@@ -448,9 +448,9 @@ def predict(model, # model file, shipped model name or None (the shipped model),
             seed=0, # base seed of the dropout draws (each spectrum's stream: `spectrum_seed(obsid or file, seed)`)
             max_chunks=None, # stop after this many new chunks (spread a long run over several jobs)
             device=None, # torch device (default: GPU when present)
-            client=None, # a dask.distributed `Client`: the chunks run as tasks on its workers, writing into `out` (see `cemp_hfs.scale`)
             progress=True, # progress on stderr, counting spectra
-            overwrite=False) -> Table | None: # start afresh in `out` even if it holds another run
+            overwrite=False, # start afresh in `out` even if it holds another run
+            client=None) -> Table | None: # a dask.distributed `Client`: the chunks run as tasks on its workers, writing into `out` (see `cemp_hfs.scale`)
     "Labels (with units), uncertainties, P(CEMP) and trust flags for every readable spectrum of `inputs`; None if `max_chunks` stopped early."
     bs, chunk_size, mc_samples = check_count('bs', bs), check_count('chunk_size', chunk_size), check_count('mc_samples', mc_samples)
     max_chunks = check_count('max_chunks', max_chunks, allow_none=True)

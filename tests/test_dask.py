@@ -95,3 +95,13 @@ def test_schedulers(client, tmp_path):
     with dask_client(client.scheduler.address) as c: assert len(c.scheduler_info()['workers']) == 2
     with pytest.raises(FileNotFoundError, match="scheduler nowhere.json: give 'local', an address tcp://host:port"):
         with dask_client('nowhere.json'): pass
+
+def test_build_dataset_on_the_cluster(release, client, tmp_path):
+    "prepare's build on the workers: the dataset of a build in one process, array for array."
+    from cemp_hfs.dataset import build_dataset, load_dataset
+    from astropy.table import Table as T
+    cat = T({'filename': [os.path.relpath(f, release) for f in lamost_files(release)]})
+    one = load_dataset(build_dataset(cat, tmp_path / 'one', root=release, chunk_size=4, progress=False))
+    two = load_dataset(build_dataset(cat, tmp_path / 'two', root=release, chunk_size=4, progress=False, client=client))
+    assert list(one.labels['filename']) == list(two.labels['filename']) and len(one.labels) == 20
+    for a in ('continuum', 'normalized', 'mask'): assert np.array_equal(np.asarray(getattr(one, a)), np.asarray(getattr(two, a))), a
