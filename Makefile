@@ -79,6 +79,11 @@ bench-preprocess: $(STAMP)
 bench-inference: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python benchmarks/inference.py
 
+# predict per stage, in one process and on a Dask LocalCluster of 1 and 2 workers, with a DR10 projection (~5 min on 2 CPUs)
+.PHONY: bench-scale
+bench-scale: $(STAMP)
+	MPLBACKEND=Agg nice -n 10 $(BIN)/python benchmarks/scale.py
+
 # HFS-Net vs The Cannon, chi-square matching and the Cramer-Rao floor (SIZE=small ~15 min, SIZE=default < 90 min on 2 CPUs);
 # resumable: stages are cached in benchmarks/cache/accuracy_$(SIZE)/
 bench-accuracy: $(STAMP)
