@@ -105,3 +105,15 @@ def test_build_dataset_on_the_cluster(release, client, tmp_path):
     two = load_dataset(build_dataset(cat, tmp_path / 'two', root=release, chunk_size=4, progress=False, client=client))
     assert list(one.labels['filename']) == list(two.labels['filename']) and len(one.labels) == 20
     for a in ('continuum', 'normalized', 'mask'): assert np.array_equal(np.asarray(getattr(one, a)), np.asarray(getattr(two, a))), a
+
+def test_dataset_input_on_the_cluster(release, client, tmp_path):
+    "A dataset directory as predict's input: its chunks labelled on the workers give the numbers of a run in one process."
+    from cemp_hfs.dataset import build_dataset
+    from astropy.table import Table as T
+    cat = T({'filename': [os.path.relpath(f, release) for f in lamost_files(release)]})
+    ds = build_dataset(cat, tmp_path / 'ds', root=release, chunk_size=8, progress=False)
+    ref = predict(None, ds, **KW)
+    t = predict(None, ds, out=tmp_path / 'pred', client=client, **KW)
+    assert list(t['filename']) == list(ref['filename']) and len(t) == 20
+    for c in ('teff', 'feh', 'cfe', 'cfe_err', 'p_cemp'):
+        np.testing.assert_allclose(np.ma.filled(t[c], np.nan), np.ma.filled(ref[c], np.nan), rtol=2e-6, atol=1e-6, err_msg=c)
