@@ -11,7 +11,9 @@ Reproducible (seeded) and resumable (stages cached under benchmarks/cache/pretra
 4. measured: against LASP on the real test split (4000-6500 K, S/N_g > 30, and all), against the truth on the mock
    test split ([C/Fe] MAE, CEMP completeness and purity for S/N_g >= 20), the false-CEMP rate on real stars with
    LASP [Fe/H] > -1.5, and the five pseudo-LAMOST benchmark stars (benchmarks/pseudo_lamost.py);
-5. the weights copied to cemp_hfs/models/ (package data, loaded with weights_only=True) with its entry in
+5. the calibration of its uncertainties (cemp_hfs.calibrate.calibrate_uncertainties) fitted on the merged dataset's
+   validation split (mock and real; never the test split), stored in the model file (cached as `*_cal.pt`);
+6. the calibrated weights copied to cemp_hfs/models/ (package data, loaded with weights_only=True) with its entry in
    cemp_hfs/models/models.yaml, and the numbers in benchmarks/results/pretrained.md/.json (the model card's source).
 
 The shipped file was made by this script at package commit 765626b, before the mock's line strengths were calibrated
@@ -35,6 +37,7 @@ from cemp_hfs.dataset import build_dataset, load_dataset, merge_datasets, split_
 from cemp_hfs.train import train_hfsnet  # noqa: E402
 from cemp_hfs.predict import predict  # noqa: E402
 from cemp_hfs.select import classify, candidates, evaluate  # noqa: E402
+from cemp_hfs.calibrate import calibrate_model, calibration_summary  # noqa: E402
 
 DATA = Path(os.environ.get('CEMP_HFS_DATA', ROOT.parent / 'shared' / 'data'))
 CACHE, OUT, MODELS = ROOT / 'benchmarks' / 'cache' / 'pretrained', ROOT / 'benchmarks' / 'results', ROOT / 'cemp_hfs' / 'models'
@@ -69,9 +72,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     s = dict(SETTINGS, epochs=args.epochs)
     t0 = time.time(); CACHE.mkdir(parents=True, exist_ok=True)
+    model, cal_model = CACHE / f"{NAME}_e{s['epochs']}.pt", CACHE / f"{NAME}_e{s['epochs']}_cal.pt"
+    cached = {'data': (CACHE / 'both_ds' / 'labels.fits').exists(), 'train': model.exists(), 'calibrate': cal_model.exists()}
     mock, real, both = datasets(s)
     secs = {'data': round(time.time() - t0, 1)}
-    model = CACHE / f"{NAME}_e{s['epochs']}.pt"
     if not model.exists():
         log(f"training {s['config']} for {s['epochs']} epochs on {len(load_dataset(both))} spectra")
         t1 = time.time()
@@ -110,8 +114,23 @@ def main(argv=None):
     import pseudo_lamost
     pseudo_lamost.main(['--model', str(model)])
     res['pseudo'] = json.loads((OUT / 'pseudo_lamost.json').read_text()).get('predictions')
+    # last step: the calibration of the uncertainties, fitted on the validation split (mock and real), stored in the model
+    if not cal_model.exists():
+        log('calibrating the uncertainties on the validation split')
+        t1 = time.time()
+        calibrate_model(model, both, cal_model, split='valid', mc_samples=16, seed=0)
+        secs['calibrate'] = round(time.time() - t1, 1)
+    from cemp_hfs.predict import HFSModel
+    cal = HFSModel.load(cal_model).calibration
+    res['calibration'] = dict(summary=calibration_summary(cal), **{k: cal[k] for k in ('method', 'fitted_on', 'snr_edges')},
+                              params={l: {k: p[k] for k in ('a', 'b', 'c', 'factors', 'k95', 'n')} for l, p in cal['params'].items()})
+    prev = json.loads((OUT / 'pretrained.json').read_text()) if (OUT / 'pretrained.json').exists() else {}
+    if prev.get('settings') == s:  # a stage this run found cached keeps the time it took when it ran
+        for k, was in cached.items():
+            if was and k in prev.get('seconds', {}): secs[k] = prev['seconds'][k]
+    res['seconds'] = {k: secs[k] for k in ('data', 'train', 'measure', 'calibrate') if k in secs}
     MODELS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model, MODELS / f'{NAME}.pt')
+    shutil.copyfile(cal_model, MODELS / f'{NAME}.pt')
     (OUT / 'pretrained.json').write_text(json.dumps(res, indent=1, default=float))
     (OUT / 'pretrained.md').write_text(markdown(res))
     print(markdown(res))
@@ -144,6 +163,14 @@ def markdown(r) -> str:
             if p['snr'] != 50: continue
             L.append(f"| {p['star']} | {p['teff']:.0f} ({p['teff_lit']:.0f}) | {p['logg']:.2f} ({p['logg_lit']:.2f}) | "
                      f"{p['feh']:+.2f} ({p['feh_lit']:+.2f}) | {p['cfe']:+.2f} ({p['cfe_lit']:+.2f}) | {p['cemp']} |")
+    if r.get('calibration'):
+        c = r['calibration']
+        L += ['', '## Calibration of the uncertainties (the last step; `cemp_hfs.calibrate`)', '', c['summary'] + '.', '',
+              '| label | a | b | c | S/N_g-bin factors (<10, 10-20, 20-40, 40-80, >80) | k95 | N |', '| --- | ---: | ---: | ---: | --- | ---: | ---: |']
+        for l, p in c['params'].items():
+            L.append(f"| {l} | {p['a']:.3g} | {p['b']:.3g} | {p['c']:.3g} | {' '.join(f'{x:.2f}' for x in p['factors'])} | {p['k95']:.2f} | {p['n']} |")
+        L += ['', 'sigma^2 = a sigma_MC^2 + (b / SNR_g)^2 + c^2, times the bin factor; the 95% interval is +-k95 sigma. '
+              'Measured in `benchmarks/results/uncertainty.md` (`make bench-uncertainty`).']
     return '\n'.join(L) + '\n'
 
 

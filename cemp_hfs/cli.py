@@ -17,7 +17,7 @@ from . import pipeline
 
 # %% auto #0
 __all__ = ['CUT_OPTIONS', 'COMMANDS', 'USER_ERRORS', 'say', 'LogStream', 'cmd_info', 'cmd_mock', 'cmd_prepare', 'cmd_train',
-           'cmd_predict', 'cmd_models', 'cmd_select', 'cmd_demo', 'main']
+           'cmd_predict', 'cmd_models', 'cmd_select', 'cmd_calibrate', 'cmd_demo', 'main']
 
 # %% ../nbs/90_cli.ipynb #c004b
 _RESULT = [None]  # the real stdout while a command runs (sys.stdout is then the log stream)
@@ -157,13 +157,30 @@ def cmd_select(args):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         cl, cand = pipeline.run_select(args.predictions, args.out, args.criteria, args.p_min, source=args.source,
-                                       keep_flagged=args.keep_flagged, overwrite=args.overwrite)
+                                       keep_flagged=args.keep_flagged, overwrite=args.overwrite, purity=args.purity)
     for w in caught:
         if not args.quiet or 'P(CEMP)' in str(w.message): print(f"cemp-hfs select: warning: {w.message}", file=sys.stderr)
     classes = load_criteria(args.criteria)['classes']
     left = f", {cand.meta['NFLAGOUT']} flagged prediction(s) left out (--keep-flagged keeps them)" if cand.meta.get('NFLAGOUT') else ''
     say(f"select: {', '.join(_count(cl, c) for c in classes)} of {len(cl)} under criteria '{cl.meta['CRITERIA']}'; "
         f"{len(cand)} candidates{left} -> {Path(args.out) / 'cemp_candidates.fits'} (.ecsv, .csv)")
+    if args.purity is not None:
+        say(f"select: {cand.meta['SELECTED']}" if len(cand) else f"select: no P(CEMP) threshold reaches an expected purity of {args.purity:g}")
+    return 0
+
+def cmd_calibrate(args):
+    "Fit the calibration of a model's uncertainties on a dataset's validation split and write the calibrated model."
+    from cemp_hfs.calibrate import calibrate_model, calibration_summary
+    _check_new(args.out, args.overwrite or Path(args.out).resolve() == Path(args.model).resolve(), 'model file',
+               'use --overwrite to replace it, or another --out')
+    if not (Path(args.dataset) / 'continuum.npy').exists(): raise FileNotFoundError(f"dataset {args.dataset}: not a dataset directory (no continuum.npy)")
+    sources = [x.strip() for x in args.sources.split(',') if x.strip()] if args.sources else None
+    cal = calibrate_model(args.model, args.dataset, args.out, split=args.split, mc_samples=args.mc, seed=args.seed, sources=sources)
+    say(f"calibrate: {calibration_summary(cal)}")
+    for l, p in cal['params'].items():
+        say(f"  {l}: sigma^2 = {p['a']:.3g} sigma_MC^2 + ({p['b']:.3g}/SNR)^2 + {p['c']:.3g}^2; S/N-bin factors "
+            f"{' '.join(f'{x:.2f}' for x in p['factors'])}; 95% interval +-{p['k95']:.2f} sigma ({p['n']} stars)")
+    say(f"calibrate: model -> {args.out} (predict applies the calibration by default)")
     return 0
 
 def cmd_demo(args):
@@ -321,7 +338,20 @@ def _add_select(s):
     _opt(s, '--p-min', f, 'p_min', 'select by P(CEMP) >= this (0 to 1) instead of the CEMP class', type=_number(0, 1, none=True))
     _arg(s, '--source', 'dataset or folder the predictions came from, for the spectra figure', shown='as predict recorded it')
     _flag(s, '--keep-flagged', 'keep predictions with a trust flag among the candidates')
+    _opt(s, '--purity', f, 'purity', 'instead of --p-min: the P(CEMP) threshold whose expected purity (from the calibrated P(CEMP)) is this',
+         type=_number(0, 1, strict=True, none=True))
     _common(s, quiet='no warnings but those about P(CEMP)')
+
+def _add_calibrate(s):
+    from cemp_hfs.calibrate import calibrate_uncertainties as f
+    s.add_argument('model', help='model file (from `train`) to calibrate')
+    s.add_argument('dataset', help="dataset directory with true labels: the model's own, whose validation split is used")
+    s.add_argument('--out', required=True, help='calibrated model file to write (may be MODEL itself with --overwrite; required)')
+    _opt(s, '--split', f, 'split', "rows to fit on: a split name (never the test split you report on)")
+    _arg(s, '--sources', "only rows of these sources of a merged dataset, e.g. mock,dr10", shown='all')
+    _opt(s, '--mc', f, 'mc_samples', 'Monte-Carlo dropout draws per spectrum, as predict will use them', type=_integer(2))
+    _opt(s, '--seed', f, 'seed', 'seed of the dropout draws', type=_integer(0))
+    _common(s)
 
 def _add_demo(s):
     f = pipeline.run_demo
@@ -343,6 +373,8 @@ COMMANDS = {  # name: (help, options, function, what to do after Ctrl-C)
     'predict': ('label spectra with a trained model (streaming, resumable)', _add_predict, cmd_predict,
                 'rerun the same command to resume (finished chunks are kept)'),
     'select': ('classify predictions and write the CEMP candidate catalogue and figures', _add_select, cmd_select, 'rerun the same command'),
+    'calibrate': ("fit the calibration of a model's uncertainties on its validation split and write the calibrated model", _add_calibrate,
+                  cmd_calibrate, 'rerun the same command'),
     'models': ('list the models the package ships (predict uses the default when no --model is given)',
                lambda s: s.add_argument('--quiet', action='store_true', help='accepted for uniformity; models prints a short list (default: off)'), cmd_models, ''),
     'demo': ('run the main job end to end on a mock survey (a few minutes on 2 idle cores)', _add_demo, cmd_demo,

@@ -73,10 +73,15 @@ LABEL_FORMATS = {'K': '.1f', 'dex': '.3f'}
 
 def column_info(name) -> tuple: # a column name: a label, `<label>_err` or a key of `COLUMNS`
     "(unit, format, description) of a column cemp-hfs writes; (None, None, '') for any other."
-    base, err = (name[:-4], True) if name.endswith('_err') else (name, False)
+    base, err = name, None
+    for suffix in ('_err_stat', '_err'):
+        if name.endswith(suffix): base, err = name[:-len(suffix)], suffix; break
     if base in UNITS:
         u = UNITS[base]
-        what = f"uncertainty of the {LABEL_NAMES[base]}: standard deviation of the Monte-Carlo dropout draws" if err else LABEL_NAMES[base]
+        what = {None: LABEL_NAMES[base],
+                '_err': f"uncertainty of the {LABEL_NAMES[base]} (1 sigma; the header's ERRCAL says whether calibrated or the Monte-Carlo dropout spread)",
+                '_err_stat': f"statistical part of the uncertainty of the {LABEL_NAMES[base]} (noise and network, without the systematic floor): "
+                             "what differs between repeat observations of a star"}[err]
         return u, LABEL_FORMATS.get(u), what
     return COLUMNS.get(name, (None, None, ''))
 

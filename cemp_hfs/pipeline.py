@@ -137,11 +137,13 @@ def run_select(predictions, # predictions table or file (from `predict`)
                source=None, # dataset or folder the predictions came from (default: as `predict` recorded it)
                truth=None, # truth table to overplot (mock surveys)
                keep_flagged=False, # keep predictions that carry a trust flag among the candidates
-               overwrite=True): # replace the catalogues of an earlier selection in `out`
+               overwrite=True, # replace the catalogues of an earlier selection in `out`
+               purity=None): # instead of `p_min`: the P(CEMP) threshold of this expected purity (`select.purity_threshold`)
     "Classify predictions, write the candidate catalogue (FITS, ECSV, CSV) and the figures into `out`; returns (classified, candidates)."
     import matplotlib; matplotlib.use('Agg')
-    from cemp_hfs.select import load_criteria, check_p_min, classify, candidates, write_catalogue, plot_cfe_feh, plot_kiel, plot_top_candidates
+    from cemp_hfs.select import load_criteria, check_p_min, purity_threshold, classify, candidates, write_catalogue, plot_cfe_feh, plot_kiel, plot_top_candidates
     crit, p_min = load_criteria(criteria), check_p_min(p_min)  # checked before anything is read
+    if purity is not None: purity_threshold([], purity)  # checked too
     if not isinstance(predictions, Table) and not Path(predictions).is_file(): raise FileNotFoundError(f"predictions {predictions}: no such file")
     out = Path(out)
     if out.exists() and not out.is_dir(): raise ValueError(f"output directory {out}: exists and is not a directory")
@@ -151,7 +153,7 @@ def run_select(predictions, # predictions table or file (from `predict`)
     t = predictions if isinstance(predictions, Table) else read_predictions(predictions)
     out.mkdir(parents=True, exist_ok=True)
     cl = classify(t, crit)  # P(CEMP) for other criteria is recomputed, with a warning
-    cand = candidates(cl, p_min, keep_flagged)
+    cand = candidates(cl, p_min, keep_flagged, purity=purity)
     write_catalogue(cand, out / 'cemp_candidates')
     write_catalogue(cl, out / 'all_classified')
     figs = [('kiel', plot_kiel(cl))] if {'teff', 'logg', 'feh'} <= set(cl.colnames) else []

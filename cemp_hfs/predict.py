@@ -23,6 +23,7 @@ from .preprocess import preprocess
 from .dataset import load_dataset, LabelScaler, SpectraDataset, network_inputs
 from .hfsnet import HFSNet, load_model
 from .select import load_criteria, satisfies, resolver, needs, rule_text
+from .calibrate import apply_calibration, calibration_hash, calibration_summary
 
 # %% auto #0
 __all__ = ['META_COLS', 'MASKED_MAX', 'FLAGS', 'NOVELTY_QUANTILE', 'HFSModel', 'shipped_models', 'load_hfs_model',
@@ -102,6 +103,35 @@ def load_hfs_model(model=None) -> HFSModel: # model file, shipped model name, No
     net, extra = model
     if 'label_scaler' not in extra: raise ValueError("model file has no label scaler (was it written by train_hfsnet?)")
     return HFSModel(net, LabelScaler.from_dict(extra['label_scaler']), extra.get('preprocess') or None, dict(extra), name)
+
+# %% ../nbs/06_predict.ipynb #cuc001
+from fastcore.basics import patch
+
+@patch(as_prop=True)
+def calibration(self: HFSModel) -> dict | None:
+    "The calibration of the uncertainties stored in the model file (`cemp_hfs.calibrate`), None if it has none."
+    return self.extra.get('calibration') or None
+
+@patch
+def uncalibrated(self: HFSModel) -> HFSModel:
+    "The same model without its calibration: errors are the Monte-Carlo spread, P(CEMP) the fraction of the draws."
+    return HFSModel(self.net, self.scaler, self.preprocess, {k: v for k, v in self.extra.items() if k != 'calibration'}, self.name)
+
+def _uncertainty_cards(m: HFSModel, mc_samples, pcemp_note='') -> dict:
+    "Header cards saying what the `_err` columns and P(CEMP) are; a warning when they are no calibrated uncertainty."
+    import warnings
+    if mc_samples < 2:
+        msg = 'none: one Monte-Carlo draw gives no uncertainty (every *_err is NaN, P(CEMP) 0 or 1); use mc_samples >= 2'
+        warnings.warn(f"uncertainties: {msg}"); return dict(ERRCAL=msg)
+    cal = m.calibration
+    if not cal:
+        warnings.warn(f"uncertainties of model {m.name or 'in memory'}: {calibration_summary(None)}")
+        return dict(ERRCAL=calibration_summary(None))
+    cards = dict(ERRCAL=calibration_summary(cal))
+    for l, p in cal['params'].items(): cards[f'K95{l.upper()}'[:8]] = round(float(p['k95']), 3)
+    if not pcemp_note:
+        cards['PCEMP'] = 'probability mass inside the CEMP region (PCRULE) of a Gaussian with the calibrated errors and correlations'
+    return cards
 
 # %% ../nbs/06_predict.ipynb #cd91273
 def spectrum_seed(key, # what identifies the spectrum: its obsid, else its file name
@@ -366,6 +396,8 @@ def _chunk_table(rows, summ: dict, labels, flags: dict) -> Table:
         else: t[k] = np.array(v, dtype=dt) if rows else np.zeros(0, dt)
     cols = list(labels) + (['ch'] if 'cfe' in labels and 'feh' in labels else [])
     for k in cols: t[k] = np.asarray(summ[k], float) if rows else np.zeros(0); t[f'{k}_err'] = np.asarray(summ[f'{k}_err'], float) if rows else np.zeros(0)
+    for k in cols:  # the statistical part of a calibrated error (what differs between repeat observations)
+        if f'{k}_err_stat' in summ: t[f'{k}_err_stat'] = np.asarray(summ[f'{k}_err_stat'], float) if rows else np.zeros(0)
     t['p_cemp'] = MaskedColumn(np.asarray(summ['p_cemp'], float) if 'p_cemp' in summ else np.full(len(t), np.nan),
                                mask=np.zeros(len(t), bool) if 'p_cemp' in summ else np.ones(len(t), bool))
     t['novelty'] = np.asarray(summ.get('novelty', np.full(len(t), np.nan)), float)
@@ -403,6 +435,7 @@ def label_batch(model: HFSModel, # the model
     seeds = [spectrum_seed(_spectrum_key(r), seed) for r in rows]
     point, draws, feats = predictive_samples(model.net, c, n, model.scaler, mc_samples, model.heteroscedastic, seeds)
     summ = summarize_samples(point, draws, model.labels, criteria)
+    if model.calibration: summ = apply_calibration(model.calibration, summ, [r['snrg'] for r in rows], criteria)
     if 'feature_mean' in model.trust: summ['novelty'] = novelty_score(feats.float().cpu().numpy(), model.trust)
     return summ
 
@@ -465,7 +498,7 @@ def predict(model, # model file, shipped model name or None (the shipped model),
         if overwrite and out.exists(): _clear_run(out)
         parts_dir = out / 'chunks'; parts_dir.mkdir(parents=True, exist_ok=True)
         man = check_manifest(out, dict(inputs=src.key(), n_items=len(src), chunk_size=chunk_size, mc_samples=mc_samples, seed=int(seed),
-                                 criteria=rule_text(crit), model=m.weights_hash(), source=str(src.root) if src.root else None),
+                                 criteria=rule_text(crit), model=m.weights_hash(), calibration=calibration_hash(m.calibration), source=str(src.root) if src.root else None),
                        'run', 'use another output directory, or overwrite (--overwrite) to start again',
                              finished=lambda: _part_jobs(parts_dir))
         remove_stale(parts_dir)  # left by a killed run (one writer per folder)
@@ -512,6 +545,7 @@ def _assemble(parts, src, m, crit, mc_samples, seed, out) -> Table:
         TRAINSET=tr['dataset'] or '', INPUTS=src.describe(), NINPUT=len(src) + len(src.skipped), NREJECT=len(rejects),
         NFLAGGED=int(np.sum(result['flagged'])), MCSAMPLE=int(mc_samples), SEED=int(seed),
         PCRIT=crit['name'], PCRULE=rule_text(crit), PCEMP=note or 'fraction of the Monte-Carlo draws inside the CEMP region (PCRULE)')
+    result.meta.update(_uncertainty_cards(m, mc_samples, note))
     annotate(result)
     if out is not None:
         write_tables(result, out / 'predictions')

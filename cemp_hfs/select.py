@@ -22,8 +22,8 @@ from .dataset import load_dataset
 # %% auto #0
 __all__ = ['FUNCTIONS', 'CATALOGUE_COLUMNS', 'parse_expression', 'expression_names', 'evaluate_expression', 'criteria_presets',
            'shipped_derived', 'load_criteria', 'needs', 'rule_text', 'resolver', 'table_values', 'satisfies',
-           'describe', 'classify', 'gaussian_p_cemp', 'match_p_cemp', 'check_p_min', 'candidates', 'write_catalogue',
-           'evaluate', 'plot_cfe_feh', 'plot_kiel', 'plot_top_candidates']
+           'describe', 'classify', 'gaussian_p_cemp', 'match_p_cemp', 'check_p_min', 'candidates', 'purity_threshold',
+           'write_catalogue', 'evaluate', 'plot_cfe_feh', 'plot_kiel', 'plot_top_candidates']
 
 # %% ../nbs/06a_select.ipynb #c005
 _OPS = {'<': np.less, '<=': np.less_equal, '>': np.greater, '>=': np.greater_equal}
@@ -278,16 +278,40 @@ def _selected(t, p_min):
 
 def candidates(t: Table, # a table from `classify`
                p_min=None, # select by P(CEMP) >= `p_min` instead of the `cemp` flag
-               keep_flagged=False) -> Table: # keep stars whose prediction carries a trust flag
+               keep_flagged=False, # keep stars whose prediction carries a trust flag
+               purity=None) -> Table: # instead of `p_min`: the P(CEMP) threshold whose expected purity is this (`purity_threshold`)
     "CEMP candidates of a classified table, most probable first; flagged predictions left out (counted in `meta['NFLAGOUT']`)."
     p_min = check_p_min(p_min)
     if 'cemp' not in t.colnames: raise KeyError("table has no 'cemp' column: run classify first")
-    sel = _selected(t, p_min)
     flagged = np.asarray(t['flagged'], bool) if 'flagged' in t.colnames and not keep_flagged else np.zeros(len(t), bool)
+    exp = None
+    if purity is not None:
+        if p_min is not None: raise ValueError("give p_min or purity, not both")
+        exp = purity_threshold(np.where(flagged, np.nan, np.ma.filled(np.ma.asarray(t['p_cemp'], dtype=float), np.nan)), purity)
+        p_min = min(exp['p_min'], 1.)
+    sel = _selected(t, p_min)
+    if exp is not None and not exp['n_selected']: sel = np.zeros(len(t), bool)
     c = t[sel & ~flagged]
     c.meta['NFLAGOUT'] = int((sel & flagged).sum())
-    c.meta['SELECTED'] = 'cemp class' if p_min is None else f'P(CEMP) >= {p_min:g}'
+    c.meta['SELECTED'] = 'cemp class' if p_min is None else f'P(CEMP) >= {p_min:.4g}'
+    if exp is not None:
+        c.meta.update(PURITY=float(purity), EXPPUR=exp['purity'], EXPCOMP=exp['completeness'], EXPNCEMP=exp['n_cemp_expected'])
+        c.meta['SELECTED'] += f" (expected purity {exp['purity']:.3f}, completeness {exp['completeness']:.3f}, from the calibrated P(CEMP))"
     return c[np.argsort(-np.ma.filled(np.ma.asarray(c['p_cemp'], dtype=float), -1.), kind='stable')] if 'p_cemp' in c.colnames else c
+
+def purity_threshold(p, # P(CEMP) of the stars that may be selected (NaN: not selectable)
+                     purity=0.9) -> dict: # the wanted purity (0 to 1)
+    "The lowest P(CEMP) threshold whose selection has expected purity >= `purity`, with its expected purity and completeness."
+    if isinstance(purity, bool) or not isinstance(purity, (int, float, np.floating)) or not 0 < purity <= 1:
+        raise ValueError(f"purity must be a probability above 0 and at most 1, got {purity!r}")
+    p = np.asarray(p, float); p = np.sort(p[np.isfinite(p)])[::-1]
+    total = float(p.sum())
+    run = np.cumsum(p) / np.arange(1, len(p) + 1)  # expected purity of the k most probable: never grows with k
+    k = int(np.sum(run >= purity - 1e-12))
+    if k and np.sum(p >= p[k - 1]) > k: k = int(np.sum(p > p[k - 1]))  # stars of equal P(CEMP): all selected or none
+    thr = float(p[k - 1]) if k else float('inf')
+    return dict(p_min=thr, n_selected=k, purity=float(run[k - 1]) if k else float('nan'),
+                completeness=float(p[:k].sum() / total) if total > 0 else float('nan'), n_cemp_expected=total)
 
 def write_catalogue(t: Table, # a classified table (or candidates)
                     path) -> list[Path]: # file name; the suffix is replaced by .fits, .ecsv and .csv
