@@ -114,6 +114,13 @@ pretrained: $(STAMP)
 bench-learning: $(STAMP)
 	MPLBACKEND=Agg OMP_NUM_THREADS=1 nice -n 10 $(BIN)/python benchmarks/learning_curve.py
 
+# Are the uncertainties calibrated? The shipped model's *_err and P(CEMP) against unseen mock stars (pulls per S/N bin,
+# coverage, reliability diagram, Brier score), real DR10 test stars against LASP and real DR8 repeats (~10 min of CPU on
+# 2 CPUs); needs the cached datasets of `make pretrained`; resumable: benchmarks/cache/uncertainty/
+.PHONY: bench-uncertainty
+bench-uncertainty: $(STAMP)
+	MPLBACKEND=Agg nice -n 10 $(BIN)/python benchmarks/uncertainty.py
+
 clean:
 	rm -rf $(VENV) demo_out _docs _proc _exec .pytest_cache
 

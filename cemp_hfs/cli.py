@@ -133,7 +133,8 @@ def cmd_predict(args):
                     overwrite=args.overwrite, client=client)
     if t is None: say(f"predict: stopped after {args.max_chunks} chunk(s); rerun the same command to continue"); return 0
     say(f"predict: {len(t)} of {t.meta['NINPUT']} spectra labelled ({t.meta['NFLAGGED']} with a trust flag), {t.meta['NREJECT']} rejected "
-        f"(see {Path(args.out) / 'rejects.csv'}); P(CEMP) for criteria '{t.meta['PCRIT']}' -> {Path(args.out) / 'predictions.fits'} (.ecsv, .csv)")
+        f"(see {Path(args.out) / 'rejects.csv'}); P(CEMP) for criteria '{t.meta['PCRIT']}' -> {Path(args.out) / 'predictions.fits'} (.ecsv, .csv); "
+        f"uncertainties {t.meta.get('ERRCAL', '').split(' (')[0]}")
     return 0
 
 def cmd_models(args):

@@ -118,15 +118,13 @@ def uncalibrated(self: HFSModel) -> HFSModel:
     return HFSModel(self.net, self.scaler, self.preprocess, {k: v for k, v in self.extra.items() if k != 'calibration'}, self.name)
 
 def _uncertainty_cards(m: HFSModel, mc_samples, pcemp_note='') -> dict:
-    "Header cards saying what the `_err` columns and P(CEMP) are; a warning when they are no calibrated uncertainty."
+    "Header cards saying what the `_err` columns and P(CEMP) are (ERRCAL, K95<LABEL>, PCEMP); a warning when there is no uncertainty."
     import warnings
     if mc_samples < 2:
         msg = 'none: one Monte-Carlo draw gives no uncertainty (every *_err is NaN, P(CEMP) 0 or 1); use mc_samples >= 2'
         warnings.warn(f"uncertainties: {msg}"); return dict(ERRCAL=msg)
     cal = m.calibration
-    if not cal:
-        warnings.warn(f"uncertainties of model {m.name or 'in memory'}: {calibration_summary(None)}")
-        return dict(ERRCAL=calibration_summary(None))
+    if not cal: return dict(ERRCAL=calibration_summary(None))  # said in the header (and by the CLI's summary line)
     cards = dict(ERRCAL=calibration_summary(cal))
     for l, p in cal['params'].items(): cards[f'K95{l.upper()}'[:8]] = round(float(p['k95']), 3)
     if not pcemp_note:
