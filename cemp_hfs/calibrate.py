@@ -18,11 +18,11 @@ from .core import LABELS
 from .select import load_criteria, satisfies, resolver, needs
 
 # %% auto #0
-__all__ = ['SNR_EDGES', 'SNR_UNKNOWN', 'Q68', 'MIN_STARS', 'MIN_BIN', 'N_DRAWS', 'P_BINS', 'noise_sigma', 'fit_noise_model',
-           'snr_bins', 'bin_factors', 'pull_correlation', 'fit_calibration', 'calibrated_sigma', 'standard_draws',
-           'gaussian_draws', 'calibrated_p_cemp', 'apply_calibration', 'calibration_hash', 'calibration_data',
-           'calibrate_uncertainties', 'write_calibration', 'calibrate_model', 'calibration_summary', 'reliability',
-           'brier_score', 'plot_reliability']
+__all__ = ['SNR_EDGES', 'SNR_UNKNOWN', 'Q68', 'MIN_STARS', 'MIN_BIN', 'FEH_EDGES', 'N_DRAWS', 'P_BINS', 'noise_sigma',
+           'fit_noise_model', 'snr_bins', 'bin_factors', 'pull_correlation', 'feh_bins', 'fit_calibration',
+           'calibrated_sigma', 'standard_draws', 'gaussian_draws', 'calibrated_p_cemp', 'apply_calibration',
+           'calibration_hash', 'calibration_data', 'calibrate_uncertainties', 'write_calibration', 'calibrate_model',
+           'calibration_summary', 'reliability', 'brier_score', 'plot_reliability']
 
 # %% ../nbs/06b_calibrate.ipynb #cal005
 SNR_EDGES = (10., 20., 40., 80.)  # S/N_g edges of the calibration bins (below 10, 10-20, 20-40, 40-80, above 80)
@@ -30,6 +30,7 @@ SNR_UNKNOWN = 10.  # S/N_g assumed where a spectrum has none: the low end of the
 Q68 = math.erf(1 / math.sqrt(2))  # 0.6827: the fraction of a Gaussian within 1 sigma
 MIN_STARS = 30  # the fewest validation stars a label is calibrated with
 MIN_BIN = 20  # the fewest stars a S/N bin's own factor is fitted with (else 1)
+FEH_EDGES = (-2., -1.)  # predicted [Fe/H] edges of the metallicity factors (below -2, -2 to -1, above -1)
 
 def noise_sigma(p: dict, # noise-model parameters `a`, `b`, `c`
                 err_mc, # the Monte-Carlo dropout spread
@@ -93,19 +94,30 @@ def pull_correlation(pulls) -> np.ndarray: # (N, L) pulls, NaN where a label is 
     d = np.sqrt(np.diag(c))
     return c / d[:, None] / d[None]
 
+def feh_bins(feh, # predicted [Fe/H]
+             edges=FEH_EDGES) -> np.ndarray: # bin edges
+    "The metallicity bin of each predicted [Fe/H] (0: below the first edge); an unknown [Fe/H] counts as the lowest bin."
+    f = np.asarray(feh, float)
+    return np.digitize(np.where(np.isfinite(f), f, -np.inf), edges)
+
 def fit_calibration(point, # (N, L) predicted labels (the deterministic answer)
                     err_mc, # (N, L) Monte-Carlo spreads
                     truth, # (N, L) true labels (NaN where unknown)
                     snr, # (N,) S/N_g
                     labels=LABELS, # the L label names
                     edges=SNR_EDGES, # S/N bin edges
-                    bins=True) -> dict: # fit a factor per S/N bin (False: the noise model alone)
-    "The calibration (plain data): per label the noise model, S/N-bin factors, k95 and its fit statistics; the pulls' correlation."
+                    bins=True, # fit a factor per S/N bin (False: the noise model alone)
+                    feh_edges=FEH_EDGES) -> dict: # predicted-[Fe/H] edges of a second set of factors (None: none)
+    "The calibration (plain data): per label the noise model, S/N- and [Fe/H]-bin factors, k95; the pulls' correlation."
     point, err_mc, truth = (np.asarray(v, float) for v in (point, err_mc, truth))
     s = _known_snr(snr)
     b, nb = snr_bins(s, edges), len(edges) + 1
-    cal = dict(version=1, method='noise model' + (' + S/N-bin factors' if bins else ''), labels=list(labels),
-               snr_edges=[float(x) for x in edges], snr_unknown=SNR_UNKNOWN, params={})
+    use_feh = bins and feh_edges is not None and 'feh' in labels
+    fb = feh_bins(point[:, list(labels).index('feh')], feh_edges) if use_feh else np.zeros(len(s), int)
+    nf = len(feh_edges) + 1 if use_feh else 1
+    cal = dict(version=1, method='noise model' + (' + S/N-bin factors' if bins else '') + (' + [Fe/H]-bin factors' if use_feh else ''),
+               labels=list(labels), snr_edges=[float(x) for x in edges], snr_unknown=SNR_UNKNOWN, params={})
+    if use_feh: cal['feh_edges'] = [float(x) for x in feh_edges]
     pulls = np.full(point.shape, np.nan)
     for j, l in enumerate(labels):
         r = point[:, j] - truth[:, j]
@@ -113,21 +125,30 @@ def fit_calibration(point, # (N, L) predicted labels (the deterministic answer)
         if ok.sum() < MIN_STARS: continue
         nm = fit_noise_model(r[ok], err_mc[ok, j], s[ok])
         sig = noise_sigma(nm, err_mc[:, j], s)
-        f = bin_factors(r[ok] / sig[ok], b[ok], nb) if bins else [1.] * nb
-        pulls[:, j] = r / (sig * np.asarray(f)[b])
+        f, g = np.ones(nb), np.ones(nf)
+        if bins:
+            for _ in range(3):  # S/N and metallicity factors in turn: each fitted on the pulls the other leaves
+                f = np.asarray(bin_factors(r[ok] / (sig[ok] * g[fb[ok]]), b[ok], nb)) if bins else f
+                if use_feh: g = np.asarray(bin_factors(r[ok] / (sig[ok] * f[b[ok]]), fb[ok], nf))
+        pulls[:, j] = r / (sig * f[b] * g[fb])
         a = np.abs(pulls[ok, j])
-        cal['params'][l] = dict(**nm, factors=f, k95=float(np.quantile(a, 0.95)), n=int(ok.sum()),
+        cal['params'][l] = dict(**nm, factors=f.tolist(), k95=float(np.quantile(a, 0.95)), n=int(ok.sum()),
                                 n_bin=[int(((b == k) & ok).sum()) for k in range(nb)])
+        if use_feh: cal['params'][l].update(feh_factors=g.tolist(), n_feh_bin=[int(((fb == k) & ok).sum()) for k in range(nf)])
     cal['corr'] = pull_correlation(pulls).tolist()
     return cal
 
 def calibrated_sigma(cal: dict, # from `fit_calibration`
                      label, # a calibrated label
                      err_mc, # Monte-Carlo spreads
-                     snr) -> tuple[np.ndarray, np.ndarray]: # S/N_g (NaN: `SNR_UNKNOWN`)
+                     snr, # S/N_g (NaN: `SNR_UNKNOWN`)
+                     feh=None) -> tuple[np.ndarray, np.ndarray]: # predicted [Fe/H] (for a calibration with [Fe/H] factors)
     "(total, statistical) calibrated uncertainty of `label`: NaN where the Monte-Carlo spread is (one draw)."
     p, s = cal['params'][label], _known_snr(snr)
     f = np.asarray(p['factors'])[snr_bins(s, cal['snr_edges'])]
+    if 'feh_factors' in p:
+        if feh is None: raise ValueError(f"calibration of {label} has [Fe/H] factors: give the predicted [Fe/H]")
+        f = f * np.asarray(p['feh_factors'])[feh_bins(feh, cal['feh_edges'])]
     return f * noise_sigma(p, err_mc, s), f * noise_sigma(p, err_mc, s, floor=False)
 
 # %% ../nbs/06b_calibrate.ipynb #cal013
@@ -166,7 +187,8 @@ def apply_calibration(cal: dict, # from `fit_calibration` (a model's `extra['cal
     out = dict(summ)
     labels = [l for l in cal['labels'] if l in cal['params'] and l in summ]
     sig = {}
-    for l in labels: sig[l], out[f'{l}_err_stat'] = calibrated_sigma(cal, l, summ[f'{l}_err'], snr); out[f'{l}_err'] = sig[l]
+    feh = summ.get('feh')
+    for l in labels: sig[l], out[f'{l}_err_stat'] = calibrated_sigma(cal, l, summ[f'{l}_err'], snr, feh); out[f'{l}_err'] = sig[l]
     ix = {l: cal['labels'].index(l) for l in labels}
     corr = np.asarray(cal['corr'], float)[np.ix_([ix[l] for l in labels], [ix[l] for l in labels])]
     if {'feh', 'cfe'} <= set(labels) and 'ch' in summ:
@@ -215,18 +237,26 @@ def calibration_data(model, # a model file, shipped name, `HFSModel`...; its cal
                 rows=rows, labels=list(m.labels), source=np.asarray(lab['source'])[rows].astype(str) if 'source' in lab.colnames else None)
 
 def calibrate_uncertainties(model, # a model file, shipped name or `HFSModel`
-                            dataset, # the dataset to fit on (the model's own, for its validation split)
-                            split='valid', # the rows: a split name (never the test split you report on) or row indices
+                            dataset, # the dataset to fit on (the model's own, for its validation split), or a list of datasets
+                            split='valid', # the rows: a split name (never the test split you report on), or one per dataset
                             mc_samples=16, # Monte-Carlo draws, as `predict` uses them
                             seed=0, # base seed of the draws
-                            sources=None, # only these values of the dataset's `source` column (None: all)
-                            bins=True) -> dict: # a factor per S/N bin on top of the noise model
-    "The calibration of `model`'s uncertainties, fitted on `dataset`'s `split`, with a record of what it was fitted on."
-    d = calibration_data(model, dataset, split, mc_samples, seed, sources)
-    cal = fit_calibration(d['point'], d['err_mc'], d['truth'], d['snr'], d['labels'], bins=bins)
-    src = {} if d['source'] is None else {str(k): int(v) for k, v in zip(*np.unique(d['source'], return_counts=True))}
-    cal['fitted_on'] = dict(dataset=Path(str(dataset)).name, split=split if isinstance(split, str) else f'{len(d["rows"])} rows',
-                            n=len(d['rows']), sources=src, mc_samples=int(mc_samples), seed=int(seed))
+                            sources=None, # only these values of the datasets' `source` column (None: all)
+                            bins=True) -> dict: # S/N- and [Fe/H]-bin factors on top of the noise model
+    "The calibration of `model`'s uncertainties, fitted on `dataset`'s `split` (or several), with a record of what it was fitted on."
+    sets = list(dataset) if isinstance(dataset, (list, tuple)) else [dataset]
+    splits = list(split) if isinstance(split, (list, tuple)) else [split] * len(sets)
+    if len(splits) != len(sets): raise ValueError(f"split: {len(splits)} splits for {len(sets)} datasets")
+    ds = [calibration_data(model, d, sp, mc_samples, seed, sources) for d, sp in zip(sets, splits)]
+    cat = lambda k: np.concatenate([d[k] for d in ds])
+    cal = fit_calibration(cat('point'), cat('err_mc'), cat('truth'), cat('snr'), ds[0]['labels'], bins=bins)
+    src = {}
+    for d, name in zip(ds, sets):
+        if d['source'] is None: src[Path(str(name)).name] = src.get(Path(str(name)).name, 0) + len(d['rows'])
+        else:
+            for k, v in zip(*np.unique(d['source'], return_counts=True)): src[str(k)] = src.get(str(k), 0) + int(v)
+    cal['fitted_on'] = dict(dataset=' + '.join(Path(str(d)).name for d in sets), split=' + '.join(map(str, splits)),
+                            n=int(sum(len(d['rows']) for d in ds)), sources=src, mc_samples=int(mc_samples), seed=int(seed))
     return cal
 
 def write_calibration(model, # model file (or an `HFSModel`) to copy
@@ -255,7 +285,7 @@ def calibration_summary(cal: dict | None) -> str:
     f = cal.get('fitted_on', {})
     src = ', '.join(f"{v} {k}" for k, v in f.get('sources', {}).items())
     return (f"calibrated ({cal['method']}; per label sigma^2 = a sigma_MC^2 + (b/SNR_g)^2 + c^2) on {f.get('n', '?')} spectra "
-            f"({src or 'one source'}) of the {f.get('split', '?')} split of {f.get('dataset', '?')}")
+            f"({src or 'one source'}) of {f.get('dataset', '?')} (split {f.get('split', '?')})")
 
 # %% ../nbs/06b_calibrate.ipynb #cal018
 P_BINS = (0., 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)  # P(CEMP) bins of the reliability diagram

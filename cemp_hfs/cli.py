@@ -174,13 +174,15 @@ def cmd_calibrate(args):
     from cemp_hfs.calibrate import calibrate_model, calibration_summary
     _check_new(args.out, args.overwrite or Path(args.out).resolve() == Path(args.model).resolve(), 'model file',
                'use --overwrite to replace it, or another --out')
-    if not (Path(args.dataset) / 'continuum.npy').exists(): raise FileNotFoundError(f"dataset {args.dataset}: not a dataset directory (no continuum.npy)")
+    for d in args.dataset:
+        if not (Path(d) / 'continuum.npy').exists(): raise FileNotFoundError(f"dataset {d}: not a dataset directory (no continuum.npy)")
     sources = [x.strip() for x in args.sources.split(',') if x.strip()] if args.sources else None
-    cal = calibrate_model(args.model, args.dataset, args.out, split=args.split, mc_samples=args.mc, seed=args.seed, sources=sources)
+    cal = calibrate_model(args.model, args.dataset if len(args.dataset) > 1 else args.dataset[0], args.out, split=args.split, mc_samples=args.mc, seed=args.seed, sources=sources)
     say(f"calibrate: {calibration_summary(cal)}")
     for l, p in cal['params'].items():
         say(f"  {l}: sigma^2 = {p['a']:.3g} sigma_MC^2 + ({p['b']:.3g}/SNR)^2 + {p['c']:.3g}^2; S/N-bin factors "
-            f"{' '.join(f'{x:.2f}' for x in p['factors'])}; 95% interval +-{p['k95']:.2f} sigma ({p['n']} stars)")
+            f"{' '.join(f'{x:.2f}' for x in p['factors'])}" + (f"; [Fe/H]-bin factors {' '.join(f'{x:.2f}' for x in p['feh_factors'])}" if 'feh_factors' in p else '')
+            + f"; 95% interval +-{p['k95']:.2f} sigma ({p['n']} stars)")
     say(f"calibrate: model -> {args.out} (predict applies the calibration by default)")
     return 0
 
@@ -346,7 +348,8 @@ def _add_select(s):
 def _add_calibrate(s):
     from cemp_hfs.calibrate import calibrate_uncertainties as f
     s.add_argument('model', help='model file (from `train`) to calibrate')
-    s.add_argument('dataset', help="dataset directory with true labels: the model's own, whose validation split is used")
+    s.add_argument('dataset', nargs='+', help="dataset directories with true labels: the model's own (its validation split is used), "
+                   "and calibration-only ones whose rows are all in the split (e.g. `make pretrained`'s metal-poor calib_mock_ds)")
     s.add_argument('--out', required=True, help='calibrated model file to write (may be MODEL itself with --overwrite; required)')
     _opt(s, '--split', f, 'split', "rows to fit on: a split name (never the test split you report on)")
     _arg(s, '--sources', "only rows of these sources of a merged dataset, e.g. mock,dr10", shown='all')
