@@ -23,6 +23,9 @@ The shipped file was made by this script at package commit 765626b, before the m
 on real stars. Run now, the script trains on the calibrated mock and gives the model of
 benchmarks/results/pretrained_calibrated_mock.md, which was measured and not shipped (worse on real stars: see that
 file and docs/model_card.md); it overwrites the shipped file, so check its numbers before committing the result.
+The shipped file's calibration (step 5) was fitted later, on that 765626b model with the caches of its run (mock
+datasets and the calibration-only metal-poor set made with the mock before its calibration); to calibrate another
+model file alone: `cemp-hfs calibrate MODEL DATASET [CALIB_DATASET] --out MODEL2` (see docs/model_card.md).
 """
 from __future__ import annotations
 import argparse, json, os, shutil, sys, time

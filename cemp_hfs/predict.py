@@ -394,8 +394,8 @@ def _chunk_table(rows, summ: dict, labels, flags: dict) -> Table:
         else: t[k] = np.array(v, dtype=dt) if rows else np.zeros(0, dt)
     cols = list(labels) + (['ch'] if 'cfe' in labels and 'feh' in labels else [])
     for k in cols: t[k] = np.asarray(summ[k], float) if rows else np.zeros(0); t[f'{k}_err'] = np.asarray(summ[f'{k}_err'], float) if rows else np.zeros(0)
-    for k in cols:  # the statistical part of a calibrated error (what differs between repeat observations)
-        if f'{k}_err_stat' in summ: t[f'{k}_err_stat'] = np.asarray(summ[f'{k}_err_stat'], float) if rows else np.zeros(0)
+    for k in cols:  # the statistical part of the error (what differs between repeat observations); uncalibrated: the MC spread
+        t[f'{k}_err_stat'] = np.asarray(summ.get(f'{k}_err_stat', summ[f'{k}_err']), float) if rows else np.zeros(0)
     t['p_cemp'] = MaskedColumn(np.asarray(summ['p_cemp'], float) if 'p_cemp' in summ else np.full(len(t), np.nan),
                                mask=np.zeros(len(t), bool) if 'p_cemp' in summ else np.ones(len(t), bool))
     t['novelty'] = np.asarray(summ.get('novelty', np.full(len(t), np.nan)), float)
