@@ -199,8 +199,7 @@ def bench_depths(bench):
 FIT_PARAMS = (('H', 'k_theta'), ('H', 'k_logg'), ('H', 'k_feh'), ('Hb', 'k_theta'), ('Hb', 'k_logg'), ('Hb', 'k_feh'),
               ('ca2t', 'k_logg'), ('ca2t', 'k_feh'), ('ca2t', 'k_damp'), ('fe1', 'k_logg'), ('fe1', 'k_feh'),
               ('fe2', 'k_logg'), ('fe2', 'k_feh'), ('alpha1', 'k_logg'), ('alpha1', 'k_feh'), ('ca2', 'k_logg'),
-              ('ca2', 'k_feh'), ('ca2', 'k_damp'), ('na1', 'k_feh'), ('forest', 'k_logg'), ('forest', 'k_feh'),
-              ('CH', 'k_theta'), ('CH', 'k_logg'), ('CH', 'k_feh'))
+              ('ca2', 'k_feh'), ('ca2', 'k_damp'), ('na1', 'k_feh'), ('forest', 'k_logg'), ('forest', 'k_feh'))  # CH is not fitted: the DR10 stars have no carbon labels ([C/Fe] = 0 would be assumed)
 BOUNDS = {'k_theta': (-8., 8.), 'k_logg': (-1.2, 0.6), 'k_feh': (-1.2, 0.8), 'k_damp': (0., 1.2)}
 MODEL_FLOOR = 0.01  # normalised flux: a model error floor, so that high-S/N stars do not carry the whole fit
 BENCH_WEIGHT = 5.   # a benchmark star weighs as ~25 DR10 stars: they are the only metal-poor giants with good labels
@@ -400,12 +399,16 @@ def markdown(res) -> str:
     L += ['', 'Mean |real - mock| band depth over the bands: ' + '; '.join(
         f"{'tuning stars' if t else REPORT_OUT_STAR} {np.mean([abs(r - m0) for r, m0, _ in v]):.3f} before, "
         f"{np.mean([abs(r - m1) for r, _, m1 in v]):.3f} after" for t, v in rel.items()) + '.']
-    if res.get('calibration'):
-        c = res['calibration']
-        L += ['', '## Fitted slopes', '', f"Least squares on the tuning stars (cost {c['cost_before']:.4g} -> {c['cost_after']:.4g}); physics default -> fitted:", '',
-              '| group | slope | default | fitted |', '| --- | --- | ---: | ---: |']
-        for g, v in c['slopes'].items():
-            for k, x in v.items(): L.append(f"| {g} | {k} | {mock.STRENGTH_PHYSICS[g][k]:+.3f} | {x:+.3f} |")
+    fit = res.get('calibration') or json.loads(CALIB_FILE.read_text()).get('label_slopes', {}).get('fit', {})
+    L += ['', '## The slopes', '', 'Physics default and the package\'s slopes (`label_slopes`), fitted by least squares on the tuning '
+          + (f"stars (cost {fit['cost_before']:.4g} -> {fit['cost_after']:.4g})" if 'cost_before' in fit else 'stars')
+          + '. CH keeps its physics defaults: the DR10 stars have no carbon labels, and a CH slope fitted with [C/Fe] = 0 '
+          'assumed made the G band of metal-poor giants too weak (fitted, not used: '
+          + json.dumps(fit.get('CH_fitted_not_used', {})) + ').', '',
+          '| group | slope | default | package |', '| --- | --- | ---: | ---: |']
+    for g, v in res['slopes_after'].items():
+        for k, x in v.items():
+            if x != mock.STRENGTH_PHYSICS[g][k]: L.append(f"| {g} | {k} | {mock.STRENGTH_PHYSICS[g][k]:+.3f} | {x:+.3f} |")
     return '\n'.join(L) + '\n'
 
 
