@@ -155,7 +155,8 @@ def main(argv=None):
     from cemp_hfs.predict import HFSModel
     cal = HFSModel.load(cal_model).calibration
     res['calibration'] = dict(summary=calibration_summary(cal), settings=CALIB, **{k: cal.get(k) for k in ('method', 'fitted_on', 'snr_edges', 'feh_edges')},
-                              params={l: {k: p.get(k) for k in ('a', 'b', 'c', 'factors', 'feh_factors', 'k95', 'n')} for l, p in cal['params'].items()})
+                              params={l: {k: p.get(k) for k in ('a', 'b', 'c', 'factors', 'feh_factors', 'k95', 'n')} for l, p in cal['params'].items()},
+                              p_cemp=cal.get('p_cemp'))
     prev = json.loads((OUT / 'pretrained.json').read_text()) if (OUT / 'pretrained.json').exists() else {}
     if prev.get('settings') == s:  # a stage this run found cached keeps the time it took when it ran
         for k, was in cached.items():
@@ -203,6 +204,10 @@ def markdown(r) -> str:
         for l, p in c['params'].items():
             L.append(f"| {l} | {p['a']:.3g} | {p['b']:.3g} | {p['c']:.3g} | {' '.join(f'{x:.2f}' for x in p['factors'])} | "
                      f"{' '.join(f'{x:.2f}' for x in p.get('feh_factors') or [])} | {p['k95']:.2f} | {p['n']} |")
+        pm = c.get('p_cemp')
+        if pm: L += ['', f"P(CEMP) for '{pm['rule']}': the calibrated Gaussian's, mapped by Platt scaling sigmoid(alpha logit p + beta) with "
+                         f"alpha {pm['alpha']:.3f}, beta {pm['beta']:.3f}, fitted on {pm['n']} calibration stars ({pm['n_cemp']} CEMP); Brier score there "
+                         f"{pm['brier_before']:.4f} before, {pm['brier_after']:.4f} after."]
         L += ['', 'sigma^2 = a sigma_MC^2 + (b / SNR_g)^2 + c^2, times the S/N_g- and predicted-[Fe/H]-bin factors; the 95% interval is +-k95 sigma. '
               'Measured in `benchmarks/results/uncertainty.md` (`make bench-uncertainty`).']
     return '\n'.join(L) + '\n'

@@ -218,7 +218,7 @@ def main(argv=None):
     sets['mock test (unseen)']['p_mc'] = np.ma.filled(np.ma.asarray(mock['p_cemp'], dtype=float), np.nan)
     D8 = as_arrays(dr8)
     res = dict(settings=s, targets=TARGETS, hardware=cpu_model(), model=model.name, calibration=dict(summary=calibration_summary(shipped),
-               fitted_on=shipped.get('fitted_on'), params={l: {k: p[k] for k in ('a', 'b', 'c', 'factors', 'k95', 'n')} for l, p in shipped['params'].items()}),
+               fitted_on=shipped.get('fitted_on'), p_cemp_map=shipped.get('p_cemp'), params={l: {k: p[k] for k in ('a', 'b', 'c', 'factors', 'k95', 'n')} for l, p in shipped['params'].items()}),
                n_mock=len(mock), n_mock_cemp=int(is_cemp(sets['mock test (unseen)']['truth']).sum()), variants={}, pulls={}, dr8={})
     for name, cal in cals.items():
         v = res['variants'][name] = {}
@@ -236,8 +236,9 @@ def main(argv=None):
     # P(CEMP): reliability and Brier score on the unseen mock stars, raw and calibrated, as drawn and reweighted
     U = sets['mock test (unseen)']; y = is_cemp(U['truth']); w = np.asarray(mock['weight'], float)
     rel = {}
-    for name in ('MC spread (uncalibrated)', 'noise model + bins (shipped)'):
-        p = res['variants'][name].pop('p_cemp')
+    nomap = calibrated(U, {k: x for k, x in shipped.items() if k != 'p_cemp'})['p_cemp']
+    for name in ('MC spread (uncalibrated)', 'calibrated Gaussian, no Platt map', 'noise model + bins (shipped)'):
+        p = nomap if name.startswith('calibrated Gaussian') else res['variants'][name].pop('p_cemp')
         for wname, ww in (('as drawn', None), ('reweighted', w)):
             rel[f'{name}, {wname}'] = dict(bins=reliability(p, y, P_BINS, ww), brier=brier_score(p, y, ww),
                                            base_rate=float(np.average(y, weights=ww)), brier_base=float(np.average(y, weights=ww) * (1 - np.average(y, weights=ww))))
@@ -339,7 +340,8 @@ def figures(r, sets, cals, mock, out):
     # reliability diagram
     fig, axs = plt.subplots(1, 2, figsize=(10, 4.5))
     for ax, wname in zip(axs, ('as drawn', 'reweighted')):
-        curves = {f"{n.split(' (')[0] if 'MC' in n else 'calibrated'} (Brier {v['brier']:.3f})": v['bins'] for n, v in r['reliability'].items() if n.endswith(wname)}
+        short = lambda n: {'MC spread (uncalibrated)': 'MC draws', 'calibrated Gaussian, no Platt map': 'calibrated Gaussian'}.get(n, 'shipped (Gaussian + Platt map)')
+        curves = {f"{short(n.rsplit(', ', 1)[0])} (Brier {v['brier']:.3f})": v['bins'] for n, v in r['reliability'].items() if n.endswith(wname)}
         plot_reliability(curves, ax=ax, min_n=TARGETS['min_bin'])
         ax.set_title(f"P(CEMP) reliability, unseen mock stars, {wname}", fontsize=9)
     fig.tight_layout(); fig.savefig(out / 'uncertainty_reliability.png', dpi=110); plt.close(fig)
@@ -397,10 +399,14 @@ def markdown(r) -> str:
           '| label | rms (stat) | robust width (stat) | rms (total) | robust width (total) |', '| --- | ---: | ---: | ---: | ---: |']
     for l in ('teff', 'logg', 'feh'):
         L.append(f"| {l} | {d8['stat'][l]['rms']:.2f} | {d8['stat'][l]['width']:.2f} | {d8['total'][l]['rms']:.2f} | {d8['total'][l]['width']:.2f} |")
+    pm = r['calibration'].get('p_cemp_map') or {}
     L += ['', '## P(CEMP)', '', f"On the unseen mock stars ({r['n_mock_cemp']} CEMP). 'as drawn': the enriched sample itself; 'reweighted': "
           f"each metal-rich star ([Fe/H] >= {s['feh_keep']}) counted {1 / s['keep_metal_rich']:.0f} times, i.e. the `mp_tail={s['mp_tail']}` "
-          "mock population. The base rate differs between the two, and reliability depends on it: P(CEMP) is computed from "
-          "the measurement alone (no prior on how common CEMP stars are).", '',
+          "mock population. The calibrated Gaussian gives P(CEMP) from the measurement alone (no prior on how common CEMP "
+          "stars are near the bound); the shipped P(CEMP) maps it with the calibration's Platt scaling"
+          + (f" (alpha {pm['alpha']:.2f}, beta {pm['beta']:.2f}, fitted on {pm['n']} calibration stars, {pm['n_cemp']} CEMP, for '{pm['rule']}')" if pm else '')
+          + ", which carries the calibration stars' population: these test stars are drawn like the metal-poor calibration set "
+          "(other seeds), so this is its best case; a survey whose CEMP fraction near the bound differs will see a different reliability.", '',
           '| P(CEMP) from | sample | Brier | Brier of always saying the base rate | ' + ' | '.join(f"{b['lo']:g}-{b['hi']:g}: N, mean P, CEMP fraction" for b in next(iter(r['reliability'].values()))['bins']) + ' |',
           '| --- | --- | ---: | ---: |' + ' --- |' * len(P_BINS[:-1])]
     for name, rel in r['reliability'].items():

@@ -15,14 +15,14 @@ from scipy.stats import norm, qmc
 from astropy.stats import mad_std
 
 from .core import LABELS
-from .select import load_criteria, satisfies, resolver, needs
+from .select import load_criteria, satisfies, resolver, needs, rule_text
 
 # %% auto #0
-__all__ = ['SNR_EDGES', 'SNR_UNKNOWN', 'Q68', 'MIN_STARS', 'MIN_BIN', 'FEH_EDGES', 'N_DRAWS', 'P_BINS', 'noise_sigma',
+__all__ = ['SNR_EDGES', 'SNR_UNKNOWN', 'Q68', 'MIN_STARS', 'MIN_BIN', 'FEH_EDGES', 'N_DRAWS', 'P_BINS', 'MIN_CEMP', 'noise_sigma',
            'fit_noise_model', 'snr_bins', 'bin_factors', 'pull_correlation', 'feh_bins', 'fit_calibration',
-           'calibrated_sigma', 'standard_draws', 'gaussian_draws', 'calibrated_p_cemp', 'apply_calibration',
-           'calibration_hash', 'calibration_data', 'calibrate_uncertainties', 'write_calibration', 'calibrate_model',
-           'calibration_summary', 'reliability', 'brier_score', 'plot_reliability']
+           'calibrated_sigma', 'standard_draws', 'gaussian_draws', 'calibrated_p_cemp', 'map_p_cemp', 'fit_p_cemp_map',
+           'apply_calibration', 'calibration_hash', 'calibration_data', 'calibrate_uncertainties', 'write_calibration',
+           'calibrate_model', 'calibration_summary', 'reliability', 'brier_score', 'plot_reliability', 'add_p_cemp_map']
 
 # %% ../nbs/06b_calibrate.ipynb #cal005
 SNR_EDGES = (10., 20., 40., 80.)  # S/N_g edges of the calibration bins (below 10, 10-20, 20-40, 40-80, above 80)
@@ -179,6 +179,22 @@ def calibrated_p_cemp(point: dict, sigma: dict, corr, labels, # as for `gaussian
                     for l in needs(crit, 'cemp', base=True)], axis=0)
     return np.where(known, p, np.nan)
 
+def _logit(p): p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6); return np.log(p / (1 - p))
+
+def map_p_cemp(p, # P(CEMP) from the calibrated Gaussian
+               m: dict) -> np.ndarray: # `alpha`, `beta` of `fit_p_cemp_map`
+    "The recalibrated P(CEMP): sigmoid(alpha logit(p) + beta); NaN stays NaN."
+    p = np.asarray(p, float)
+    return np.where(np.isfinite(p), 1 / (1 + np.exp(-(m['alpha'] * _logit(p) + m['beta']))), np.nan)
+
+def fit_p_cemp_map(p, # P(CEMP) of calibration stars
+                   is_cemp) -> dict: # whether each truly is CEMP
+    "`alpha`, `beta` of the logistic map of logit P(CEMP) (Platt scaling) by the likelihood of the truth."
+    ok = np.isfinite(np.asarray(p, float)); x, y = _logit(np.asarray(p, float)[ok]), np.asarray(is_cemp, float)[ok]
+    nll = lambda th: float(np.mean(np.logaddexp(0, th[0] * x + th[1]) - y * (th[0] * x + th[1])))
+    th = minimize(nll, [1., 0.], method='Nelder-Mead', options=dict(xatol=1e-6, fatol=1e-10)).x
+    return dict(alpha=float(th[0]), beta=float(th[1]))
+
 def apply_calibration(cal: dict, # from `fit_calibration` (a model's `extra['calibration']`)
                       summ: dict, # `summarize_samples` of a batch: labels, `<label>_err` (MC spread), p_cemp
                       snr, # (B,) S/N_g of the batch's spectra
@@ -198,6 +214,7 @@ def apply_calibration(cal: dict, # from `fit_calibration` (a model's `extra['cal
     crit = load_criteria(criteria) if not (isinstance(criteria, dict) and 'classes' in criteria) else criteria
     if 'p_cemp' in summ and needs(crit, 'cemp', base=True) <= set(labels):
         out['p_cemp'] = calibrated_p_cemp({l: summ[l] for l in labels}, sig, corr, labels, crit)
+        if (cal.get('p_cemp') or {}).get('rule') == rule_text(crit): out['p_cemp'] = map_p_cemp(out['p_cemp'], cal['p_cemp'])
     return out
 
 def calibration_hash(cal) -> str:
@@ -242,7 +259,8 @@ def calibrate_uncertainties(model, # a model file, shipped name or `HFSModel`
                             mc_samples=16, # Monte-Carlo draws, as `predict` uses them
                             seed=0, # base seed of the draws
                             sources=None, # only these values of the datasets' `source` column (None: all)
-                            bins=True) -> dict: # S/N- and [Fe/H]-bin factors on top of the noise model
+                            bins=True, # S/N- and [Fe/H]-bin factors on top of the noise model
+                            p_map=True) -> dict: # recalibrate P(CEMP) on the same stars (`add_p_cemp_map`)
     "The calibration of `model`'s uncertainties, fitted on `dataset`'s `split` (or several), with a record of what it was fitted on."
     sets = list(dataset) if isinstance(dataset, (list, tuple)) else [dataset]
     splits = list(split) if isinstance(split, (list, tuple)) else [split] * len(sets)
@@ -250,6 +268,7 @@ def calibrate_uncertainties(model, # a model file, shipped name or `HFSModel`
     ds = [calibration_data(model, d, sp, mc_samples, seed, sources) for d, sp in zip(sets, splits)]
     cat = lambda k: np.concatenate([d[k] for d in ds])
     cal = fit_calibration(cat('point'), cat('err_mc'), cat('truth'), cat('snr'), ds[0]['labels'], bins=bins)
+    if p_map: add_p_cemp_map(cal, cat('point'), cat('err_mc'), cat('truth'), cat('snr'))
     src = {}
     for d, name in zip(ds, sets):
         if d['source'] is None: src[Path(str(name)).name] = src.get(Path(str(name)).name, 0) + len(d['rows'])
@@ -329,3 +348,29 @@ def plot_reliability(curves: dict, # name: the output of `reliability`
     ax.set(xlim=(0, 1), ylim=(-0.02, 1.02), xlabel='mean P(CEMP) in the bin', ylabel='fraction truly CEMP', title='P(CEMP) reliability')
     ax.legend(fontsize=7, loc='upper left')
     return ax.figure
+
+# %% ../nbs/06b_calibrate.ipynb #cal021
+MIN_CEMP = 20  # the fewest CEMP (and non-CEMP) calibration stars a P(CEMP) map is fitted with
+
+def add_p_cemp_map(cal: dict, # from `fit_calibration` (completed in place)
+                   point, err_mc, truth, snr, # the calibration stars, as for `fit_calibration`
+                   criteria='paper') -> dict: # the CEMP criteria the map is for
+    "`cal` with `cal['p_cemp']`: the Platt map of the Gaussian P(CEMP) for `criteria`, when the stars allow one."
+    crit = load_criteria(criteria)
+    labels = cal['labels']
+    need = sorted(needs(crit, 'cemp', base=True))
+    if not set(need) <= set(cal['params']): return cal
+    point, err_mc, truth = (np.asarray(v, float) for v in (point, err_mc, truth))
+    ok = np.all([np.isfinite(truth[:, labels.index(l)]) for l in need], axis=0)
+    is_cemp = np.asarray(satisfies(crit['cemp'], resolver(lambda l: truth[ok, labels.index(l)], crit['derived'])), bool)
+    if min(is_cemp.sum(), (~is_cemp).sum()) < MIN_CEMP: return cal
+    p = []
+    for a in range(0, int(ok.sum()), 256):
+        rows = np.flatnonzero(ok)[a:a + 256]
+        summ = {l: point[rows, j] for j, l in enumerate(labels)} | {f'{l}_err': err_mc[rows, j] for j, l in enumerate(labels)}
+        p.append(apply_calibration({k: v for k, v in cal.items() if k != 'p_cemp'}, summ | {'p_cemp': np.zeros(len(rows))}, np.asarray(snr)[rows], crit)['p_cemp'])
+    p = np.concatenate(p)
+    cal['p_cemp'] = dict(rule=rule_text(crit), criteria=crit['name'], n=int(ok.sum()), n_cemp=int(is_cemp.sum()),
+                         brier_before=brier_score(p, is_cemp), **fit_p_cemp_map(p, is_cemp))
+    cal['p_cemp']['brier_after'] = brier_score(map_p_cemp(p, cal['p_cemp']), is_cemp)
+    return cal

@@ -128,7 +128,9 @@ def _uncertainty_cards(m: HFSModel, mc_samples, pcemp_note='') -> dict:
     cards = dict(ERRCAL=calibration_summary(cal))
     for l, p in cal['params'].items(): cards[f'K95{l.upper()}'[:8]] = round(float(p['k95']), 3)
     if not pcemp_note:
-        cards['PCEMP'] = 'probability mass inside the CEMP region (PCRULE) of a Gaussian with the calibrated errors and correlations'
+        cards['PCEMP'] = ('probability mass inside the CEMP region (PCRULE) of a Gaussian with the calibrated errors and correlations'
+                          + (f"; for the rule '{cal['p_cemp']['rule']}' then mapped by the calibration's Platt scaling (its stars' population)"
+                             if cal.get('p_cemp') else ''))
     return cards
 
 # %% ../nbs/06_predict.ipynb #cd91273
