@@ -21,11 +21,13 @@ from .preprocess import native_continuum
 __all__ = ['SOLAR_FE', 'degrade_to_lamost', 'pseudo_lamost', 'band_depth', 'jinabase_labels']
 
 # %% ../nbs/01b_pseudo.ipynb #c7283ca
-def degrade_to_lamost(wave_hr, # high-resolution wavelengths (Angstrom, air unless `vacuum`)
-                      flux_hr, # continuum-normalised flux
-                      wave=None, # LAMOST (vacuum) pixel centres to sample (default: the standard LAMOST grid)
-                      R=R_LAMOST, # resolving power of the result
-                      vacuum=False) -> np.ndarray: # the high-resolution wavelengths are already in vacuum
+def degrade_to_lamost(
+    wave_hr,    # high-resolution wavelengths (Angstrom, air unless `vacuum`)
+    flux_hr,    # continuum-normalised flux
+    wave=None,  # LAMOST (vacuum) pixel centres to sample (default: the standard LAMOST grid)
+    R=R_LAMOST, # resolving power of the result
+    vacuum=False, # the high-resolution wavelengths are already in vacuum
+)->np.ndarray: # normalised flux on the LAMOST pixels (NaN where the high-resolution spectrum has no data)
     "The normalised spectrum at LAMOST's resolution on LAMOST pixels (NaN where the high-resolution spectrum has no data)."
     wave = lamost_wave() if wave is None else np.asarray(wave, float)
     w = np.asarray(wave_hr, float) if vacuum else air_to_vacuum(np.asarray(wave_hr, float))
@@ -49,12 +51,14 @@ def degrade_to_lamost(wave_hr, # high-resolution wavelengths (Angstrom, air unle
     return out
 
 # %% ../nbs/01b_pseudo.ipynb #c5d3063
-def pseudo_lamost(wave_hr, # high-resolution wavelengths (Angstrom, air)
-                  flux_hr, # continuum-normalised high-resolution flux
-                  donor: LamostSpectrum, # a real LAMOST spectrum whose continuum and pixels are used
-                  snrg=50., # median S/N per pixel in 4000-5500 A
-                  seed=0, # seed of the noise
-                  meta=None) -> LamostSpectrum: # metadata of the result (name, labels, ...)
+def pseudo_lamost(
+    wave_hr, # high-resolution wavelengths (Angstrom, air)
+    flux_hr, # continuum-normalised high-resolution flux
+    donor: LamostSpectrum, # a real LAMOST spectrum whose continuum and pixels are used
+    snrg=50., # median S/N per pixel in 4000-5500 A
+    seed=0,   # seed of the noise
+    meta=None, # metadata of the result (name, labels, ...)
+)->LamostSpectrum: # the pseudo-LAMOST spectrum, at rest (z = 0)
     "A LAMOST spectrum of the star of `flux_hr`: degraded, on `donor`'s continuum, with LAMOST-like noise at `snrg`."
     wave = donor.wave / (1 + (donor.meta.get('z') or 0.))  # the donor's pixels, at rest
     norm = degrade_to_lamost(wave_hr, flux_hr, wave)
@@ -76,11 +80,13 @@ def pseudo_lamost(wave_hr, # high-resolution wavelengths (Angstrom, air)
     return LamostSpectrum(wave.astype(np.float64), flux, ivar, bad * 32, bad * 32, m)
 
 # %% ../nbs/01b_pseudo.ipynb #c5488a6
-def band_depth(wave, # wavelengths (Angstrom, rest frame)
-               flux, # flux or normalised flux (1-D, or N x P)
-               band, # (lo, hi) of the band, or a name in `cemp_hfs.core.WINDOWS`
-               side=20., # width of each side window (Angstrom)
-               gap=5.) -> np.ndarray: # distance of the side windows from the band
+def band_depth(
+    wave, # wavelengths (Angstrom, rest frame)
+    flux, # flux or normalised flux (1-D, or N x P)
+    band, # (lo, hi) of the band, or a name in `cemp_hfs.core.WINDOWS`
+    side=20., # width of each side window (Angstrom)
+    gap=5.,   # distance of the side windows from the band (Angstrom)
+)->np.ndarray: # band depth per spectrum (a scalar for 1-D `flux`)
     "1 - band mean / median of the two side windows, per spectrum (NaN where a window has no finite pixel)."
     lo, hi = WINDOWS[band] if isinstance(band, str) else band
     wave, f = np.asarray(wave, float), np.atleast_2d(np.asarray(flux, float))
@@ -94,9 +100,11 @@ def band_depth(wave, # wavelengths (Angstrom, rest frame)
 # %% ../nbs/01b_pseudo.ipynb #c3dd974
 SOLAR_FE = 7.50  # log eps(Fe) of the Sun (Asplund et al. 2009)
 
-def jinabase_labels(path, # `jinabase2018_all_info.txt`
-                    names, # JINAbase names (the `Name` column), e.g. 'HD122563'
-                    limits=None) -> Table: # `jinabase2018_limits_key.txt` (carbon upper limits left out), or None
+def jinabase_labels(
+    path,  # `jinabase2018_all_info.txt`
+    names, # JINAbase names (the `Name` column), e.g. 'HD122563'
+    limits=None, # `jinabase2018_limits_key.txt` (carbon upper limits left out), or None
+)->Table: # one row per star: name, the median labels and the number of studies behind each
     "Median Teff, logg, [Fe/H], [C/Fe] over the studies of each star, with the number of studies per label."
     t = ascii.read(path, format='fixed_width_two_line')
     num = lambda col: np.array([float(x) if str(x).strip() not in ('*', '--', '') else np.nan for x in col])
