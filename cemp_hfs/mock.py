@@ -34,18 +34,28 @@ C_KMS = 299792.458
 SUN = dict(teff=5772., logg=4.44, feh=0., cfe=0.)  # reference point for all strength laws
 _PAD = 12  # rest-frame pixels kept on each side so that a velocity shift never runs off the grid (12 px = 830 km/s)
 
-def lamost_wave(n=NPIX, coeff0=COEFF0, coeff1=COEFF1):
+# %% ../nbs/00a_mock.ipynb #c006b
+def lamost_wave(
+    n=NPIX,        # number of pixels
+    coeff0=COEFF0, # log10 of the first pixel's wavelength (A)
+    coeff1=COEFF1, # log10 wavelength step per pixel
+)->np.ndarray: # vacuum wavelengths (A)
     "LAMOST log-linear vacuum wavelength grid in Angstrom."
     return 10 ** (coeff0 + coeff1 * np.arange(n))
 
-def air_to_vacuum(wave_air):
+# %% ../nbs/00a_mock.ipynb #c007d
+def air_to_vacuum(
+    wave_air, # wavelength(s) in air (A)
+)->np.ndarray: # the same wavelength(s) in vacuum (A)
     "Vacuum wavelength for an air wavelength in Angstrom (IAU/Morton 2000 refractive index)."
     s2 = (1e4 / np.asarray(wave_air, np.float64)) ** 2
     n = 1 + 8.34254e-5 + 2.406147e-2 / (130 - s2) + 1.5998e-4 / (38.9 - s2)
     return wave_air * n
 
 # %% ../nbs/00a_mock.ipynb #c007b
-def read_calibration(path=None):
+def read_calibration(
+    path=None, # a JSON file of calibrated constants; None: the package's `data/mock_calibration.json`
+)->dict: # the calibrated constants, by name
     "Calibrated constants of the mock (dict): the package's `data/mock_calibration.json`, or the JSON file at `path`."
     src = importlib.resources.files('cemp_hfs').joinpath('data', 'mock_calibration.json') if path is None else Path(path)
     return json.loads(src.read_text())
@@ -56,6 +66,7 @@ _CALIB = read_calibration()  # read once, at import
 _ATOMIC = '\n'.join(_CALIB['atomic_lines'])  # air wavelength, group, solar EW (mA), damping weight
 
 def _parse_lines(text):
+    "Air wavelengths, groups, solar equivalent widths (A) and damping weights of a line table (rows split by newlines or ';')."
     rows = [r.split() for r in text.replace(';', '\n').split('\n') if r.strip()]
     return (np.array([float(r[0]) for r in rows]), np.array([r[1] for r in rows]),
             np.array([float(r[2]) for r in rows]) / 1e3, np.array([float(r[3]) for r in rows]))
@@ -80,7 +91,11 @@ def _band_comb(text, spacing=0.6, seed=7):
     return np.concatenate(waves), np.array(mols), np.concatenate(strs)
 
 # %% ../nbs/00a_mock.ipynb #c013
-def curve_of_growth(tau0, dl_doppler, a_damp):
+def curve_of_growth(
+    tau0,       # central optical depth of the line(s)
+    dl_doppler, # Doppler width lambda b / c (its unit is the result's, e.g. A)
+    a_damp,     # damping parameter (Lorentzian width over Doppler width)
+)->np.ndarray: # equivalent width, in the unit of `dl_doppler`
     "Equivalent width (same unit as `dl_doppler`) of a line with central optical depth `tau0`."
     tau0 = np.maximum(tau0, 0)
     y = np.sqrt(np.pi) * tau0 / 2
@@ -88,6 +103,7 @@ def curve_of_growth(tau0, dl_doppler, a_damp):
     damping = np.pi * a_damp * tau0 * y ** 2 / (1 + y ** 2)  # switched on only once the core is saturated
     return dl_doppler * np.sqrt(f_d ** 2 + damping)
 
+# %% ../nbs/00a_mock.ipynb #c014b
 def _invert_cog(w, dl_doppler, a_damp):
     "Central optical depth giving equivalent width `w` (bisection in log tau0, vectorised)."
     lo, hi = np.full(np.shape(w), -6.), np.full(np.shape(w), 12.)
@@ -138,6 +154,7 @@ def _lsf_sigma_px(R=R_LAMOST):
     "Gaussian sigma of the line-spread function in LAMOST pixels."
     return 1 / (R * 2 * np.sqrt(2 * np.log(2)) * np.log(10) * COEFF1)
 
+# %% ../nbs/00a_mock.ipynb #c018c
 class _LineModel:
     "Line list, comb and profile matrix on the padded rest-frame LAMOST grid (built once, then cached)."
     def __init__(self):
@@ -177,16 +194,28 @@ class _LineModel:
         wing[self.damp_w == 0] = core[self.damp_w == 0]
         return core.astype(np.float32), wing.astype(np.float32)
 
+# %% ../nbs/00a_mock.ipynb #c018d
 _MODEL = None
 def _line_model():
+    "The line model, built on first use and then cached."
     global _MODEL
     if _MODEL is None: _MODEL = _LineModel()
     return _MODEL
 
+# %% ../nbs/00a_mock.ipynb #c022
+TEMPLATES.update({g: (t['tau_max'], t['encoded']) for g, t in _CALIB['templates'].items()})
+BLUE_VEIL = (_CALIB['blue_veil']['v0'], _CALIB['blue_veil']['length_A'])  # v0, L (A): fitted on DR1 spectra with S/N > 30
+# counts per unit calibrated flux relative to g at the u, g, r, i, z band centres: fitted to the S/N ratios of LASP's DR1 stars
+INSTRUMENT_KNOTS = (tuple(_CALIB['instrument_knots']['wave_A']), tuple(_CALIB['instrument_knots']['counts_rel_g']))
+# knots (A), values: median DR1 flux / model
+CONT_THROUGHPUT = (_CALIB['cont_throughput']['wave_A'], _CALIB['cont_throughput']['ratio'])
+
 # %% ../nbs/00a_mock.ipynb #c020
 _TEMPLATE_CACHE = {}
 
-def template_tau(group):
+def template_tau(
+    group, # the template's group: 'forest', 'CH' or 'CN'
+)->np.ndarray: # optical depth per padded rest-frame pixel at the Sun (NPIX + 2 _PAD values), or None
     "Optical-depth template of `group` at the Sun on the padded rest-frame LAMOST grid (None when not set)."
     t = TEMPLATES.get(group)
     if t is None: return None
@@ -198,37 +227,47 @@ def template_tau(group):
         _TEMPLATE_CACHE[key] = float(t[0]) * (q / 255) ** 2
     return _TEMPLATE_CACHE[key]
 
-def template_growth(s, tau0):
+# %% ../nbs/00a_mock.ipynb #c020d
+def template_growth(
+    s,    # strength relative to the Sun (10**dlog of the template's group)
+    tau0, # central optical depth of a typical template line at the Sun (`TEMPLATE_TAU0`)
+)->np.ndarray: # absorption in units of the template's solar absorption
     "Absorption of a template at strength `s` (relative to the Sun) in units of its solar absorption."
     return curve_of_growth(np.asarray(s) * tau0, 1., 1e-3) / curve_of_growth(tau0, 1., 1e-3)
 
-# %% ../nbs/00a_mock.ipynb #c022
-TEMPLATES.update({g: (t['tau_max'], t['encoded']) for g, t in _CALIB['templates'].items()})
-BLUE_VEIL = (_CALIB['blue_veil']['v0'], _CALIB['blue_veil']['length_A'])  # v0, L (A): fitted on DR1 spectra with S/N > 30
-# counts per unit calibrated flux relative to g at the u, g, r, i, z band centres: fitted to the S/N ratios of LASP's DR1 stars
-INSTRUMENT_KNOTS = (tuple(_CALIB['instrument_knots']['wave_A']), tuple(_CALIB['instrument_knots']['counts_rel_g']))
-# knots (A), values: median DR1 flux / model
-CONT_THROUGHPUT = (_CALIB['cont_throughput']['wave_A'], _CALIB['cont_throughput']['ratio'])
-
 # %% ../nbs/00a_mock.ipynb #c024
-def alpha_fe(feh):
+def alpha_fe(
+    feh, # [Fe/H]
+)->np.ndarray: # [alpha/Fe]
     "[alpha/Fe] of the Galactic trend: +0.4 below [Fe/H] = -1, falling linearly to 0 at [Fe/H] = 0."
     return np.clip(-0.4 * np.asarray(feh, float), 0, 0.4)
 
-def nitrogen_fe(cfe):
+# %% ../nbs/00a_mock.ipynb #c024c
+def nitrogen_fe(
+    cfe, # [C/Fe]
+)->np.ndarray: # [N/Fe]
     "[N/Fe] assumed for the mock: CEMP stars carry extra nitrogen, [N/Fe] = 0.5 [C/Fe] for [C/Fe] > 0."
     return 0.5 * np.clip(cfe, 0, None)
 
-def co_fraction(teff):
+# %% ../nbs/00a_mock.ipynb #c024f
+def co_fraction(
+    teff, # effective temperature (K)
+)->np.ndarray: # fraction q of min(n(C), n(O)) bound in CO
     "Fraction q of min(C, O) locked in CO: ~0.9 in cool photospheres, small in hot ones."
     return 0.9 / (1 + np.exp((np.asarray(teff, float) - 5000.) / 350.))
 
-def free_carbon(teff, feh, cfe):
+# %% ../nbs/00a_mock.ipynb #c024i
+def free_carbon(
+    teff, # effective temperature (K)
+    feh,  # [Fe/H]
+    cfe,  # [C/Fe]
+)->np.ndarray: # log10 of the free carbon density on the log eps scale (8.43 would be all of the Sun's carbon)
     "log10 of the carbon number density not bound in CO, on the log eps scale."
     nc = 10 ** (SOLAR_ABUND['C'] + feh + cfe)
     no = 10 ** (SOLAR_ABUND['O'] + feh + alpha_fe(feh))
     return np.log10(np.maximum(nc - co_fraction(teff) * np.minimum(nc, no), 1e-3 * nc))
 
+# %% ../nbs/00a_mock.ipynb #c026b
 def _dlog_strength(teff, logg, feh, cfe):
     "Per-group log10 change of line optical depth relative to the Sun (N x G) and of the damping (N x G)."
     teff, logg, feh, cfe = (np.asarray(v, float)[:, None] for v in (teff, logg, feh, cfe))
@@ -245,12 +284,20 @@ def _dlog_strength(teff, logg, feh, cfe):
     return np.concatenate(out, 1), np.concatenate(damp, 1)
 
 # %% ../nbs/00a_mock.ipynb #c028
-def planck(wave, teff):
+def planck(
+    wave, # wavelength(s) (A)
+    teff, # temperature(s) (K); (N, 1) temperatures against (P,) wavelengths give N x P
+)->np.ndarray: # B_lambda, arbitrary units
     "Planck B_lambda (arbitrary units) at `wave` (A) for temperature(s) `teff` (K); broadcasts (N, 1) x (P,)."
     x = 1.438777e8 / (np.asarray(wave) * np.asarray(teff))  # hc / (lambda k T), lambda in A
     return (np.asarray(wave) / 5500.) ** -5 / np.expm1(x)
 
-def ccm_extinction(wave, ebv, rv=3.1):
+# %% ../nbs/00a_mock.ipynb #c028c
+def ccm_extinction(
+    wave,   # wavelength(s) (A), within the law's optical and near-infrared range (3030-33000 A)
+    ebv,    # reddening E(B-V) (mag)
+    rv=3.1, # R_V = A_V / E(B-V)
+)->np.ndarray: # extinction A_lambda (mag)
     "A_lambda in magnitudes for E(B-V) `ebv` (Cardelli, Clayton & Mathis 1989, optical/NIR)."
     x = 1e4 / np.asarray(wave, float)
     y = x - 1.82
@@ -260,11 +307,10 @@ def ccm_extinction(wave, ebv, rv=3.1):
                  + 5.30260 * y**6 - 2.09002 * y**7, -0.527 * x ** 1.61)
     return np.asarray(ebv, float) * rv * (a + b / rv)
 
-# `INSTRUMENT_KNOTS` (with the calibrated constants above): detected counts per unit calibrated flux and pixel at the
-# centres of the S/N bands u, g, r, i, z (relative to g), fitted so that mock spectra at the labels of the 100 DR1
-# stars have LASP's median snru/snrg ... snrz/snrg (the red arm collects ~7 times more counts per unit flux than g)
-
-def instrument_throughput(wave):
+# %% ../nbs/00a_mock.ipynb #c028f
+def instrument_throughput(
+    wave, # wavelength(s) (A)
+)->np.ndarray: # counts per unit calibrated flux, relative to the g band
     "Relative LAMOST counts per unit calibrated flux: smooth band knots, blue fall-off, dichroic dip, red fall-off."
     w = np.asarray(wave, float)
     kw, kv = INSTRUMENT_KNOTS
@@ -274,7 +320,10 @@ def instrument_throughput(wave):
     dichroic = 1 - 0.75 * np.exp(-0.5 * ((w - 5800.) / 70.) ** 2)
     return smooth * blue * red * dichroic
 
-def flux_calibration_shape(wave):
+# %% ../nbs/00a_mock.ipynb #c028i
+def flux_calibration_shape(
+    wave, # wavelength(s) (A)
+)->np.ndarray: # multiplicative shape (1 everywhere when not calibrated)
     "Mean multiplicative shape of LAMOST's relative flux calibration (from `CONT_THROUGHPUT`; 1 when not set)."
     if CONT_THROUGHPUT is None: return np.ones_like(np.asarray(wave, float))
     kw, kv = np.asarray(CONT_THROUGHPUT[0]), np.asarray(CONT_THROUGHPUT[1])
@@ -282,16 +331,20 @@ def flux_calibration_shape(wave):
 
 # %% ../nbs/00a_mock.ipynb #c031
 def _as_batch(*xs):
+    "The inputs broadcast and flattened to float arrays, and whether they were all scalars."
     arrs = np.broadcast_arrays(*[np.atleast_1d(np.asarray(x, float)) for x in xs])
     return [a.ravel() for a in arrs], all(np.ndim(x) == 0 for x in xs)
 
+# %% ../nbs/00a_mock.ipynb #c031a
 def _check_labels(teff, logg, feh, cfe):
+    "Raise a ValueError for non-finite labels or labels outside the range of the model."
     for name, v, lo, hi in (('teff', teff, 3000, 10000), ('logg', logg, -0.5, 6), ('feh', feh, -6, 1.5),
                             ('cfe', cfe, -2, 4.5)):
         v = np.asarray(v, float)
         if not np.all(np.isfinite(v)): raise ValueError(f"`{name}` has non-finite values")
         if np.any((v < lo) | (v > hi)): raise ValueError(f"`{name}` outside the model range [{lo}, {hi}]: {v.min()}..{v.max()}")
 
+# %% ../nbs/00a_mock.ipynb #c031d
 def _absorption_rest(teff, logg, feh, cfe):
     "Rest-frame normalised flux on the padded grid, (N, NPIX + 2 _PAD)."
     m = _line_model()
@@ -309,6 +362,7 @@ def _absorption_rest(teff, logg, feh, cfe):
         A = A + grow[:, None] * t[None, :]
     return np.exp(-A)
 
+# %% ../nbs/00a_mock.ipynb #c031g
 def _shift(arr, rv):
     "Shift rest-frame rows of the padded grid to the observed frame by `rv` km/s (linear interpolation)."
     s = np.log10(1 + np.asarray(rv, float) / C_KMS) / COEFF1  # pixels
@@ -318,12 +372,16 @@ def _shift(arr, rv):
     rows = np.arange(len(arr))[:, None]
     return arr[rows, i0] * (1 - f) + arr[rows, i0 + 1] * f
 
+# %% ../nbs/00a_mock.ipynb #c031j
 # interstellar lines (air A): Na I D (saturating with E(B-V)) and the strongest diffuse interstellar bands (DIBs);
 # columns: wavelength, EW per unit E(B-V) (A; Na: EW at saturation), intrinsic FWHM (A)
 _ISM = np.array([[5889.95, 0.9, 0.3], [5895.92, 0.75, 0.3], [4428.2, 1.6, 17.], [5780.48, 0.5, 2.1],
                  [5797.06, 0.17, 0.9], [6283.84, 0.9, 4.0], [6613.62, 0.2, 1.1]])
 
-def interstellar_absorption(wave, ebv):
+def interstellar_absorption(
+    wave, # observed wavelengths (A, vacuum)
+    ebv,  # reddening E(B-V) (mag), one per star
+)->np.ndarray: # transmission, N x P
     "Transmission (N x P) of interstellar Na D and DIBs at rest in the observed frame for reddening(s) `ebv`."
     ebv = np.atleast_1d(np.asarray(ebv, float))[:, None]
     lam = air_to_vacuum(_ISM[:, 0])
@@ -332,12 +390,27 @@ def interstellar_absorption(wave, ebv):
     ew = np.where(np.arange(len(_ISM)) < 2, _ISM[:, 1] * np.tanh(ebv / 0.3), _ISM[:, 1] * ebv)  # (N, lines)
     return np.exp(-(ew @ prof))
 
-def blue_veiling(wave, veil=None):
+# %% ../nbs/00a_mock.ipynb #c031m
+def blue_veiling(
+    wave,      # observed wavelengths (A)
+    veil=None, # (v0, L in A) of v0 exp(-(lambda - 3850) / L); None: the calibrated `BLUE_VEIL`
+)->np.ndarray: # additive veiling, as a fraction of the continuum
     "Additive veiling of LAMOST's blue arm (fraction of the continuum) at observed `wave`, from `BLUE_VEIL`."
     v0, scale = BLUE_VEIL if veil is None else veil
     return v0 * np.exp(-(np.asarray(wave, float) - 3850.) / scale).clip(max=1 if v0 == 0 else 1 / v0)
 
-def model_flux(teff, logg, feh, cfe, ebv=0., rv=0., wave=None, normalized=False, instrument=True):
+# %% ../nbs/00a_mock.ipynb #c031p
+def model_flux(
+    teff,   # effective temperature(s) (K), 3000-10000
+    logg,   # surface gravity(ies) (log10 of g in cm/s^2), -0.5 to 6
+    feh,    # [Fe/H], -6 to +1.5
+    cfe,    # [C/Fe], -2 to +4.5
+    ebv=0., # reddening E(B-V) (mag)
+    rv=0.,  # radial velocity (km/s)
+    wave=None,        # wavelengths to interpolate onto (A); None: the LAMOST grid
+    normalized=False, # return the line absorption only (flux / continuum)
+    instrument=True,  # include LAMOST's blue-arm veiling (False: the pure stellar model)
+)->np.ndarray: # flux (continuum of unit median over ~4000-5500 A) or normalised flux: (P,) for scalars, (N, P) for arrays
     "Noiseless LAMOST-grid model spectrum (observed frame); scalars -> (P,), arrays -> (N, P)."
     (teff, logg, feh, cfe, ebv, rv), scalar = _as_batch(teff, logg, feh, cfe, ebv, rv)
     _check_labels(teff, logg, feh, cfe)
@@ -359,17 +432,14 @@ def model_flux(teff, logg, feh, cfe, ebv=0., rv=0., wave=None, normalized=False,
     return out[0] if scalar else out
 
 # %% ../nbs/00a_mock.ipynb #c039
-MASK_BITS = dict(BADCCD=1, BADPROFILE=2, NOSKY=4, BRIGHTSKY=8, BADCENTER=16, NODATA=32)
-# bright night-sky lines (air A) and their relative brightness; the OH list is a representative subset
-_SKY = np.array([[5577.34, 1.0], [5889.95, 0.4], [5895.92, 0.3], [6300.30, 0.6], [6363.78, 0.2], [6863.96, 0.3],
-                 [7316.28, 0.4], [7340.89, 0.4], [7750.64, 0.3], [7794.11, 0.4], [7821.50, 0.3], [7913.71, 0.4],
-                 [7993.33, 0.5], [8344.60, 0.6], [8399.17, 0.5], [8430.17, 0.4], [8465.36, 0.5], [8504.63, 0.3],
-                 [8827.10, 0.7], [8885.85, 0.6], [8919.64, 0.5], [8943.40, 0.5], [8958.09, 0.6], [8988.66, 0.5]])
 # telluric absorption bands (air A): start, end, typical central depth
 _TELLURIC = np.array([[6867., 6884., 0.35], [7594., 7621., 0.7], [7160., 7340., 0.12], [8120., 8350., 0.1],
                       [8950., 9100., 0.25], [6276., 6306., 0.06]])
 
-def telluric_transmission(wave, strength=1.):
+def telluric_transmission(
+    wave,        # observed wavelengths (A, vacuum)
+    strength=1., # depth of the bands relative to typical, one per spectrum (negative: over-corrected)
+)->np.ndarray: # transmission, N x P
     "Telluric transmission at observed `wave` for band depths scaled by `strength` (array N -> N x P)."
     w = air_to_vacuum(_TELLURIC[:, :2])
     strength = np.atleast_1d(np.asarray(strength, float))[:, None]
@@ -379,7 +449,16 @@ def telluric_transmission(wave, strength=1.):
         tau = tau - np.log(1 - d) * onset * np.exp(-np.clip(wave - a, 0, None) / (0.6 * (b - a)))
     return np.exp(-strength * tau[None, :])
 
-def sky_spectrum(wave):
+# %% ../nbs/00a_mock.ipynb #c040b
+# bright night-sky lines (air A) and their relative brightness; the OH list is a representative subset
+_SKY = np.array([[5577.34, 1.0], [5889.95, 0.4], [5895.92, 0.3], [6300.30, 0.6], [6363.78, 0.2], [6863.96, 0.3],
+                 [7316.28, 0.4], [7340.89, 0.4], [7750.64, 0.3], [7794.11, 0.4], [7821.50, 0.3], [7913.71, 0.4],
+                 [7993.33, 0.5], [8344.60, 0.6], [8399.17, 0.5], [8430.17, 0.4], [8465.36, 0.5], [8504.63, 0.3],
+                 [8827.10, 0.7], [8885.85, 0.6], [8919.64, 0.5], [8943.40, 0.5], [8958.09, 0.6], [8988.66, 0.5]])
+
+def sky_spectrum(
+    wave, # observed wavelengths (A, vacuum)
+)->np.ndarray: # relative night-sky line flux per pixel
     "Relative night-sky line flux at observed `wave` (LSF-broadened emission lines; continuum excluded)."
     sig = wave / R_LAMOST / 2.3548
     lines = air_to_vacuum(_SKY[:, 0])
@@ -396,6 +475,7 @@ def _noise_sigma(expect, snrg, wave, sky_frac=0.3):
     snr_now = np.median(expect[:, g] / sig[:, g], axis=1, keepdims=True)
     return sig * snr_now / np.asarray(snrg, float)[:, None]
 
+# %% ../nbs/00a_mock.ipynb #c041c
 def _calibration_distortion(rng, n, wave):
     "Smooth random flux-calibration residual (a few %) with a step at the dichroic join, N x P."
     x = (np.log(wave) - np.log(6300.)) / 0.45
@@ -404,7 +484,20 @@ def _calibration_distortion(rng, n, wave):
     step = 1 + rng.normal(0, 0.03, (n, 1)) / (1 + np.exp(-(wave - 5800.) / 30.))[None, :]
     return smooth * step
 
-def observe(expect, snrg, rng, wave=None, telluric=True, calib=True, sky=True, cosmics=True, bad_pixels=True):
+# %% ../nbs/00a_mock.ipynb #c041f
+MASK_BITS = dict(BADCCD=1, BADPROFILE=2, NOSKY=4, BRIGHTSKY=8, BADCENTER=16, NODATA=32)
+
+def observe(
+    expect,    # noiseless model fluxes, N x P (observed frame)
+    snrg,      # median S/N per pixel over 4000-5500 A, one per spectrum or one for all
+    rng,       # numpy random Generator: every noise draw and artefact comes from it
+    wave=None, # wavelengths of the pixels (A); None: the LAMOST grid
+    telluric=True,   # leave telluric-correction residuals
+    calib=True,      # distort by flux-calibration residuals
+    sky=True,        # leave sky-subtraction residuals (ormask BRIGHTSKY)
+    cosmics=True,    # add unremoved cosmic rays (some flagged BADPROFILE in the ormask)
+    bad_pixels=True, # add bad-CCD runs and NODATA ends (ivar = 0, andmask set)
+)->tuple: # flux, ivar, andmask, ormask and the (distorted) noiseless expectation, each N x P
     "Noisy flux, ivar, andmask, ormask and the noiseless expectation (each N x P) for noiseless models `expect`."
     wave = lamost_wave() if wave is None else wave
     expect = np.atleast_2d(np.asarray(expect, np.float32)); n, p = expect.shape
@@ -451,15 +544,36 @@ def _snr_band(flux, ivar, wave, lo, hi):
     snr = np.abs(flux[:, sel]) * np.sqrt(ivar[:, sel])  # ivar = 0 pixels count as S/N 0 (few; keeps this fast)
     return np.median(snr, axis=1)
 
+# %% ../nbs/00a_mock.ipynb #c043c
 _MK = ((3900, 'M0'), (4100, 'K7'), (4400, 'K5'), (4700, 'K3'), (5000, 'K1'), (5300, 'G8'), (5550, 'G5'), (5800, 'G2'),
        (6000, 'G0'), (6250, 'F8'), (6500, 'F5'), (7000, 'F2'), (7500, 'F0'), (8500, 'A7'), (1e9, 'A0'))
 
-def mk_subclass(teff):
+def mk_subclass(
+    teff, # effective temperature (K)
+)->str: # spectral subclass, e.g. 'G2'
     "LAMOST-style spectral subclass (e.g. 'G2') for an effective temperature, as the header's SUBCLASS card."
     return next(name for t, name in _MK if teff < t)
 
-def synth_spectrum(teff, logg, feh, cfe, snrg=30., rv=0., ebv=0., scale=1000., seed=None, rng=None, meta=None,
-                   noiseless=False, telluric=True, calib=True, sky=True, cosmics=True, bad_pixels=True):
+# %% ../nbs/00a_mock.ipynb #c043e
+def synth_spectrum(
+    teff,         # effective temperature(s) (K)
+    logg,         # surface gravity(ies) (log10 of g in cm/s^2)
+    feh,          # [Fe/H]
+    cfe,          # [C/Fe]
+    snrg=30.,     # median S/N per pixel over 4000-5500 A
+    rv=0.,        # radial velocity (km/s); z = rv / c goes to the metadata
+    ebv=0.,       # reddening E(B-V) (mag)
+    scale=1000.,  # flux level: the continuum's median over ~4000-5500 A
+    seed=None,    # seed of the random generator (when `rng` is None)
+    rng=None,     # numpy random Generator (instead of `seed`)
+    meta=None,    # a dict, or one dict per star, merged into the metadata
+    noiseless=False, # return the expectation of the observed flux, with the ivar of the noise that would be drawn
+    telluric=True,   # leave telluric-correction residuals
+    calib=True,      # distort by flux-calibration residuals
+    sky=True,        # leave sky-subtraction residuals
+    cosmics=True,    # add unremoved cosmic rays
+    bad_pixels=True, # add bad-CCD runs and NODATA ends
+)->LamostSpectrum | list: # one spectrum for scalar labels, a list of them for arrays
     "Mock LAMOST LRS spectrum (or a list of them for array input) with noise, ivar, masks and metadata."
     (teff, logg, feh, cfe, snrg, rv, ebv, scale), scalar = _as_batch(teff, logg, feh, cfe, snrg, rv, ebv, scale)
     rng = rng if rng is not None else np.random.default_rng(seed)
@@ -484,11 +598,19 @@ def synth_spectrum(teff, logg, feh, cfe, snrg=30., rv=0., ebv=0., scale=1000., s
 # %% ../nbs/00a_mock.ipynb #c047
 CEMP_NODES = (np.array([-4., -3., -2.5, -2., -1.5, -1., 0.5]), np.array([0.55, 0.35, 0.25, 0.18, 0.08, 0.01, 0.01]))
 
-def cemp_fraction(feh):
+def cemp_fraction(
+    feh, # [Fe/H]
+)->np.ndarray: # probability of being drawn as a CEMP star
     "Probability that a star of metallicity `feh` is drawn as CEMP ([C/Fe] > +0.75) in the mock population."
     return np.interp(feh, *CEMP_NODES)
 
-def draw_population(n, seed=0, mp_tail=0.06, rng=None):
+# %% ../nbs/00a_mock.ipynb #c047c
+def draw_population(
+    n,            # number of stars
+    seed=0,       # seed of the random generator (when `rng` is None)
+    mp_tail=0.06, # weight of the metal-poor tail in the [Fe/H] mixture (taken from the halo's 0.20)
+    rng=None,     # numpy random Generator (instead of `seed`)
+)->dict: # arrays teff, logg, feh, cfe, ebv, rv, snrg, ra, dec, one value per star
     "Labels and observing conditions of `n` mock stars (dict of arrays), deterministic for a seed."
     rng = rng if rng is not None else np.random.default_rng(seed)
     comp = rng.choice(4, n, p=np.array([0.55, 0.25, 0.14 + 0.06 - mp_tail, mp_tail]))
@@ -533,6 +655,7 @@ def _designation(ra, dec):
     ss, ds = min(ss, 59.99), min(ds, 59.9)
     return f"J{hh:02d}{mm:02d}{ss:05.2f}{sg}{dd:02d}{dm:02d}{ds:04.1f}"
 
+# %% ../nbs/00a_mock.ipynb #c050c
 def _survey_rows(n, seed, repeat_frac, rng, table_frac=0.4, gz_frac=0.3):
     "Truth rows (dict of arrays) for `n` stars plus their repeat visits."
     pop = draw_population(n, rng=rng)
@@ -551,14 +674,18 @@ def _survey_rows(n, seed, repeat_frac, rng, table_frac=0.4, gz_frac=0.3):
     rows['lmjd'] = 56000 + rng.integers(0, 3000, m)
     return rows
 
+# %% ../nbs/00a_mock.ipynb #c050f
 def _plate_spid_fiber(i):
     "Plate name, spectrograph (1-16) and fibre (1-250) of the i-th observation: 4000 fibres per plate, as LAMOST."
     return f"MOCK{i // 4000:04d}", (i % 4000) // 250 + 1, i % 250 + 1
 
+# %% ../nbs/00a_mock.ipynb #c050g
 def _filename(i, lmjd, gz):
+    "File name of the i-th observation, in LAMOST's pattern, under spectra/."
     plate, spid, fiber = _plate_spid_fiber(i)
     return f"spectra/spec-{lmjd}-{plate}_sp{spid:02d}-{fiber:03d}.fits" + ('.gz' if gz else '')
 
+# %% ../nbs/00a_mock.ipynb #c050j
 def _write_chunk(args):
     "Synthesise and write one chunk of the survey; returns (index, snr columns)."
     out_dir, lo, rows, seed = args
@@ -576,6 +703,7 @@ def _write_chunk(args):
         for b in snr: snr[b].append(s.meta[b])
     return lo, {b: np.array(v) for b, v in snr.items()}
 
+# %% ../nbs/00a_mock.ipynb #c050l
 def _hires_catalog(truth, rng, hires_frac, missing_cfe, n_extra):
     "A literature-like high-resolution label catalogue for a subset of the stars (one row per star)."
     _, first = np.unique(np.asarray(truth['star_id']), return_index=True)
@@ -606,8 +734,22 @@ def _hires_catalog(truth, rng, hires_frac, missing_cfe, n_extra):
         cat = vstack([cat, extra])
     return cat
 
-def make_survey(n, out_dir, seed=0, repeat_frac=0.1, hires_frac=0.7, missing_cfe=0.25, hires_extra=0.05,
-                mp_tail=0.06, table_frac=0.4, gz_frac=0.3, n_workers=None, chunk=200, progress=True):
+# %% ../nbs/00a_mock.ipynb #c050n
+def make_survey(
+    n,                # number of stars (repeat visits come on top)
+    out_dir,          # directory for spectra/, truth.* and hires_labels.*
+    seed=0,           # seed of the whole survey
+    repeat_frac=0.1,  # fraction of the stars observed 2-3 times
+    hires_frac=0.7,   # fraction of the stars in the high-resolution label catalogue
+    missing_cfe=0.25, # fraction of the catalogue's stars without [C/Fe]
+    hires_extra=0.05, # catalogue stars that LAMOST never observed, per star of the survey
+    mp_tail=0.06,     # weight of the metal-poor tail of the population (see `draw_population`)
+    table_frac=0.4,   # fraction of files in the DR9+ table layout (the others: the DR2-8 image layout)
+    gz_frac=0.3,      # fraction of files gzipped
+    n_workers=None,   # processes writing the chunks; None: up to 8 for surveys of more than two chunks, else none
+    chunk=200,        # observations per chunk (each chunk has its own seed)
+    progress=True,    # show a progress bar
+)->Table: # the truth catalogue, one row per observation
     "Write a mock LAMOST survey of `n` stars (plus repeat visits) to `out_dir`; returns the truth catalogue."
     if int(n) < 1: raise ValueError(f"`n` must be >= 1, got {n}")
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
@@ -654,7 +796,14 @@ def make_survey(n, out_dir, seed=0, repeat_frac=0.1, hires_frac=0.7, missing_cfe
 BAND_WINDOWS = {'CN 3883': (3840, 3890), 'CH G-band': (4285, 4318), 'C2 4737': (4680, 4740), 'C2 5165': (5110, 5168),
                 'C2 5636': (5580, 5640)}
 
-def plot_carbon_sequence(teff=4600., logg=1.8, feh=-2.5, cfes=(0., 1., 2.), hot=(6300., 4.0), ax=None):
+def plot_carbon_sequence(
+    teff=4600.,        # Teff of the cool star (K)
+    logg=1.8,          # its logg
+    feh=-2.5,          # [Fe/H] of both stars
+    cfes=(0., 1., 2.), # the [C/Fe] values to draw
+    hot=(6300., 4.0),  # Teff (K) and logg of the hot star
+    ax=None,           # two axes to draw on; None: a new figure
+)->plt.Figure: # the figure
     "Normalised model spectra of a star at increasing [C/Fe], with the carbon bands shaded; returns the figure."
     cfes = np.asarray(cfes, float)
     cool = model_flux(np.full(len(cfes), teff), logg, feh, cfes, normalized=True)
@@ -672,7 +821,11 @@ def plot_carbon_sequence(teff=4600., logg=1.8, feh=-2.5, cfes=(0., 1., 2.), hot=
     return fig
 
 # %% ../nbs/00a_mock.ipynb #c061
-def plot_population(pop, cemp_cfe=0.7, cemp_feh=-2.0):
+def plot_population(
+    pop,           # labels of the stars: teff, logg, feh, cfe (a dict of arrays or a table)
+    cemp_cfe=0.7,  # [C/Fe] above which a star counts as CEMP
+    cemp_feh=-2.0, # [Fe/H] of the CEMP definition (drawn as a line)
+)->plt.Figure: # the figure; its `cemp_fraction` attribute holds the CEMP fraction per [Fe/H] bin
     "Kiel diagram, [Fe/H] histogram, and [C/Fe] vs [Fe/H] with the CEMP fraction per bin; returns the figure."
     feh, cfe = np.asarray(pop['feh']), np.asarray(pop['cfe'])
     fig, axs = plt.subplots(1, 3, figsize=(14, 4))
