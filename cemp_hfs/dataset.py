@@ -33,7 +33,7 @@ __all__ = ['FILE_COLUMNS', 'LABEL_ALIASES', 'META_COLUMNS', 'ARRAYS', 'FEH_BINS'
            'LamostDataset', 'load_dataset', 'split_rows', 'toy_dataset', 'label_matrix', 'LabelScaler', 'unit_median',
            'network_inputs', 'SpectraDataset', 'assign_splits', 'balanced_indices', 'plot_balance', 'build_dataset',
            'merge_datasets', 'parse_column_map', 'find_label_columns', 'clean_labels', 'merge_duplicates',
-           'apply_quality_cuts', 'label_coverage', 'prepare_summary', 'write_prepare_report', 'prepare_catalogue']
+           'apply_quality_cuts', 'label_coverage', 'prepare_catalogue', 'prepare_summary', 'write_prepare_report']
 
 # %% ../nbs/01a_dataset.ipynb #cb22da3
 FILE_COLUMNS = ('filename', 'file', 'path', 'fits', 'combined_file', 'spec_file')
@@ -49,6 +49,7 @@ def _maybe_col(t, names):
     try: return find_column(t, names)
     except KeyError: return None
 
+# %% ../nbs/01a_dataset.ipynb #cb22da3b
 def _float_col(t, name, n):
     if name is None: return np.full(n, np.nan)
     return np.ma.filled(np.ma.asarray(t[name], dtype=float), np.nan)
@@ -60,12 +61,14 @@ def _rejects_csv(rejects, path):
         w = csv.writer(fh); w.writerow(['file', 'reason', 'row'])
         for r, f, why in sorted(rejects): w.writerow([f, why, r])
 
+# %% ../nbs/01a_dataset.ipynb #c8b4f08b
 def write_dataset(out, # folder to write the dataset into
                   wave, # (P,) rest-frame wavelength grid
                   blocks, # a dict of (N, P) arrays `continuum`, `normalized` (and `mask`), or an iterable of such dicts in row order
                   labels: Table, # one row per spectrum (N rows), with a `split` column for training
                   config=None, # the preprocessing config (dict or `PreprocessConfig`; None: the defaults)
-                  rejects=()) -> Path: # (catalogue row, file, reason) of every input that did not make it
+                  rejects=(), # (catalogue row, file, reason) of every input that did not make it
+                 ) -> Path: # the folder
     "Write the on-disk dataset layout: memory-mappable arrays filled block by block, then labels, config and rejects."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     N, P = len(labels), len(wave)
@@ -102,17 +105,27 @@ class LamostDataset:
     rejects: Table
 
     def __len__(self): return len(self.labels)
-    def indices(self, split) -> np.ndarray:
+    def indices(self,
+                split, # 'train', 'valid' or 'test'
+               ) -> np.ndarray: # row numbers
         "Row indices of `split` ('train', 'valid' or 'test'); empty if it has none."
         return np.flatnonzero(np.char.strip(np.asarray(self.labels['split']).astype(str)) == split)
-    def balanced_indices(self, split='train', bins=FEH_BINS, n_per_bin=None, seed=0) -> np.ndarray:
+    def balanced_indices(self,
+                         split='train', # the split to draw from
+                         bins=FEH_BINS, # [Fe/H] bin edges
+                         n_per_bin=None, # rows drawn per populated bin (default: the mean bin count)
+                         seed=0, # seed of the draw
+                        ) -> np.ndarray: # row numbers, a bin's rows repeated where it is poor
         "'Random mean sampling' of `split`: every [Fe/H] bin drawn to the mean bin count (see `balanced_indices`)."
         return balanced_indices(self.labels, split, bins, n_per_bin, seed)
     def __repr__(self):
         sp = {s: len(self.indices(s)) for s in ('train', 'valid', 'test')}
         return f"LamostDataset({str(self.path)!r}, {len(self)} spectra x {len(self.wave)} px, splits {sp}, {len(self.rejects)} rejects)"
 
-def load_dataset(path, mmap_mode='r') -> LamostDataset:
+# %% ../nbs/01a_dataset.ipynb #c8af695b
+def load_dataset(path, # a folder written by `write_dataset` or `build_dataset`
+                 mmap_mode='r', # `np.load`'s memory-map mode for the arrays (None: read them into memory)
+                ) -> LamostDataset: # the dataset, arrays memory-mapped
     "Open a dataset written by `write_dataset` or `build_dataset`, with the arrays memory-mapped."
     p = Path(path)
     need = ['wave.npy', 'continuum.npy', 'normalized.npy', 'mask.npy', 'labels.fits', 'config.yaml', 'rejects.csv']
@@ -127,7 +140,10 @@ def load_dataset(path, mmap_mode='r') -> LamostDataset:
     return LamostDataset(p, np.load(p / 'wave.npy'), arr['continuum'], arr['normalized'], arr['mask'], lab,
                          yaml.safe_load((p / 'config.yaml').read_text()), rej)
 
-def split_rows(data: LamostDataset, split: str) -> np.ndarray:
+# %% ../nbs/01a_dataset.ipynb #c8af695c
+def split_rows(data: LamostDataset, # a dataset from `load_dataset`
+               split: str, # 'train', 'valid' or 'test'
+              ) -> np.ndarray: # its row numbers, never empty
     "Row numbers of the `split` ('train', 'valid', 'test') of a dataset; an error if it has none."
     rows = data.indices(split)
     if not len(rows): raise ValueError(f"the dataset has no '{split}' rows (splits present: {sorted(set(np.asarray(data.labels['split']).astype(str)))})")
@@ -136,7 +152,8 @@ def split_rows(data: LamostDataset, split: str) -> np.ndarray:
 # %% ../nbs/01a_dataset.ipynb #c4f779d
 def toy_dataset(path, # folder to write into
                 n=64, # number of spectra
-                seed=0) -> Path: # seed of the labels and noise
+                seed=0, # seed of the labels and noise
+               ) -> Path: # the dataset folder
     "A dataset of `n` cartoon spectra with known labels (every 7th [C/Fe] unknown), for examples and tests."
     rng = np.random.default_rng(seed)
     wave = output_grid()  # the default grid: 3800-5700 and 5900-8000 A in 1 A steps
@@ -154,22 +171,32 @@ def toy_dataset(path, # folder to write into
     return write_dataset(path, wave, dict(continuum=cont, normalized=norm), labels)
 
 # %% ../nbs/01a_dataset.ipynb #cf15ef6
-def label_matrix(t: Table, labels=LABELS) -> np.ndarray:
+def label_matrix(t: Table, # a table with the label columns
+                 labels=LABELS, # the label columns, in order
+                ) -> np.ndarray: # (N, L) float32
     "The (N, L) float32 matrix of `labels` from table `t`, NaN where a value is missing or masked."
     missing = [l for l in labels if l not in t.colnames]
     if missing: raise KeyError(f"label columns {missing} not in the table (columns: {t.colnames})")
     cols = [np.ma.filled(np.ma.asarray(t[l], dtype=float), np.nan) for l in labels]
     return np.stack(cols, 1).astype(np.float32) if len(t) else np.zeros((0, len(labels)), np.float32)
 
+# %% ../nbs/01a_dataset.ipynb #cf15ef6b
 class LabelScaler:
     "Standardise labels with the NaN-aware mean and standard deviation of the training split."
-    def __init__(self, labels=LABELS, mean=None, std=None):
+    def __init__(self,
+                 labels=LABELS, # the label names, in the order of the columns
+                 mean=None, # per label, the mean subtracted (default 0)
+                 std=None, # per label, the standard deviation divided by (default 1)
+                ):
         self.labels = tuple(labels)
         self.mean = np.asarray(mean if mean is not None else np.zeros(len(labels)), np.float64)
         self.std = np.asarray(std if std is not None else np.ones(len(labels)), np.float64)
 
     @classmethod
-    def fit(cls, y, labels=LABELS):
+    def fit(cls,
+            y, # (N, L) labels of the training split, NaN where unknown
+            labels=LABELS, # the label names of the columns of `y`
+           ):
         "Scaler fitted on the (N, L) label matrix `y` (NaN ignored)."
         y = np.asarray(y, np.float64)
         n = np.isfinite(y).sum(0)
@@ -178,26 +205,45 @@ class LabelScaler:
         std = np.nanstd(y, 0)
         return cls(labels, np.nanmean(y, 0), np.where(std > 0, std, 1.))
 
-    def transform(self, y): return ((np.asarray(y, np.float64) - self.mean) / self.std).astype(np.float32)
-    def inverse(self, z): return np.asarray(z, np.float64) * self.std + self.mean
-    def inverse_scale(self, s): return np.asarray(s, np.float64) * self.std
+    def transform(self,
+                  y, # (N, L) labels in physical units, NaN where unknown
+                 ): # (N, L) float32 standardised labels, NaN kept
+        "Labels in the network's units: minus the mean, over the standard deviation."
+        return ((np.asarray(y, np.float64) - self.mean) / self.std).astype(np.float32)
+    def inverse(self,
+                z, # (N, L) standardised labels (network outputs)
+               ): # (N, L) labels in physical units
+        "Standardised labels back in physical units."
+        return np.asarray(z, np.float64) * self.std + self.mean
+    def inverse_scale(self,
+                      s, # (N, L) spreads (standard deviations) in standardised units
+                     ): # (N, L) spreads in physical units
+        "Spreads back in physical units: scaled, not shifted."
+        return np.asarray(s, np.float64) * self.std
     def to_dict(self) -> dict:
         "Plain lists and strings, so that the model file loads with `weights_only=True`."
         return {'labels': list(self.labels), 'mean': [float(v) for v in self.mean], 'std': [float(v) for v in self.std]}
     @classmethod
-    def from_dict(cls, d): return cls(d['labels'], d['mean'], d['std'])
+    def from_dict(cls,
+                  d, # a dict from `to_dict`
+                 ):
+        "The scaler `to_dict` wrote."
+        return cls(d['labels'], d['mean'], d['std'])
     def __repr__(self):
         return 'LabelScaler(' + ', '.join(f"{l}: {m:.3g}+-{s:.3g}" for l, m, s in zip(self.labels, self.mean, self.std)) + ')'
 
 # %% ../nbs/01a_dataset.ipynb #c4dd627
-def unit_median(c: np.ndarray) -> np.ndarray:
+def unit_median(c: np.ndarray, # (B, P) continua (NaN and infinities are set to 0)
+               ) -> np.ndarray: # (B, P) float32, each row at unit median
     "Each row of `c` divided by its median (rows with a non-positive or undefined median are left as they are)."
     c = np.nan_to_num(np.asarray(c, np.float32), nan=0., posinf=0., neginf=0.)
     med = np.median(c, axis=-1, keepdims=True)
     return c / np.where(np.isfinite(med) & (med > 0), med, 1.).astype(np.float32)
 
+# %% ../nbs/01a_dataset.ipynb #c4dd627b
 def network_inputs(continuum, # (B, P) continua
-                   normalized) -> tuple[torch.Tensor, torch.Tensor]: # (B, P) normalised spectra
+                   normalized, # (B, P) normalised spectra
+                  ) -> tuple[torch.Tensor, torch.Tensor]: # (continuum, normalized), each (B, 1, P)
     "The network's input tensors (B, 1, P): the continuum at unit median and the normalised flux, NaN set to 0."
     c = torch.from_numpy(unit_median(continuum))[:, None]
     n = torch.from_numpy(np.nan_to_num(np.asarray(normalized, np.float32)))[:, None]
@@ -213,7 +259,9 @@ class SpectraDataset(torch.utils.data.Dataset):
         self.idx = np.arange(len(data.continuum)) if idx is None else np.asarray(idx, np.int64)
 
     def __len__(self): return len(self.idx)
-    def batch(self, ii):
+    def batch(self,
+              ii, # positions in this dataset (not rows of the dataset on disk)
+             ):
         "Tensors (continuum (B,1,P), normalized (B,1,P)[, labels (B,L)]) for positions `ii` of this dataset."
         rows = self.idx[np.asarray(ii, np.int64)]
         c, n = network_inputs(self.data.continuum[rows], self.data.normalized[rows])
@@ -226,7 +274,13 @@ def _feh_stratum(feh, bins):
     feh = np.asarray(feh, float)
     return np.where(np.isfinite(feh), np.digitize(np.nan_to_num(feh), np.asarray(bins)), -1)
 
-def assign_splits(feh, groups, fractions=(0.8, 0.1, 0.1), seed=0, bins=FEH_BINS) -> np.ndarray:
+# %% ../nbs/01a_dataset.ipynb #c1a1a5ab
+def assign_splits(feh, # [Fe/H] per row (NaN: unknown, a stratum of its own)
+                  groups, # the star of each row: rows of one star stay in one split
+                  fractions=(0.8, 0.1, 0.1), # train, valid, test shares (of stars)
+                  seed=0, # seed of the shuffle
+                  bins=FEH_BINS, # [Fe/H] bin edges the split is stratified in
+                 ) -> np.ndarray: # 'train', 'valid' or 'test' per row
     "'train' / 'valid' / 'test' per row: whole groups (stars) per split, stratified in [Fe/H], reproducible from `seed`."
     if not np.isclose(sum(fractions), 1) or len(fractions) != 3: raise ValueError(f"fractions {fractions} must be three numbers summing to 1")
     groups = np.asarray([str(g) for g in groups]); feh = np.asarray(feh, float)
@@ -246,11 +300,13 @@ def assign_splits(feh, groups, fractions=(0.8, 0.1, 0.1), seed=0, bins=FEH_BINS)
         for name, part in zip(('train', 'valid', 'test'), np.split(members, cuts)): gsplit[part] = name
     return gsplit[inv]
 
+# %% ../nbs/01a_dataset.ipynb #c1a1a5ac
 def balanced_indices(labels, # table with `feh` and `split` columns
                      split='train', # the split to draw from
                      bins=FEH_BINS, # [Fe/H] bin edges
                      n_per_bin=None, # rows drawn per populated bin (default: the mean bin count)
-                     seed=0) -> np.ndarray: # seed of the draw
+                     seed=0, # seed of the draw
+                    ) -> np.ndarray: # row numbers, a bin's rows repeated where it is poor
     "'Random mean sampling': row indices of `split` with every [Fe/H] bin drawn to the mean bin count (or `n_per_bin`)."
     feh = np.ma.filled(np.ma.asarray(labels['feh'], dtype=float), np.nan)
     sp = np.char.strip(np.asarray(labels['split']).astype(str))
@@ -264,7 +320,11 @@ def balanced_indices(labels, # table with `feh` and `split` columns
     return rng.permutation(out)
 
 # %% ../nbs/01a_dataset.ipynb #c452651
-def plot_balance(labels, split='train', bins=FEH_BINS, seed=0):
+def plot_balance(labels, # table with `feh` and `split` columns
+                 split='train', # the split to draw
+                 bins=FEH_BINS, # [Fe/H] bin edges
+                 seed=0, # seed of the draw
+                ): # the matplotlib figure
     "[Fe/H] histogram of a split before and after 'random mean sampling'."
     feh = np.ma.filled(np.ma.asarray(labels['feh'], dtype=float), np.nan)
     sp = np.asarray(labels['split']).astype(str)
@@ -285,13 +345,16 @@ def _catalog(catalog, root):
     t = Table(catalog, copy=False)
     return t, Path(root) if root is not None else Path('.'), find_column(t, FILE_COLUMNS, 'file', 'catalogue')
 
+# %% ../nbs/01a_dataset.ipynb #ce1b255b
 def _chunk_dir(work, k): return Path(work) / f'chunk_{k:06d}'
 
+# %% ../nbs/01a_dataset.ipynb #ce1b255c
 def _jsonable(v):
     if isinstance(v, (np.integer,)): return int(v)
     if isinstance(v, (float, np.floating)): return float(v) if np.isfinite(v) else None
     return v
 
+# %% ../nbs/01a_dataset.ipynb #ce1b255d
 def _build_chunk(k, rows, files, zs, cfg_dict, work, job=None):
     "Worker: read and preprocess one chunk, write its arrays into a folder renamed into place when complete."
     if _chunk_dir(work, k).exists(): return k, 0, 0  # done already (a task run again after its worker was thought lost)
@@ -355,6 +418,7 @@ def _labels_table(t, fcol, rows, meta, scale, noise, label_columns=None):
         lab[c2] = np.ma.filled(v, np.nan) if v.dtype.kind == 'f' else (np.ma.filled(v, -1) if v.dtype.kind in 'iu' else [str(x) for x in v])
     return lab
 
+# %% ../nbs/01a_dataset.ipynb #ca1d4b1b
 def _assemble(t, fcol, out, work, n_chunks, c, splits, label_columns=None):
     "Write the finished chunks, one at a time, into the layout with `write_dataset`; labels with their splits."
     missing = pending_chunks([_chunk_dir(work, k) for k in range(n_chunks)])
@@ -371,6 +435,7 @@ def _assemble(t, fcol, out, work, n_chunks, c, splits, label_columns=None):
     blocks = ({a: np.load(d / f'{a}.npy') for a in ARRAYS} for d in dirs if len(np.load(d / 'rows.npy')))
     write_dataset(out, output_grid(c), blocks, lab, c, [tuple(r) for r in rejects])
 
+# %% ../nbs/01a_dataset.ipynb #ca1d4b1c
 def _resplit(out, splits):
     "Assign the splits of a finished dataset anew (another seed, fractions or bins)."
     lab = Table.read(out / 'labels.fits', character_as_bytes=False)
@@ -378,10 +443,12 @@ def _resplit(out, splits):
     lab.meta.update(SEED=splits['seed'], FRACTION=' '.join(map(str, splits['fractions'])))
     write_table(lab, out / 'labels.fits')
 
+# %% ../nbs/01a_dataset.ipynb #ca1d4b1d
 def _chunk_jobs(work) -> list:
     "The `job_id` each finished chunk folder in `work` recorded (None for one that records none)."
     return [(d / 'job').read_text() if (d / 'job').exists() else None for d in sorted(Path(work).glob('chunk_*'))]
 
+# %% ../nbs/01a_dataset.ipynb #ca1d4b1e
 def _write_json(path, obj):
     with atomic_path(path) as tmp: tmp.write_text(json.dumps(obj, indent=1))
 
@@ -391,6 +458,7 @@ def _z_values(t, z_column):
     col = _maybe_col(t, (z_column,) if isinstance(z_column, str) else z_column)
     return _float_col(t, col, len(t))
 
+# %% ../nbs/01a_dataset.ipynb #cac66b7b
 def _build_on_cluster(client, jobs, prog, after_chunk=None, retries=2):
     "Run `_build_chunk` for each job as a Dask task (retried `retries` times; a dead worker's tasks are redone by Dask)."
     import uuid
@@ -403,6 +471,7 @@ def _build_on_cluster(client, jobs, prog, after_chunk=None, retries=2):
             if after_chunk is not None: after_chunk(k)
     except BaseException: client.cancel(list(futs)); raise
 
+# %% ../nbs/01a_dataset.ipynb #cac66b7c
 @one_writer('out_dir', 'build', 'dataset')
 def build_dataset(catalog, # Table (or catalogue file) with a file column and label columns, e.g. a make_survey truth table
                   out_dir, # folder to write the dataset into
@@ -474,7 +543,8 @@ def build_dataset(catalog, # Table (or catalogue file) with a file column and la
 # %% ../nbs/01a_dataset.ipynb #c9c564f
 def merge_datasets(paths, # dataset folders (same wavelength grid and preprocessing)
                    out, # folder of the merged dataset
-                   names=None) -> Path: # a `source` name per dataset (default: the folder names)
+                   names=None, # a `source` name per dataset (default: the folder names)
+                  ) -> Path: # the merged dataset's folder
     "One dataset with the rows of all of `paths`, their splits kept and a `source` column."
     from astropy.table import vstack
     ds = [load_dataset(p) for p in paths]
@@ -553,6 +623,7 @@ def _numeric(col, column, name):
     if bad: raise ValueError(f"{name}: column '{column}' is not numeric ({len(bad)} values such as {bad[0][1]!r} in row {bad[0][0]})")
     return vals, given
 
+# %% ../nbs/01a_dataset.ipynb #cff033ab
 def clean_labels(t: Table, # a catalogue
                  found: dict, # {standard name: column of `t`}, from `find_label_columns`
                  name='catalogue', # what `t` is, for messages
@@ -584,6 +655,7 @@ def _merge_values(v, e):
         return m, max(np.sqrt(1 / w.sum()), np.sqrt(np.sum(w * (v - m) ** 2) / w.sum()))
     return np.median(v), (np.nanmax(e) if np.isfinite(e).any() else np.nan)
 
+# %% ../nbs/01a_dataset.ipynb #c030128b
 def _star_groups(ra, dec, radius):
     "Per row, the index of the first row of its star: rows within `radius` arcsec of one another, chained."
     group = np.arange(len(ra))
@@ -596,6 +668,7 @@ def _star_groups(ra, dec, radius):
         group[ok] = first[comp]
     return group
 
+# %% ../nbs/01a_dataset.ipynb #c030128c
 def _duplicates_table(rows, labels):
     return Table(rows=rows, names=('row', 'n_rows', 'rows', 'ra', 'dec', *(f'{l}_spread' for l in labels), 'conflict', 'conflicting'),
                  dtype=(int, int, str, float, float, *[float] * len(labels), bool, str))
@@ -660,33 +733,6 @@ def label_coverage(t: Table, # a prepared table (labels under their standard nam
         rows.append((c, k, len(t), round(k / len(t), 4) if len(t) else 0.))
     return Table(rows=rows, names=('column', 'known', 'total', 'fraction'), dtype=(str, int, int, float))
 
-# %% ../nbs/01a_dataset.ipynb #c797e93
-PREPARE_REPORTS = ('coverage', 'funnel', 'label_report', 'duplicates')  # the tables `prepare_catalogue` puts in `t.meta`
-
-def prepare_summary(t: Table, # a table from `prepare_catalogue`
-                   ) -> str: # a few lines of text
-    "The reports `prepare_catalogue` attached to `t` (funnel, coverage, label columns, merged stars) as text."
-    m, d = t.meta, t.meta['duplicates']
-    lines = [f"{len(t)} spectra prepared", 'funnel (step: removed -> remaining, note):']
-    lines += [f"  {r['step']}: -{r['removed']} -> {r['remaining']} ({r['note']})" for r in m['funnel']]
-    lines += ['coverage (known of total):'] + [f"  {r['column']}: {r['known']} of {r['total']}" for r in m['coverage']]
-    lines += ['label columns (standard <- catalogue: known; empty, non-finite, impossible masked):']
-    lines += [f"  {r['column']} <- {r['source']}: {r['known']}; {r['empty']}, {r['non_finite']}, {r['impossible']}" for r in m['label_report']]
-    lines += [f"stars with several label rows, merged: {len(d)} ({int(np.sum(d['n_rows']))} rows); "
-              f"{int(np.sum(d['conflict']))} disagree beyond the tolerance"]
-    return '\n'.join(lines) + '\n'
-
-def write_prepare_report(t: Table, # a table from `prepare_catalogue` (its reports in `t.meta`)
-                         folder, # folder to write into (made if needed), e.g. the dataset folder
-                        ) -> Path: # the folder
-    "Write the reports of `prepare_catalogue`: coverage.csv, funnel.csv, label_report.csv, duplicates.csv, prepare_summary.txt."
-    missing = [k for k in PREPARE_REPORTS if k not in t.meta]
-    if missing: raise KeyError(f"the table has no reports {missing}: make it with prepare_catalogue")
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    for k in PREPARE_REPORTS: write_table(t.meta[k], folder / f'{k}.csv', format='ascii.csv')
-    with atomic_path(folder / 'prepare_summary.txt') as tmp: tmp.write_text(prepare_summary(t))
-    return folder
-
 # %% ../nbs/01a_dataset.ipynb #c4a4dab
 _LABEL_NAMES = {*LABELS, 'ch', *COLUMN_KEYS[2:], *(a for al in (*LABEL_ALIASES.values(), *ERROR_ALIASES.values()) for a in al)}
 
@@ -703,6 +749,7 @@ def _catalogue_from_files(source, progress=True) -> Table:
     t = Table(rows=rows); t['filename'] = [files.get(f, f) for f in t['filename']]
     return t
 
+# %% ../nbs/01a_dataset.ipynb #c4a4dabb
 def _read_labels(labels, columns, radius, tolerance):
     "The label catalogue under standard names, impossible values masked, the rows of one star merged; and its reports."
     if isinstance(labels, Table): cat, name = labels, 'label catalogue'
@@ -716,6 +763,7 @@ def _read_labels(labels, columns, radius, tolerance):
                                 f"of them disagree beyond the tolerance (see t.meta['duplicates'])")
     return lab, report, dups
 
+# %% ../nbs/01a_dataset.ipynb #c4a4dabc
 def _labels_in_place(t, columns, name):
     "The spectra table's own labels under their standard names, impossible values masked; the label report."
     found = find_label_columns(t, columns, name)
@@ -725,6 +773,7 @@ def _labels_in_place(t, columns, name):
         i = t.colnames.index(src); t.remove_column(src); t.add_column(clean[key], name=key, index=i)
     return report
 
+# %% ../nbs/01a_dataset.ipynb #c4a4dabd
 def _snr_cut(t, snr_min):
     "Rows with snrg or snri above `snr_min`, and the funnel row."
     cols = [c for c in (_maybe_col(t, QUALITY_COLUMNS['snrg']), _maybe_col(t, QUALITY_COLUMNS['snri'])) if c]
@@ -774,3 +823,31 @@ def prepare_catalogue(catalog, # table of spectra (CSV/FITS with a file column) 
         if not r['known']: warnings.warn(f"{catalog}: no spectrum has a known {r['column']} after the cross-match and cuts")
     if progress: print(prepare_summary(t), end='')
     return t, root
+
+# %% ../nbs/01a_dataset.ipynb #c797e93
+PREPARE_REPORTS = ('coverage', 'funnel', 'label_report', 'duplicates')  # the tables `prepare_catalogue` puts in `t.meta`
+
+def prepare_summary(t: Table, # a table from `prepare_catalogue`
+                   ) -> str: # a few lines of text
+    "The reports `prepare_catalogue` attached to `t` (funnel, coverage, label columns, merged stars) as text."
+    m, d = t.meta, t.meta['duplicates']
+    lines = [f"{len(t)} spectra prepared", 'funnel (step: removed -> remaining, note):']
+    lines += [f"  {r['step']}: -{r['removed']} -> {r['remaining']} ({r['note']})" for r in m['funnel']]
+    lines += ['coverage (known of total):'] + [f"  {r['column']}: {r['known']} of {r['total']}" for r in m['coverage']]
+    lines += ['label columns (standard <- catalogue: known; empty, non-finite, impossible masked):']
+    lines += [f"  {r['column']} <- {r['source']}: {r['known']}; {r['empty']}, {r['non_finite']}, {r['impossible']}" for r in m['label_report']]
+    lines += [f"stars with several label rows, merged: {len(d)} ({int(np.sum(d['n_rows']))} rows); "
+              f"{int(np.sum(d['conflict']))} disagree beyond the tolerance"]
+    return '\n'.join(lines) + '\n'
+
+# %% ../nbs/01a_dataset.ipynb #c797e93b
+def write_prepare_report(t: Table, # a table from `prepare_catalogue` (its reports in `t.meta`)
+                         folder, # folder to write into (made if needed), e.g. the dataset folder
+                        ) -> Path: # the folder
+    "Write the reports of `prepare_catalogue`: coverage.csv, funnel.csv, label_report.csv, duplicates.csv, prepare_summary.txt."
+    missing = [k for k in PREPARE_REPORTS if k not in t.meta]
+    if missing: raise KeyError(f"the table has no reports {missing}: make it with prepare_catalogue")
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    for k in PREPARE_REPORTS: write_table(t.meta[k], folder / f'{k}.csv', format='ascii.csv')
+    with atomic_path(folder / 'prepare_summary.txt') as tmp: tmp.write_text(prepare_summary(t))
+    return folder

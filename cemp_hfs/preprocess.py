@@ -50,6 +50,7 @@ class PreprocessConfig:
     line_mask: tuple = ()  # extra rest-frame windows (lo, hi) kept out of the continuum fit, e.g. ((4290, 4320),)
     unit_median: bool = True  # continuum fed to the network is scaled to unit median per spectrum
 
+# %% ../nbs/01_preprocess.ipynb #c005b
 _LISTS = ('segments', 'line_mask')
 _THRESHOLDS = ('bayes', 'universal', 'none')
 # (lowest, highest) of every number: a config cannot ask for a grid of millions of pixels or an endless fit
@@ -74,7 +75,32 @@ def _check_types(d: dict, where):
         elif k in _BOUNDS and not _BOUNDS[k][0] <= v <= _BOUNDS[k][1]: bad = f"must be between {_BOUNDS[k][0]:g} and {_BOUNDS[k][1]:g}"
         if bad: raise ValueError(f"{where}: key `{k}`: {bad}, got {v!r}")
 
-def load_preprocess_config(cfg=None, **overrides) -> PreprocessConfig:
+# %% ../nbs/01_preprocess.ipynb #c005c
+@functools.lru_cache(1)
+def _discrete_wavelets(): return set(pywt.wavelist(kind='discrete'))
+
+# %% ../nbs/01_preprocess.ipynb #c005d
+def _check_config(c, where='preprocessing config'):
+    "What the values must be together: known names, segments in LAMOST's range, grids of a bounded size."
+    if c.threshold not in _THRESHOLDS: raise ValueError(f"{where}: key `threshold`: threshold must be one of {_THRESHOLDS}, got {c.threshold!r}")
+    if c.threshold_mode not in ('soft', 'hard'): raise ValueError(f"{where}: key `threshold_mode`: threshold_mode must be 'soft' or 'hard', got {c.threshold_mode!r}")
+    if c.wavelet not in _discrete_wavelets(): raise ValueError(f"{where}: key `wavelet`: wavelet {c.wavelet!r} is not a discrete PyWavelets wavelet")
+    if not c.segments: raise ValueError(f"{where}: key `segments`: at least one segment is needed")
+    for key in _LISTS:
+        for lo, hi in getattr(c, key):
+            if not hi > lo: raise ValueError(f"{where}: key `{key}`: segment ({lo}, {hi}) is empty")
+            if not (WAVE_RANGE[0] <= lo and hi <= WAVE_RANGE[1]):
+                raise ValueError(f"{where}: key `{key}`: ({lo:g}, {hi:g}) is outside {WAVE_RANGE[0]:g}-{WAVE_RANGE[1]:g} A, where LAMOST LRS spectra lie")
+    n_out = sum(math.ceil((hi - lo) / c.step) for lo, hi in c.segments)
+    n_int = sum(math.ceil(math.log10(hi / lo) / c.dlog) + 1 for lo, hi in c.segments)
+    for key, n in (('step', n_out), ('dlog', n_int)):
+        if n > MAX_PIXELS: raise ValueError(f"{where}: key `{key}`: a grid of {n:,} pixels; at most {MAX_PIXELS:,} (a coarser `{key}`)")
+
+# %% ../nbs/01_preprocess.ipynb #c005e
+def load_preprocess_config(
+    cfg=None, # None (the defaults), a dict, a YAML path or a `PreprocessConfig`
+    **overrides, # single keys set on top of `cfg`
+)->PreprocessConfig: # the checked config
     "A `PreprocessConfig` from None (defaults), a dict, a YAML path or a config, with `overrides`; wrong keys, types and sizes are errors naming file and key."
     where = 'preprocessing config'
     if isinstance(cfg, PreprocessConfig):
@@ -103,65 +129,72 @@ def load_preprocess_config(cfg=None, **overrides) -> PreprocessConfig:
     _check_config(c, where)
     return c
 
-@functools.lru_cache(1)
-def _discrete_wavelets(): return set(pywt.wavelist(kind='discrete'))
-
-def _check_config(c, where='preprocessing config'):
-    "What the values must be together: known names, segments in LAMOST's range, grids of a bounded size."
-    if c.threshold not in _THRESHOLDS: raise ValueError(f"{where}: key `threshold`: threshold must be one of {_THRESHOLDS}, got {c.threshold!r}")
-    if c.threshold_mode not in ('soft', 'hard'): raise ValueError(f"{where}: key `threshold_mode`: threshold_mode must be 'soft' or 'hard', got {c.threshold_mode!r}")
-    if c.wavelet not in _discrete_wavelets(): raise ValueError(f"{where}: key `wavelet`: wavelet {c.wavelet!r} is not a discrete PyWavelets wavelet")
-    if not c.segments: raise ValueError(f"{where}: key `segments`: at least one segment is needed")
-    for key in _LISTS:
-        for lo, hi in getattr(c, key):
-            if not hi > lo: raise ValueError(f"{where}: key `{key}`: segment ({lo}, {hi}) is empty")
-            if not (WAVE_RANGE[0] <= lo and hi <= WAVE_RANGE[1]):
-                raise ValueError(f"{where}: key `{key}`: ({lo:g}, {hi:g}) is outside {WAVE_RANGE[0]:g}-{WAVE_RANGE[1]:g} A, where LAMOST LRS spectra lie")
-    n_out = sum(math.ceil((hi - lo) / c.step) for lo, hi in c.segments)
-    n_int = sum(math.ceil(math.log10(hi / lo) / c.dlog) + 1 for lo, hi in c.segments)
-    for key, n in (('step', n_out), ('dlog', n_int)):
-        if n > MAX_PIXELS: raise ValueError(f"{where}: key `{key}`: a grid of {n:,} pixels; at most {MAX_PIXELS:,} (a coarser `{key}`)")
-
-def config_dict(cfg) -> dict:
+# %% ../nbs/01_preprocess.ipynb #c005f
+def config_dict(
+    cfg, # anything `load_preprocess_config` takes
+)->dict: # lists, floats and strings only
     "The config as plain YAML-able data (lists, floats, strings)."
     d = asdict(load_preprocess_config(cfg))
     for k in _LISTS: d[k] = [list(w) for w in d[k]]
     return d
 
-def save_preprocess_config(cfg, path):
+# %% ../nbs/01_preprocess.ipynb #c005g
+def save_preprocess_config(
+    cfg, # anything `load_preprocess_config` takes
+    path, # the YAML file to write
+)->Path: # `path`
     "Write the config as YAML to `path`; `load_preprocess_config(path)` gives it back."
     with atomic_path(path) as tmp: tmp.write_text(yaml.safe_dump(config_dict(cfg), sort_keys=False))
     return Path(path)
 
 # %% ../nbs/01_preprocess.ipynb #c008
-def output_grid(cfg=None) -> np.ndarray:
+def output_grid(
+    cfg=None, # anything `load_preprocess_config` takes (None: the defaults)
+)->np.ndarray: # (P,) wavelengths, Angstrom
     "The uniform rest-frame output wavelength grid (Angstrom): `np.arange(lo, hi, step)` per segment, concatenated."
     c = load_preprocess_config(cfg)
     return np.concatenate([np.arange(lo, hi, c.step) for lo, hi in c.segments])
 
-def internal_grids(cfg=None) -> list[np.ndarray]:
-    "Per segment, the log-linear rest-frame grid at native LAMOST sampling on which steps 4-5 work."
-    c = load_preprocess_config(cfg)
-    return [_log_grid(lo, hi, c.dlog) for lo, hi in c.segments]
-
+# %% ../nbs/01_preprocess.ipynb #c008b
 @functools.lru_cache(16)
 def _log_grid(lo, hi, dlog):
     n = int(math.ceil(math.log10(hi / lo) / dlog)) + 1
     return lo * 10 ** (dlog * np.arange(n))  # first pixel exactly lo, last >= hi
 
+# %% ../nbs/01_preprocess.ipynb #c008c
+def internal_grids(
+    cfg=None, # anything `load_preprocess_config` takes (None: the defaults)
+)->list[np.ndarray]: # one log-linear grid per segment
+    "Per segment, the log-linear rest-frame grid at native LAMOST sampling on which steps 4-5 work."
+    c = load_preprocess_config(cfg)
+    return [_log_grid(lo, hi, c.dlog) for lo, hi in c.segments]
+
 # %% ../nbs/01_preprocess.ipynb #c011
 class PreprocessError(ValueError):
     "A spectrum that cannot be preprocessed; the message names the spectrum and the reason."
-    def __init__(self, name, reason):
+    def __init__(self,
+                 name, # the spectrum's name (`spectrum_name`)
+                 reason, # why it was refused
+                ):
         self.name, self.reason = str(name), reason
         super().__init__(f"{self.name}: {reason}")
 
-def spectrum_name(s: LamostSpectrum, i=None) -> str:
+# %% ../nbs/01_preprocess.ipynb #c011b
+def spectrum_name(
+    s:LamostSpectrum, # the spectrum
+    i=None, # its position in the batch, if any
+)->str: # a name for messages
     "A name for messages: the file name, else the obsid or designation, else the position in the batch."
     m = s.meta or {}
     return str(m.get('filename') or m.get('obsid') or m.get('designation') or (f'spectrum #{i}' if i is not None else 'spectrum'))
 
-def redshift(s: LamostSpectrum, z=None, cfg=None, name=None) -> float:
+# %% ../nbs/01_preprocess.ipynb #c011c
+def redshift(
+    s:LamostSpectrum, # the spectrum (its header z in `s.meta['z']`)
+    z=None, # the redshift to use instead of the header's
+    cfg=None, # the config (`z_max`)
+    name=None, # the spectrum's name for messages (default `spectrum_name(s)`)
+)->float: # the checked redshift
     "The redshift to use for `s` (`z` if given, else the header's), checked to be finite and possible."
     c = load_preprocess_config(cfg)
     name = name or spectrum_name(s)
@@ -172,7 +205,13 @@ def redshift(s: LamostSpectrum, z=None, cfg=None, name=None) -> float:
     if abs(z) > c.z_max: raise PreprocessError(name, f"impossible redshift z = {z:.5g} for a star (|z| > z_max = {c.z_max})")
     return z
 
-def to_rest_grid(s: LamostSpectrum, z=None, cfg=None, name=None):
+# %% ../nbs/01_preprocess.ipynb #c011d
+def to_rest_grid(
+    s:LamostSpectrum, # the spectrum
+    z=None, # the redshift to use instead of the header's
+    cfg=None, # anything `load_preprocess_config` takes
+    name=None, # the spectrum's name for messages (default `spectrum_name(s)`)
+)->list: # per segment, (flux, bad) on `internal_grids(cfg)`
     "Steps 2-3 for one spectrum: per segment, (flux, bad) on the rest-frame internal grids, masked pixels bridged."
     c = load_preprocess_config(cfg)
     name = name or spectrum_name(s)
@@ -194,8 +233,26 @@ def to_rest_grid(s: LamostSpectrum, z=None, cfg=None, name=None):
         out.append((flux, bad))
     return out
 
+# %% ../nbs/01_preprocess.ipynb #c017b
+def _threshold(d, sigma, m, rule):
+    "Threshold per row for detail coefficients `d` (n, k) with noise `sigma` (n,)."
+    if rule == 'universal': return (sigma * np.sqrt(2 * np.log(m)))[:, None]
+    if rule == 'bayes':  # sigma^2 / sigma_signal, sigma_signal^2 = var(d) - sigma^2 (Chang, Yu & Vetterli 2000)
+        sig_x = np.sqrt(np.maximum((d ** 2).mean(-1) - sigma ** 2, 1e-12 * sigma ** 2 + 1e-300))
+        return (sigma ** 2 / sig_x)[:, None]
+    return np.zeros((len(d), 1))
+
+# %% ../nbs/01_preprocess.ipynb #c017c
+def _shrink(d, thr, mode):
+    if mode == 'soft': return np.sign(d) * np.maximum(np.abs(d) - thr, 0)
+    return np.where(np.abs(d) > thr, d, 0)
+
 # %% ../nbs/01_preprocess.ipynb #c017
-def wavelet_denoise(flux, cfg=None, return_coeffs=False):
+def wavelet_denoise(
+    flux, # (n, m) or (m,) flux on an internal grid, no NaN
+    cfg=None, # anything `load_preprocess_config` takes
+    return_coeffs=False, # also return the coefficients before and after shrinkage
+): # (denoised (n, m), noise sigma (n,)[, coefficients, shrunk coefficients])
     "Step 4 on a batch `(n, m)`: wavelet shrinkage of the detail coefficients; returns (denoised, noise sigma per row)."
     c = load_preprocess_config(cfg)
     flux = np.atleast_2d(np.asarray(flux, np.float64))
@@ -207,18 +264,6 @@ def wavelet_denoise(flux, cfg=None, return_coeffs=False):
                             for d in coeffs[1:]]
     den = pywt.waverec(shrunk, c.wavelet, axis=-1, mode='symmetric')[:, :m]
     return (den, sigma, coeffs, shrunk) if return_coeffs else (den, sigma)
-
-def _threshold(d, sigma, m, rule):
-    "Threshold per row for detail coefficients `d` (n, k) with noise `sigma` (n,)."
-    if rule == 'universal': return (sigma * np.sqrt(2 * np.log(m)))[:, None]
-    if rule == 'bayes':  # sigma^2 / sigma_signal, sigma_signal^2 = var(d) - sigma^2 (Chang, Yu & Vetterli 2000)
-        sig_x = np.sqrt(np.maximum((d ** 2).mean(-1) - sigma ** 2, 1e-12 * sigma ** 2 + 1e-300))
-        return (sigma ** 2 / sig_x)[:, None]
-    return np.zeros((len(d), 1))
-
-def _shrink(d, thr, mode):
-    if mode == 'soft': return np.sign(d) * np.maximum(np.abs(d) - thr, 0)
-    return np.where(np.abs(d) > thr, d, 0)
 
 # %% ../nbs/01_preprocess.ipynb #c021
 @functools.lru_cache(16)
@@ -233,7 +278,13 @@ def _spline_basis(x0, x1, n, dlog, spacing, smooth):
     D = np.diff(np.eye(k), 2, axis=0)
     return B, prods, D.T @ D
 
-def fit_continuum(flux, x, good=None, cfg=None):
+# %% ../nbs/01_preprocess.ipynb #c021b
+def fit_continuum(
+    flux, # (n, m) or (m,) denoised flux on grid `x`
+    x, # (m,) an internal grid (`internal_grids`)
+    good=None, # (n, m) bool: pixels allowed into the fit (default: all)
+    cfg=None, # anything `load_preprocess_config` takes
+): # (n, m) continuum in the units of `flux`
     "Step 5 on a batch `(n, m)` on grid `x`: iterative asymmetric sigma-clipped penalised cubic spline continuum."
     c = load_preprocess_config(cfg)
     flux = np.atleast_2d(np.asarray(flux, np.float64))
@@ -276,11 +327,16 @@ def _resample_weights(cfg: PreprocessConfig):
         offs += len(x)
     return np.concatenate(idx), np.concatenate(t)
 
-def resample(arr, cfg=None):
+# %% ../nbs/01_preprocess.ipynb #c025b
+def resample(
+    arr, # (n, m) on the concatenated internal grids
+    cfg=None, # anything `load_preprocess_config` takes
+): # (n, P) on `output_grid(cfg)`
     "Step 6: a batch on the concatenated internal grids `(n, m)` -> the output grid `(n, P)` by linear interpolation."
     j, t = _resample_weights(load_preprocess_config(cfg))
     return arr[..., j] * (1 - t) + arr[..., j + 1] * t
 
+# %% ../nbs/01_preprocess.ipynb #c025c
 @dataclass
 class Preprocessed:
     "Preprocessed spectra on the output grid: `continuum`, `normalized`, `mask` (True = do not trust) per row."
@@ -320,6 +376,7 @@ def _denoise_and_fit(flux, bad, c):
         dens.append(den); conts.append(cont); noise.append(sig); floored.append(low)
     return dens, conts, noise, floored
 
+# %% ../nbs/01_preprocess.ipynb #c026b
 def _process_aligned(flux, bad, c):
     "Steps 4-6 on aligned segments: lists (per segment) of (n, m) flux and bad arrays -> output arrays."
     dens, conts, noise, floored = _denoise_and_fit(flux, bad, c)
@@ -328,6 +385,7 @@ def _process_aligned(flux, bad, c):
     mask = resample(np.concatenate([(b | f).astype(np.float64) for b, f in zip(bad, floored)], 1), c) > 0
     return cont, norm, mask, np.stack(noise, 1)
 
+# %% ../nbs/01_preprocess.ipynb #c026c
 def preprocess(spectra, # one `LamostSpectrum` or a list of them
                cfg=None, # a `PreprocessConfig`, dict or YAML path (None: the defaults)
                z=None, # redshift(s) to use instead of the headers' (scalar or one per spectrum)
@@ -372,7 +430,11 @@ def preprocess(spectra, # one `LamostSpectrum` or a list of them
     return res
 
 # %% ../nbs/01_preprocess.ipynb #c030
-def native_continuum(spectra, cfg=None, z=None) -> list[np.ndarray]:
+def native_continuum(
+    spectra, # one `LamostSpectrum` or a list of them
+    cfg=None, # anything `load_preprocess_config` takes
+    z=None, # redshift(s) to use instead of the headers' (scalar or one per spectrum)
+)->list[np.ndarray]: # per spectrum, the continuum on its own pixels (one array for one spectrum)
     "Our continuum (steps 2-5) on each spectrum's own observed pixels, NaN outside the segments; errors raise."
     c = load_preprocess_config(cfg)
     single = isinstance(spectra, LamostSpectrum)
@@ -392,7 +454,11 @@ def native_continuum(spectra, cfg=None, z=None) -> list[np.ndarray]:
     return out[0] if single else out
 
 # %% ../nbs/01_preprocess.ipynb #c051
-def preprocess_steps(s: LamostSpectrum, cfg=None, z=None) -> dict:
+def preprocess_steps(
+    s:LamostSpectrum, # the spectrum
+    cfg=None, # anything `load_preprocess_config` takes
+    z=None, # the redshift to use instead of the header's
+)->dict: # the intermediates by name, and the `preprocess` result under 'result'
     "Every intermediate of steps 1-6 for one spectrum (rest wave, truncated, denoised, continuum, normalised, resampled)."
     c = load_preprocess_config(cfg)
     z = redshift(s, z, c)
@@ -404,7 +470,13 @@ def preprocess_steps(s: LamostSpectrum, cfg=None, z=None) -> dict:
                 truncated=[f[0] for f in flux], bad=[b[0] for b in bad], denoised=[d[0] for d in dens],
                 continuum=[k[0] for k in conts], normalized=[d[0] / k[0] for d, k in zip(dens, conts)], result=p)
 
-def plot_steps(s: LamostSpectrum, cfg=None, z=None, zoom=(4150., 4450.)):
+# %% ../nbs/01_preprocess.ipynb #c051b
+def plot_steps(
+    s:LamostSpectrum, # the spectrum
+    cfg=None, # anything `load_preprocess_config` takes
+    z=None, # the redshift to use instead of the header's
+    zoom=(4150., 4450.), # wavelength range of the zoomed panels (Angstrom)
+): # the matplotlib figure
     "One spectrum through every preprocessing step, the G-band marked."
     st = preprocess_steps(s, cfg, z)
     fig, ax = plt.subplots(7, 1, figsize=(10, 16), constrained_layout=True)
@@ -438,7 +510,12 @@ def plot_steps(s: LamostSpectrum, cfg=None, z=None, zoom=(4150., 4450.)):
     ax[-1].set_xlabel('wavelength [Angstrom]')
     return fig
 
-def plot_wavelet_coeffs(flux, cfg=None, title=''):
+# %% ../nbs/01_preprocess.ipynb #c051c
+def plot_wavelet_coeffs(
+    flux, # (m,) flux of one segment on its internal grid
+    cfg=None, # anything `load_preprocess_config` takes
+    title='', # figure title (default: the wavelet, threshold and noise)
+): # the matplotlib figure
     "Detail coefficients of one spectrum before and after thresholding, per level."
     c = load_preprocess_config(cfg)
     _, sig, coeffs, shrunk = wavelet_denoise(np.asarray(flux)[None], c, return_coeffs=True)
