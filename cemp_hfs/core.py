@@ -71,7 +71,9 @@ COLUMNS = {
 IN_MEMORY = ('index', 'path')  # columns of a returned table that the written catalogues leave out
 LABEL_FORMATS = {'K': '.1f', 'dex': '.3f'}
 
-def column_info(name) -> tuple: # a column name: a label, `<label>_err` or a key of `COLUMNS`
+def column_info(
+    name:str, # a column name: a label, `<label>_err` or a key of `COLUMNS`
+)->tuple: # (unit, display format, description)
     "(unit, format, description) of a column cemp-hfs writes; (None, None, '') for any other."
     base, err = name, None
     for suffix in ('_err_stat', '_err'):
@@ -86,7 +88,9 @@ def column_info(name) -> tuple: # a column name: a label, `<label>_err` or a key
     return COLUMNS.get(name, (None, None, ''))
 
 # %% ../nbs/00_core.ipynb #cann1
-def annotate(t): # an astropy `Table`
+def annotate(
+    t, # an astropy `Table`
+): # `t` itself, annotated
     "Set the unit, display format and description of every column of `t` that cemp-hfs knows (in place); returns `t`."
     for c in t.colnames:
         unit, fmt, desc = column_info(c)
@@ -101,13 +105,22 @@ def provenance() -> dict:
     from cemp_hfs import __version__
     return {'CREATOR': f'cemp-hfs {__version__}', 'DATE': datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S')}
 
+# %% ../nbs/00_core.ipynb #cprov1d
 _COLUMN_CARD = re.compile(r'T(TYPE|FORM|UNIT|NULL|DISP|COMM|DIM|ZERO|SCAL)\d+$')
 
-def header_meta(meta: dict) -> dict:
+def header_meta(
+    meta:dict, # a table's `meta`
+)->dict: # the entries that become header cards, numpy scalars as Python ones
     "The entries of `meta` that are written: FITS-style keys (upper case, <= 8 characters) with a number, string or bool."
     ok = lambda k, v: (isinstance(k, str) and k.isupper() and len(k) <= 8 and not _COLUMN_CARD.match(k)
                        and isinstance(v, (str, bool, int, float, np.integer, np.floating, np.bool_)))
     return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in meta.items() if ok(k, v)}
+
+# %% ../nbs/00_core.ipynb #c57e8f9b
+def _umask() -> int:
+    "The process's file-creation mask (read without changing it for long)."
+    m = os.umask(0o022); os.umask(m)
+    return m
 
 # %% ../nbs/00_core.ipynb #c57e8f9
 @contextmanager
@@ -126,11 +139,6 @@ def atomic_path(path, # the file (or folder) to write
     finally:
         if os.path.isdir(tmp): shutil.rmtree(tmp, ignore_errors=True)
         elif os.path.exists(tmp): os.remove(tmp)
-
-def _umask() -> int:
-    "The process's file-creation mask (read without changing it for long)."
-    m = os.umask(0o022); os.umask(m)
-    return m
 
 # %% ../nbs/00_core.ipynb #c93e68e
 def write_table(t, # an astropy `Table`
@@ -152,6 +160,7 @@ def _as_written(t, columns=None):
     w.meta = header_meta(t.meta)
     return w
 
+# %% ../nbs/00_core.ipynb #cwt1b
 def _fits_hdu(w):
     "A binary-table HDU of `w` with TUNIT for every unit (also 'dex', which astropy leaves out) and TCOMM descriptions."
     from astropy.io import fits
@@ -163,10 +172,12 @@ def _fits_hdu(w):
         if w[c].description: hdu.header[f'TCOMM{i}'] = w[c].description  # TOPCAT's column description
     return hdu
 
+# %% ../nbs/00_core.ipynb #cwt1d
 def write_tables(t, # an astropy `Table`
                  stem, # path without suffix: `<stem>.fits`, `<stem>.ecsv` and `<stem>.csv` are written
                  columns=None, # the columns to write, in order (None: all but `IN_MEMORY`)
-                 formats=('fits', 'ecsv', 'csv')) -> list[Path]: # which files
+                 formats=('fits', 'ecsv', 'csv'), # which files, by suffix
+                )->list[Path]: # the files written, in the order of `formats`
     "Write `t` as FITS (TUNIT, TCOMM, TNULL, provenance cards), ECSV (exact units, masks, metadata) and CSV (display precision), atomically."
     from astropy.io import fits
     w, stem, out = _as_written(t, columns), Path(stem), []
@@ -179,10 +190,13 @@ def write_tables(t, # an astropy `Table`
     return out
 
 # %% ../nbs/00_core.ipynb #cba2e63
-def job_id(manifest: dict) -> str:
+def job_id(
+    manifest:dict, # what identifies the job (JSON-serialisable)
+)->str: # 16 hexadecimal digits
     "A short hash of a job's manifest, written into each finished chunk so that chunks can be matched to their job."
     return hashlib.sha1(json.dumps(json.loads(json.dumps(manifest)), sort_keys=True).encode()).hexdigest()[:16]
 
+# %% ../nbs/00_core.ipynb #cba2e63c
 def _unreadable(mpath) -> str | None:
     "Why the manifest `mpath` cannot be used ('empty', 'not valid JSON ...'), None if it reads as a JSON object."
     try: text = mpath.read_text()
@@ -192,11 +206,13 @@ def _unreadable(mpath) -> str | None:
     except ValueError as e: return f"not valid JSON ({getattr(e, 'msg', e)} at line {getattr(e, 'lineno', '?')}: cut short?)"
     return None if isinstance(m, dict) else 'not a JSON object'
 
+# %% ../nbs/00_core.ipynb #cba2e63e
 def check_manifest(folder, # the job's output folder
                    manifest: dict, # what identifies the job (JSON-serialisable)
                    what='run', # the job's name in the message
                    hint='use another output folder', # what the user can do in the message
-                   finished=None) -> dict: # callable: the `job_id`s the finished chunks recorded (None for one that records none)
+                   finished=None, # callable: the `job_id`s the finished chunks recorded (None for one that records none)
+                  )->dict: # the manifest as it reads back from the file
     "Write `folder/manifest.json`, or check that the one there describes the same job (else a `ValueError` naming what differs)."
     mpath = Path(folder) / 'manifest.json'
     manifest = json.loads(json.dumps(manifest))  # as it reads back (tuples become lists)
@@ -216,16 +232,23 @@ def check_manifest(folder, # the job's output folder
 
 # %% ../nbs/00_core.ipynb #c4a3ad3
 def chunk_plan(n, # number of items
-               chunk_size) -> list[tuple[int, int]]: # items per chunk (the last one may be shorter)
+               chunk_size, # items per chunk (the last one may be shorter)
+              )->list[tuple[int, int]]: # `(start, stop)` of each chunk
     "The item range `(start, stop)` of every chunk."
     if chunk_size < 1: raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     return [(a, min(a + chunk_size, n)) for a in range(0, n, chunk_size)]
 
-def pending_chunks(paths) -> list[int]:
+# %% ../nbs/00_core.ipynb #c4a3ad3c
+def pending_chunks(
+    paths, # the output file (or folder) of each chunk, in chunk order
+)->list[int]: # the chunk numbers still to do
     "Numbers of the chunks whose output `paths[k]` does not exist yet."
     return [k for k, p in enumerate(paths) if not Path(p).exists()]
 
-def remove_stale(folder):
+# %% ../nbs/00_core.ipynb #c4a3ad3e
+def remove_stale(
+    folder, # the job's output folder
+):
     "Remove the temporary files and folders (`.*.tmp`, `.*.tmp.<ext>`) that a killed run left in `folder`."
     for p in [*Path(folder).glob('.*.tmp'), *Path(folder).glob('.*.tmp.*')]:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
@@ -236,27 +259,34 @@ LOCK = '.lock'  # a job folder's owner file
 class FolderBusy(FileExistsError):
     "Another live process is working in the folder."
 
+# %% ../nbs/00_core.ipynb #clock1d
 def _owner() -> dict:
     "Who this process is, for the owner file."
     return dict(pid=os.getpid(), host=socket.gethostname(), since=datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC'),
                 command=' '.join(map(str, [Path(sys.argv[0]).name, *sys.argv[1:]]))[:200] if sys.argv and sys.argv[0] else 'python')
 
+# %% ../nbs/00_core.ipynb #clock1e
 def _read_owner(path) -> dict:
+    "The owner named in the owner file `path`; {} when it names nobody or cannot be read."
     try: o = json.loads(Path(path).read_text() or '{}')
     except (OSError, ValueError): return {}
     return o if isinstance(o, dict) else {}
 
+# %% ../nbs/00_core.ipynb #clock1f
 def _who(o: dict) -> str:
     "The owner as a message names it."
     if not o.get('pid'): return 'another process'
     return f"process {o['pid']} on {o.get('host', '?')} since {o.get('since', '?')}" + (f" ({o['command']})" if o.get('command') else '')
 
+# %% ../nbs/00_core.ipynb #clock1h
 def _pid_alive(pid) -> bool:
+    "Whether process `pid` exists on this host (one we may not signal exists)."
     try: os.kill(int(pid), 0)
     except ProcessLookupError: return False
     except (PermissionError, OverflowError, ValueError): return True
     return True
 
+# %% ../nbs/00_core.ipynb #clock1i
 def _flock(fd) -> bool | None:
     "Try to lock `fd` exclusively: True taken, False held by another, None when the file system cannot lock."
     try: import fcntl
@@ -267,12 +297,14 @@ def _flock(fd) -> bool | None:
         if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL): return None
         raise
 
+# %% ../nbs/00_core.ipynb #clock1j
 def _taken_by_pid(path) -> bool:
     "Without flock: whether the owner file names a live process (on this host: checked; on another: assumed alive)."
     o = _read_owner(path)
     if not o.get('pid') or (o.get('pid') == os.getpid() and o.get('host') == socket.gethostname()): return False
     return o.get('host') != socket.gethostname() or _pid_alive(o['pid'])
 
+# %% ../nbs/00_core.ipynb #clock1l
 @contextmanager
 def folder_lock(folder, # the job's folder (made if missing)
                 what='run', # the job's name, written into the owner file for another's message
@@ -306,6 +338,7 @@ class DiskFull(OSError):
     "The disk (or the quota) filled up while a job wrote into its folder."
     def __str__(self): return str(self.strerror)
 
+# %% ../nbs/00_core.ipynb #cdisk1d
 @contextmanager
 def disk_full_guard(folder, # the folder the block writes into
                     what='run', # what is being written, for the message
@@ -356,6 +389,7 @@ def _duration(s) -> str:
     s = int(round(s))
     return f"{s} s" if s < 60 else f"{s // 60} min {s % 60:02d} s" if s < 3600 else f"{s // 3600} h {s % 3600 // 60:02d} min"
 
+# %% ../nbs/00_core.ipynb #cprg1d
 class Progress:
     "Progress of a job of `total` items on stderr: a line rewritten on a terminal, else a new line every `every` of the job or `seconds`."
     def __init__(self, total, # items to do
@@ -385,7 +419,9 @@ class Progress:
             if self.done < self.total: s += f", about {_duration(el / self.done * (self.total - self.done))} left"
             else: s += f", {_duration(el)}"
         return s
-    def update(self, n=1): # items just finished
+    def update(self,
+               n=1, # items just finished
+              ):
         "Count `n` more items done."
         self.done += int(n)
         if self.enabled: self._show()
@@ -415,7 +451,10 @@ def _skip_reason(p) -> str:
     if p.is_dir(): return "a directory (name it on its own to read the spectra in it)"
     return "not a regular file"
 
-def find_inputs(source) -> tuple[list, list]: # paths, directories, globs, `LamostSpectrum`s, or a list of them
+# %% ../nbs/00_core.ipynb #cfind1b
+def find_inputs(
+    source, # paths, directories, globs, `LamostSpectrum`s, or a list of them
+)->tuple[list, list]: # the inputs, and `(name, reason)` for each skipped
     "The inputs in order (file paths and in-memory spectra), and (name, reason) for what is skipped: directories a glob matched, broken links."
     from cemp_hfs.io import LamostSpectrum, LAMOST_PATTERNS  # io needs matplotlib: imported when inputs are looked for
     if isinstance(source, LamostSpectrum): return [source], []
