@@ -33,7 +33,10 @@ META_KEYS = ('obsid', 'designation', 'ra', 'dec', 'z', 'z_err', 'snru', 'snrg', 
 
 class LamostFormatError(ValueError):
     "A file that is not a readable LAMOST LRS spectrum; the message names the file and the reason."
-    def __init__(self, path, reason):
+    def __init__(self,
+                 path, # the file
+                 reason, # why it cannot be read, in a few words
+                ):
         self.path, self.reason = str(path), reason
         super().__init__(f"{self.path}: {reason}")
 
@@ -86,6 +89,7 @@ def _card(hdr, *names, default=None):
             return v
     return default
 
+# %% ../nbs/00_io.ipynb #c010b
 _C_KMS = 299792.458  # speed of light: no radial velocity is faster
 
 def _as_float(v, # a card's value, None when the card is missing or holds the -9999 fill
@@ -98,6 +102,7 @@ def _as_float(v, # a card's value, None when the card is missing or holds the -9
     v = float(v)
     return v if np.isfinite(v) and lo <= v and (v < hi if hi_open else v <= hi) else None
 
+# %% ../nbs/00_io.ipynb #c010c
 def _as_int(v):
     "The value as a non-negative int (DR2 writes FIBERID as a string); None when missing, a bool, fractional or negative."
     if isinstance(v, (bool, np.bool_)): return None
@@ -105,6 +110,7 @@ def _as_int(v):
     except (TypeError, ValueError): return None
     return v if v >= 0 else None
 
+# %% ../nbs/00_io.ipynb #c010d
 def _release(hdr):
     "Data release, from DATA_V or inferred from the pipeline version."
     dv = _card(hdr, 'DATA_V')
@@ -114,7 +120,10 @@ def _release(hdr):
     m = re.match(r'v?(\d+\.\d+)', str(_card(hdr, 'VERSPIPE', default='')))
     return _PIPE2DR.get(m.group(1), 'unknown') if m else 'unknown'
 
-def lamost_meta(hdr, path=None) -> dict:
+# %% ../nbs/00_io.ipynb #c010f
+def lamost_meta(hdr, # a FITS header (or a dict of card names and values)
+                path=None, # the file, whose name becomes `filename` (None: the FILENAME card)
+               )->dict: # the metadata under the keys of `META_KEYS`
     "Metadata of a LAMOST LRS header under the keys of `META_KEYS`."
     desig = _card(hdr, 'DESIG', 'DESIGNATION')
     if desig: desig = re.sub(r'^LAMOST\s+', '', str(desig))
@@ -143,11 +152,13 @@ def _image_rows(hdr, nrows):
         names = ['Flux', 'Inverse', 'Wavelength', 'Andmask', 'Ormask'][:nrows]
     return {_ROW_ALIASES.get(n.lower(), n.lower()): i for i, n in enumerate(names[:nrows])}
 
+# %% ../nbs/00_io.ipynb #c013-1
 def _loglinear_wave(hdr, n, path):
     c0, c1 = _card(hdr, 'COEFF0', 'CRVAL1'), _card(hdr, 'COEFF1', 'CD1_1')
     if c0 is None or c1 is None: raise LamostFormatError(path, "no wavelength row and no COEFF0/COEFF1 cards")
     return 10 ** (float(c0) + float(c1) * np.arange(n))
 
+# %% ../nbs/00_io.ipynb #c013-2
 def _from_image(hdus, path):
     data, hdr = hdus[0].data, hdus[0].header
     if data.ndim != 2 or data.shape[0] < 4:
@@ -160,6 +171,7 @@ def _from_image(hdus, path):
     return dict(wave=wave, flux=data[rows['flux']], ivar=data[rows['ivar']], andmask=data[rows['andmask']],
                 ormask=data[rows['ormask']], norm_lamost=norm), hdr
 
+# %% ../nbs/00_io.ipynb #c013-3
 def _from_table(hdus, path):
     tab = hdus['COADD'].data
     if tab is None or len(tab) < 1: raise LamostFormatError(path, "COADD table is empty")
@@ -173,10 +185,12 @@ def _from_table(hdus, path):
     if norm is not None and np.all(norm == _FILL): norm = None
     return dict(**arrs, norm_lamost=norm), hdus[0].header
 
+# %% ../nbs/00_io.ipynb #c013-4
 def _is_mrs(hdus, path):
     names = {h.name.upper() for h in hdus}
     return bool(names & {'COADD_B', 'COADD_R'}) or Path(path).name.startswith('med-')
 
+# %% ../nbs/00_io.ipynb #c013-5
 def _clean_ivar(flux, ivar):
     bad = ~np.isfinite(flux) | ~np.isfinite(ivar) | (ivar < 0)
     return np.where(bad, 0, ivar)
@@ -198,6 +212,7 @@ def _gunzip(data: bytes, # the bytes of a gzip file: one member or several conca
         data = d.unused_data.lstrip(b'\0')  # concatenated members make one file (RFC 1952); some writers pad with NULs
     return b''.join(out)
 
+# %% ../nbs/00_io.ipynb #c013a-1
 def _file_bytes(path: Path) -> bytes:
     "The FITS bytes of `path`, read whole and gunzipped when it starts with the gzip magic number."
     size = path.stat().st_size
@@ -214,6 +229,7 @@ def _size_card(hdr, key, default=None) -> int:
     if type(v) is not int or v < 0: raise ValueError(f"{key} = {v!r}")
     return v
 
+# %% ../nbs/00_io.ipynb #c013d-1
 def _tform_bytes(tform) -> int:
     "Bytes per row of a binary-table column of format `tform` (`3909E` -> 15636)."
     m = re.match(r'\s*(\d*)([LXBIJKAEDCMPQ])', str(tform).upper())
@@ -233,6 +249,7 @@ def _data_bytes(hdr) -> int:
         if dims[:1] != [row]: raise ValueError(f"NAXIS1 = {dims[0] if dims else None} but the TFORMn add up to {row} bytes a row")
     return abs(bitpix) // 8 * _size_card(hdr, 'GCOUNT', 1) * (_size_card(hdr, 'PCOUNT', 0) + math.prod(dims)) if dims else 0
 
+# %% ../nbs/00_io.ipynb #c013e-1
 def _check_sizes(hdus, # an open HDUList with every header read (`lazy_load_hdus=False`)
                  nbytes: int, # length of the FITS bytes (after gunzip)
                  path): # the file, for messages
@@ -280,6 +297,7 @@ def _card_value(s: str):
     if _FLOAT.fullmatch(v): return float(v.replace('D', 'E').replace('d', 'e'))
     return _NO
 
+# %% ../nbs/00_io.ipynb #c013k-1
 def _lean_header(raw: bytes, at: int):
     "The keyword cards of the header at byte `at` as a dict, and where its data start; None for anything unusual."
     hdr, n = {}, len(raw)
@@ -298,6 +316,7 @@ def _lean_header(raw: bytes, at: int):
             hdr[key] = v
     return None
 
+# %% ../nbs/00_io.ipynb #c013k-2
 _DTYPES = {'E': '>f4', 'D': '>f8', 'B': 'u1', 'I': '>i2', 'J': '>i4', 'K': '>i8'}
 _IMAGE_DTYPES = {-32: '>f4', -64: '>f8', 16: '>i2', 32: '>i4'}
 
@@ -314,7 +333,10 @@ def _lean_table(raw, hdr, at):
         off += _tform_bytes(form)
     return cols
 
-def lean_read(raw: bytes, path):
+# %% ../nbs/00_io.ipynb #c013k-4
+def lean_read(raw:bytes, # the FITS bytes of a file (gunzipped)
+              path, # the file, a `Path` (its name tells an MRS file)
+             ): # `(arrays, primary header)`, or None for a file the lean parser leaves to astropy
     "(arrays, primary header) of a well-formed LRS file in the DR9-DR10 table or DR1-DR8 image layout; None: astropy's turn."
     hdus, at = [], 0
     while at < len(raw):
@@ -347,6 +369,7 @@ def _truncation(caught):
     msgs = [str(w.message) for w in caught if 'truncat' in str(w.message).lower()]
     return f"truncated file ({msgs[0]})" if msgs else None
 
+# %% ../nbs/00_io.ipynb #c014-1
 LEAN_READ = True  # parse the usual layouts directly (False: always through astropy, as the tests compare)
 
 def _lean(raw, path):
@@ -355,7 +378,10 @@ def _lean(raw, path):
     try: return lean_read(raw, path)
     except Exception: return None
 
-def read_lamost(path) -> LamostSpectrum:
+# %% ../nbs/00_io.ipynb #c014-3
+def read_lamost(
+    path, # a LAMOST LRS file, `.fits` or `.fits.gz`
+)->LamostSpectrum:
     "Read one LAMOST LRS spectrum (any release DR1-DR10, `.fits` or `.fits.gz`) into a `LamostSpectrum`."
     path = Path(path)
     if not path.exists(): raise LamostFormatError(path, "no such file")
@@ -397,7 +423,10 @@ _CARDS = dict(obsid='OBSID', ra='RA', dec='DEC', z='Z', z_err='Z_ERR', snru='SNR
               objtype='OBJTYPE', pipeline='VERSPIPE', helio_rv='HELIO_RV', vacuum='VACUUM')
 _CARDS['class'], _CARDS['subclass'] = 'CLASS', 'SUBCLASS'
 
-def lamost_header(meta: dict, n: int, wave=None) -> fits.Header:
+def lamost_header(meta:dict, # metadata under the keys of `META_KEYS`
+                  n:int, # the number of pixels
+                  wave=None, # the wavelengths, for the log-linear COEFF0/COEFF1 cards (None: no such cards)
+                 )->fits.Header:
     "LAMOST header cards for `meta`; missing numbers are written as -9999 like LAMOST does, missing strings omitted."
     hdr = fits.Header()
     hdr['FILENAME'] = meta.get('filename') or ''
@@ -415,10 +444,15 @@ def lamost_header(meta: dict, n: int, wave=None) -> fits.Header:
         hdr['COEFF0'], hdr['COEFF1'] = round(float(lw[0]), 6), float(np.median(np.diff(lw)))
     return hdr
 
+# %% ../nbs/00_io.ipynb #c016-2
 def _atomic_writeto(hdul, path):
     with atomic_path(path) as tmp: hdul.writeto(tmp, overwrite=True, checksum=False)
 
-def write_lamost(spectrum: LamostSpectrum, path, layout='image'):
+# %% ../nbs/00_io.ipynb #c016-4
+def write_lamost(spectrum:LamostSpectrum, # the spectrum to write
+                 path, # the file (a `.gz` suffix gzips it)
+                 layout='image', # 'image' (the DR2-DR8 layout) or 'table' (DR9 and later)
+                ): # `path`
     "Write `spectrum` to `path` in LAMOST's DR2-8 `image` or DR9+ `table` layout; returns the path."
     s, path, n = spectrum, Path(path), len(spectrum)
     meta = {**s.meta, 'filename': Path(path).name.removesuffix('.gz')}
@@ -441,7 +475,9 @@ def write_lamost(spectrum: LamostSpectrum, path, layout='image'):
 # %% ../nbs/00_io.ipynb #c026
 LAMOST_PATTERNS = ('*.fits', '*.fits.gz', '*.fit', '*.fit.gz', '*.fits.fits')
 
-def lamost_files(source) -> list[Path]:
+def lamost_files(
+    source, # a directory (searched recursively), a glob pattern, one path, or a list of those
+)->list[Path]:
     "Files named by `source`: a directory (recursive), a glob pattern, one path, or a list of those."
     if isinstance(source, (list, tuple)): return [p for s in source for p in lamost_files(s)]
     s = str(source)
@@ -451,7 +487,11 @@ def lamost_files(source) -> list[Path]:
     if not p.exists(): raise FileNotFoundError(f"{p}: no such file or directory")
     return [p]
 
-def iter_lamost(source, rejects: list | None = None, progress=True):
+# %% ../nbs/00_io.ipynb #c026-3
+def iter_lamost(source, # the files, as `lamost_files` takes them
+                rejects:list|None=None, # gets `(file, reason)` for each unreadable file (None: raise instead)
+                progress=True, # show a progress bar (for more than one file)
+               ):
     "Yield a `LamostSpectrum` per readable file of `source`; append `(file, reason)` to `rejects` for the rest."
     files = lamost_files(source)
     for f in (progress_bar(files, leave=False) if progress and len(files) > 1 else files):
@@ -460,20 +500,28 @@ def iter_lamost(source, rejects: list | None = None, progress=True):
             if rejects is None: raise
             rejects.append((str(f), e.reason))
 
-def read_many(source, progress=True) -> tuple[list[LamostSpectrum], list]:
+# %% ../nbs/00_io.ipynb #c026-6
+def read_many(source, # the files, as `lamost_files` takes them
+              progress=True, # show a progress bar
+             )->tuple[list[LamostSpectrum], list]: # (spectra, rejects as `(file, reason)` pairs)
     "Read every file of `source`: (spectra, rejects), rejects as `(file, reason)` pairs."
     rejects = []
     return list(iter_lamost(source, rejects, progress=progress)), rejects
 
 # %% ../nbs/00_io.ipynb #c029
 def _lower_columns(t: Table, name='table') -> Table:
+    "`t` with lower-case column names (in place); a `ValueError` if two names differ only in case."
     low = [c.lower() for c in t.colnames]
     dup = sorted({c for c in low if low.count(c) > 1})
     if dup: raise ValueError(f"{name}: columns {dup} differ only in case")
     t.rename_columns(t.colnames, low)
     return t
 
-def read_catalog(path, format=None, fill_values=(-9999,)) -> Table:
+# %% ../nbs/00_io.ipynb #c029-1
+def read_catalog(path, # the catalogue file
+                 format=None, # an astropy table format (None: CSV or ASCII by the suffix, else astropy's guess)
+                 fill_values=(-9999,), # numbers that mean "no value" in a numeric column: masked
+                )->Table:
     "Read a label catalogue (FITS, CSV, VOTable, ...) as an astropy `Table` with lower-case column names."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path}: no such catalogue")
@@ -491,7 +539,11 @@ def read_catalog(path, format=None, fill_values=(-9999,)) -> Table:
 _RA_NAMES = ('ra', 'raj2000', 'ra_icrs', 'ra_obs', 'ra_deg', 'radeg', 'combined_ra_obs', 'ra_1')
 _DEC_NAMES = ('dec', 'dej2000', 'decj2000', 'de_icrs', 'dec_icrs', 'dec_obs', 'dec_deg', 'decdeg', 'combined_dec_obs', 'dec_1')
 
-def find_column(t: Table, names, what='column', table='table') -> str:
+def find_column(t:Table, # the table
+                names, # a column name, or candidate names in order of preference
+                what='column', # what the column is, for the message
+                table='table', # the table's name, for the message
+               )->str: # the name as `t` spells it
     "Name of the first column of `t` among `names`, compared case-insensitively; a clear error if none is there."
     names = [names] if isinstance(names, str) else list(names)
     low = {c.lower(): c for c in t.colnames}
@@ -499,13 +551,24 @@ def find_column(t: Table, names, what='column', table='table') -> str:
         if n.lower() in low: return low[n.lower()]
     raise KeyError(f"{table}: no {what} column (looked for {names}; has {t.colnames[:20]})")
 
+# %% ../nbs/00_io.ipynb #c032-2
 def _coords(t, ra, dec, name):
+    "RA and Dec of the rows of `t` in degrees, NaN where masked."
     rc = find_column(t, ra or _RA_NAMES, 'RA', name); dc = find_column(t, dec or _DEC_NAMES, 'Dec', name)
     r = np.ma.filled(np.ma.asarray(t[rc], dtype=float), np.nan); d = np.ma.filled(np.ma.asarray(t[dc], dtype=float), np.nan)
     return r, d
 
-def crossmatch(left: Table, right: Table, radius=3 * u.arcsec, ra=None, dec=None, ra_right=None, dec_right=None,
-               return_unmatched=False, verbose=True):
+# %% ../nbs/00_io.ipynb #c032-3
+def crossmatch(left:Table, # the rows to label (say, LAMOST headers)
+               right:Table, # the catalogue whose nearest row each left row gets
+               radius=3 * u.arcsec, # the largest separation of a match (a `Quantity`, or a number of arcsec)
+               ra=None, # name(s) of `left`'s RA column (None: the usual names)
+               dec=None, # name(s) of `left`'s Dec column (None: the usual names)
+               ra_right=None, # name(s) of `right`'s RA column (None: as `ra`)
+               dec_right=None, # name(s) of `right`'s Dec column (None: as `dec`)
+               return_unmatched=False, # also return the rows of `left` without a match
+               verbose=True, # print how many rows matched
+              ): # the joined rows with `sep_arcsec` (and the unmatched rows of `left`)
     "Nearest-neighbour sky match of `left` rows to `right` within `radius`: the joined rows with `sep_arcsec`."
     radius = radius if isinstance(radius, u.Quantity) else radius * u.arcsec
     lr, ld = _coords(left, ra, dec, 'left'); rr, rd = _coords(right, ra_right or ra, dec_right or dec, 'right')
@@ -531,12 +594,23 @@ QUALITY_COLUMNS = dict(snrg=('snrg', 'sn_g', 'snr_g'), snri=('snri', 'sn_i', 'sn
                        feh_err=('feh_err', 'e_feh', 'fe_h_err', 'feh_error'))
 
 def _col(t, key, name='catalogue'):
+    "The column `key` of `t` (by any name in `QUALITY_COLUMNS`) as floats, NaN where masked or -9999."
     c = t[find_column(t, QUALITY_COLUMNS.get(key, (key,)), key, name)]
     v = np.ma.filled(np.ma.asarray(c, dtype=float), np.nan)
     return np.where(v == _FILL, np.nan, v)
 
-def quality_cuts(t: Table, snrg_min=20., snri_min=20., rv_err_max=20., teff_err_max=100., logg_err_max=0.1,
-                 feh_err_max=0.1, snr_train_min=None, snri_abund_min=None, name='catalogue'):
+# %% ../nbs/00_io.ipynb #c035-2
+def quality_cuts(t:Table, # the catalogue (columns found by the names in `QUALITY_COLUMNS`)
+                 snrg_min=20., # tier 1: S/N in the g band above this ...
+                 snri_min=20., # ... or S/N in the i band above this (None switches either half off)
+                 rv_err_max=20., # tier 1: radial-velocity error below this (km/s)
+                 teff_err_max=100., # tier 2: Teff error below this (K)
+                 logg_err_max=0.1, # tier 2: log g error below this (dex)
+                 feh_err_max=0.1, # tier 2: [Fe/H] error below this (dex)
+                 snr_train_min=None, # a training set's stricter S/N in the g band (e.g. 50)
+                 snri_abund_min=None, # S/N in the i band for detailed abundances (e.g. 100)
+                 name='catalogue', # the table's name, for messages
+                ): # (kept rows, funnel table of what each cut removed)
     "Apply the paper's quality cuts to `t`: (kept rows, funnel table of what each cut removed)."
     with np.errstate(invalid='ignore'):
         cuts = []
@@ -561,7 +635,10 @@ def quality_cuts(t: Table, snrg_min=20., snri_min=20., rv_err_max=20., teff_err_
 # %% ../nbs/00_io.ipynb #c038
 BANDS = {'g': (4000., 5500.), 'i': (6800., 8300.)}  # approximate SDSS g and i ranges (Angstrom), used for SNRG/SNRI
 
-def plot_spectrum(s: LamostSpectrum, ax=None, bands=('g', 'i')):
+def plot_spectrum(s:LamostSpectrum, # the spectrum
+                  ax=None, # a matplotlib `Axes` to draw on (None: a new figure)
+                  bands=('g', 'i'), # keys of `BANDS` to mark
+                 ): # the `Axes`
     "Plot a spectrum, shading pixels that are not `good` and marking photometric `bands`."
     if ax is None: _, ax = plt.subplots(figsize=(10, 3.5))
     ax.plot(s.wave, np.where(s.good, s.flux, np.nan), lw=0.6, color='k')
