@@ -19,19 +19,22 @@ from . import pipeline
 __all__ = ['CUT_OPTIONS', 'COMMANDS', 'USER_ERRORS', 'say', 'LogStream', 'cmd_info', 'cmd_mock', 'cmd_prepare', 'cmd_train',
            'cmd_predict', 'cmd_models', 'cmd_select', 'cmd_calibrate', 'cmd_demo', 'main']
 
-# %% ../nbs/90_cli.ipynb #c004b
+# %% ../nbs/90_cli.ipynb #c004b-1
 _RESULT = [None]  # the real stdout while a command runs (sys.stdout is then the log stream)
 
 def say(*msg):
     "Print a command's result on stdout."
     print(*msg, file=_RESULT[0] or sys.stdout, flush=True)
 
+# %% ../nbs/90_cli.ipynb #clogstream
 class LogStream:
     "Text stream over `stream` (stderr): as it is on a terminal; elsewhere carriage-return updates become a line per tenth of a bar or per `seconds`."
-    def __init__(self, stream, seconds=60.):
+    def __init__(self,
+                 stream, # the stream to write to (stderr)
+                 seconds=60.): # off a terminal, a progress update that stays in the same tenth is written at most this often
         self.stream, self.seconds, self.buf, self._step, self._t = stream, seconds, '', None, 0.
     def isatty(self): return bool(getattr(self.stream, 'isatty', lambda: False)())
-    def write(self, s):
+    def write(self, s): # text, possibly with carriage returns (progress bars) and newlines
         if self.isatty(): return self.stream.write(s)
         for part in re.split(r'(\r|\n)', s):
             if part == '\n': self.stream.write(self.buf + '\n'); self.buf = ''
@@ -53,17 +56,21 @@ class LogStream:
         self.buf = ''; self.stream.flush()
     def __getattr__(self, name): return getattr(self.stream, name)  # encoding, fileno, ...
 
-# %% ../nbs/90_cli.ipynb #c006
+# %% ../nbs/90_cli.ipynb #c006-1
 def _check_new(path, overwrite, what, hint='use --overwrite to replace it'):
     "Refuse to replace `path` unless `overwrite`: the message says how (a user's earlier work is never lost silently)."
     p = Path(path)
     if p.exists() and not overwrite: raise FileExistsError(f"{what} {p} exists; {hint}")
 
+# %% ../nbs/90_cli.ipynb #cout_dir
 def _out_dir(path, what='output directory'):
     "`path` must be a directory or not exist yet."
     if path is not None and Path(path).exists() and not Path(path).is_dir(): raise NotADirectoryError(f"{what} {path}: exists and is not a directory")
 
-def cmd_info(args):
+# %% ../nbs/90_cli.ipynb #ccmd_info
+def cmd_info(
+    args, # the parsed command line: `paths`, `out`, `overwrite`, `quiet`
+):
     "Summarise the LAMOST files named on the command line."
     _out_dir(args.out)
     if args.out: _check_new(Path(args.out) / 'spectra.csv', args.overwrite, 'summary')
@@ -78,9 +85,12 @@ def cmd_info(args):
     if args.out: say(f"wrote {Path(args.out) / 'spectra.csv'} and {Path(args.out) / 'rejects.csv'}")
     return 0 if len(t) else 1  # nothing readable is a failure
 
+# %% ../nbs/90_cli.ipynb #ccmd_mock
 _MOCK_PRODUCTS = ('spectra', 'truth.csv', 'truth.fits', 'hires_labels.csv', 'hires_labels.fits')
 
-def cmd_mock(args):
+def cmd_mock(
+    args, # the parsed command line: `out`, `n`, `seed`, `overwrite`, `quiet`
+):
     "Write a mock LAMOST survey."
     from cemp_hfs.mock import make_survey
     out = Path(args.out); _out_dir(out)
@@ -91,7 +101,10 @@ def cmd_mock(args):
     say(f"mock: {len(t)} spectra of {len(set(t['star_id']))} stars -> {out} (truth.csv, hires_labels.csv, spectra/)")
     return 0
 
-def cmd_prepare(args):
+# %% ../nbs/90_cli.ipynb #ccmd_prepare
+def cmd_prepare(
+    args, # the parsed command line: `catalog`, `out`, `labels` and the other options of `cemp-hfs prepare`
+):
     "Cross-match (optional) and preprocess into an on-disk dataset."
     _out_dir(args.out, 'dataset folder')
     cuts = {k: getattr(args, k) for k in CUT_OPTIONS}
@@ -104,7 +117,10 @@ def cmd_prepare(args):
     say(f"prepare: {ds}")
     return 0
 
-def cmd_train(args):
+# %% ../nbs/90_cli.ipynb #ccmd_train
+def cmd_train(
+    args, # the parsed command line: `dataset`, `out`, `config` and the other options of `cemp-hfs train`
+):
     "Train HFS-Net on a dataset and write the model file, its log and figures."
     from cemp_hfs.train import train_summary
     _check_new(args.out, args.overwrite, 'model file', 'use --overwrite to replace it, or another --out')
@@ -116,7 +132,10 @@ def cmd_train(args):
     say(f"train: model -> {args.out}, log -> {Path(args.out).with_suffix('.history.csv')}, figures -> {learn.figures}")
     return 0
 
-def cmd_predict(args):
+# %% ../nbs/90_cli.ipynb #ccmd_predict
+def cmd_predict(
+    args, # the parsed command line: `inputs` (a model file may come first), `model`, `out` and the other options of `cemp-hfs predict`
+):
     "Label spectra with a trained model (resumable)."
     from cemp_hfs.predict import predict, shipped_models
     inputs = list(args.inputs)
@@ -137,7 +156,10 @@ def cmd_predict(args):
         f"uncertainties {t.meta.get('ERRCAL', '').split(' (')[0]}")
     return 0
 
-def cmd_models(args):
+# %% ../nbs/90_cli.ipynb #ccmd_models
+def cmd_models(
+    args, # the parsed command line: (`quiet` only, which changes nothing)
+):
     "List the models the package ships."
     from cemp_hfs.predict import shipped_models
     reg = shipped_models()
@@ -146,12 +168,16 @@ def cmd_models(args):
             f"{e['path'].stat().st_size / 1e6:.1f} MB; {e['description']}; model card {e.get('card', '-')}")
     return 0
 
+# %% ../nbs/90_cli.ipynb #ccount
 def _count(t, cls) -> str:
     "How many stars are in class `cls`, or why the class could not be given."
     if np.ma.getmaskarray(t[cls]).all() and len(t): return f"{cls.upper()} not classified ({t.meta.get(cls.upper(), 'labels missing')})"
     return f"{int(np.ma.filled(np.ma.asarray(t[cls]), False).sum())} {cls.upper()}"
 
-def cmd_select(args):
+# %% ../nbs/90_cli.ipynb #ccmd_select
+def cmd_select(
+    args, # the parsed command line: `predictions`, `out`, `criteria` and the other options of `cemp-hfs select`
+):
     "Classify predictions and write the CEMP candidate catalogue and figures."
     from cemp_hfs.select import load_criteria
     _out_dir(args.out)
@@ -169,7 +195,10 @@ def cmd_select(args):
         say(f"select: {cand.meta['SELECTED']}" if len(cand) else f"select: no P(CEMP) threshold reaches an expected purity of {args.purity:g}")
     return 0
 
-def cmd_calibrate(args):
+# %% ../nbs/90_cli.ipynb #ccmd_calibrate
+def cmd_calibrate(
+    args, # the parsed command line: `model`, `dataset` (one or more), `out` and the other options of `cemp-hfs calibrate`
+):
     "Fit the calibration of a model's uncertainties on a dataset's validation split and write the calibrated model."
     from cemp_hfs.calibrate import calibrate_model, calibration_summary
     _check_new(args.out, args.overwrite or Path(args.out).resolve() == Path(args.model).resolve(), 'model file',
@@ -186,7 +215,10 @@ def cmd_calibrate(args):
     say(f"calibrate: model -> {args.out} (predict applies the calibration by default)")
     return 0
 
-def cmd_demo(args):
+# %% ../nbs/90_cli.ipynb #ccmd_demo
+def cmd_demo(
+    args, # the parsed command line: `out`, `n_train`, `n_test`, `epochs`, `mc`, `seed`, `overwrite`, `quiet`
+):
     "Run the main job into `args.out`."
     out = Path(args.out); _out_dir(out)
     if out.exists() and any(out.iterdir()) and args.overwrite:
@@ -198,32 +230,38 @@ def cmd_demo(args):
     say(f"demo: done; summary in {out / 'summary.md'}")
     return 0
 
-# %% ../nbs/90_cli.ipynb #c016
+# %% ../nbs/90_cli.ipynb #c016-1
 def _default(f, name):
     "The default of parameter `name` of function `f`."
     return inspect.signature(f).parameters[name].default
 
+# %% ../nbs/90_cli.ipynb #cp_show
 def _show(d) -> str:
     "A default as the help shows it."
     return 'none' if d is None else 'off' if d is False else 'on' if d is True else str(d)
 
+# %% ../nbs/90_cli.ipynb #cp_opt
 def _opt(s, flag, f, name, help, **kw):
     "Add option `flag` whose default is that of `f`'s parameter `name`, shown in the help."
     d = _default(f, name)
     s.add_argument(flag, default=d, help=f"{help} (default: {_show(d)})", **kw)
 
+# %% ../nbs/90_cli.ipynb #cp_arg
 def _arg(s, flag, help, default=None, shown=None, **kw):
     "Add option `flag` with its default (or `shown`, the words for it) in the help."
     s.add_argument(flag, default=default, help=f"{help} (default: {shown or _show(default)})", **kw)
 
+# %% ../nbs/90_cli.ipynb #cp_flag
 def _flag(s, flag, help):
     "Add a switch, off by default."
     s.add_argument(flag, action='store_true', help=f"{help} (default: off)")
 
+# %% ../nbs/90_cli.ipynb #cp_common
 def _common(s, overwrite=True, quiet='no progress on stderr'):
     if overwrite: _flag(s, '--overwrite', 'replace what an earlier run wrote there')
     _flag(s, '--quiet', quiet)
 
+# %% ../nbs/90_cli.ipynb #cp_integer
 def _integer(lo=1, none=False):
     "An argparse type: an integer >= `lo` (or 'none' when `none`), checked before any work starts."
     def conv(v):
@@ -234,6 +272,7 @@ def _integer(lo=1, none=False):
         return x
     return conv
 
+# %% ../nbs/90_cli.ipynb #cp_number
 def _number(lo=None, hi=None, strict=False, none=False):
     "An argparse type: a finite number in [lo, hi] (> lo when `strict`), or 'none' when `none`; NaN and inf are refused."
     def conv(v):
@@ -246,43 +285,52 @@ def _number(lo=None, hi=None, strict=False, none=False):
         return x
     return conv
 
+# %% ../nbs/90_cli.ipynb #cp_preprocess_default
 def _preprocess_default(name):
     from cemp_hfs.preprocess import PreprocessConfig
     return getattr(PreprocessConfig(), name)
 
+# %% ../nbs/90_cli.ipynb #cp_learner_fn
 def _learner_fn():
     from cemp_hfs.train import hfs_learner
     return hfs_learner
 
+# %% ../nbs/90_cli.ipynb #cp_train_fn
 def _train_fn():
     from cemp_hfs.train import train_hfsnet
     return train_hfsnet
 
+# %% ../nbs/90_cli.ipynb #cp_predict_fn
 def _predict_fn():
     from cemp_hfs.predict import predict
     return predict
 
+# %% ../nbs/90_cli.ipynb #cp_mock_fn
 def _mock_fn():
     from cemp_hfs.mock import make_survey
     return make_survey
 
+# %% ../nbs/90_cli.ipynb #cp_add_info
 def _add_info(s):
     s.add_argument('paths', nargs='+', help='files, directories or glob patterns')
     _arg(s, '--out', 'directory for spectra.csv and rejects.csv', shown='write nothing')
     _common(s)
 
+# %% ../nbs/90_cli.ipynb #cp_add_mock
 def _add_mock(s):
     s.add_argument('out', help='output directory')
     _arg(s, '-n', 'number of stars; repeat visits come on top', 500, type=_integer(1))
     _opt(s, '--seed', _mock_fn(), 'seed', 'random seed (another seed gives other stars)', type=_integer(0))
     _common(s)
 
+# %% ../nbs/90_cli.ipynb #cpcut
 CUT_OPTIONS = {  # the paper's table 2 quality cuts: option -> help
     'snrg_min': 'quality cut: keep spectra with snrg above this or snri above --snri-min',
     'snri_min': 'quality cut: see --snrg-min', 'rv_err_max': 'quality cut: rv_err below this (km/s)',
     'teff_err_max': 'quality cut: teff_err below this (K; the paper: 100)', 'logg_err_max': 'quality cut: logg_err below this (dex; the paper: 0.1)',
     'feh_err_max': 'quality cut: feh_err below this (dex; the paper: 0.1)'}
 
+# %% ../nbs/90_cli.ipynb #cp_add_prepare
 def _add_prepare(s):
     from cemp_hfs.dataset import prepare_catalogue
     f, fc = pipeline.run_prepare, prepare_catalogue
@@ -303,6 +351,7 @@ def _add_prepare(s):
          "address tcp://HOST:PORT, or a scheduler file", shown='no cluster')
     _common(s)
 
+# %% ../nbs/90_cli.ipynb #cp_add_train
 def _add_train(s):
     f, fl = _train_fn(), _learner_fn()
     s.add_argument('dataset', help='dataset directory (from `prepare`)')
@@ -317,6 +366,7 @@ def _add_train(s):
     _arg(s, '--labels', 'labels to train on, e.g. teff,logg,feh', shown='those the dataset has known values of')
     _common(s, quiet='no training log on stderr')
 
+# %% ../nbs/90_cli.ipynb #cp_add_predict
 def _add_predict(s):
     f = _predict_fn()
     s.add_argument('inputs', nargs='+', help='a dataset directory, a directory of LAMOST files, globs or paths')
@@ -333,6 +383,7 @@ def _add_predict(s):
     _arg(s, '--workers', 'worker processes of --scheduler local', type=_integer(1), shown='the CPU count')
     _common(s)
 
+# %% ../nbs/90_cli.ipynb #cp_add_select
 def _add_select(s):
     f = pipeline.run_select
     s.add_argument('predictions', help='predictions.fits (from `predict`)')
@@ -345,6 +396,7 @@ def _add_select(s):
          type=_number(0, 1, strict=True, none=True))
     _common(s, quiet='no warnings but those about P(CEMP)')
 
+# %% ../nbs/90_cli.ipynb #cp_add_calibrate
 def _add_calibrate(s):
     from cemp_hfs.calibrate import calibrate_uncertainties as f
     s.add_argument('model', help='model file (from `train`) to calibrate')
@@ -357,6 +409,7 @@ def _add_calibrate(s):
     _opt(s, '--seed', f, 'seed', 'seed of the dropout draws', type=_integer(0))
     _common(s)
 
+# %% ../nbs/90_cli.ipynb #cp_add_demo
 def _add_demo(s):
     f = pipeline.run_demo
     _opt(s, '--out', f, 'out', 'output directory')
@@ -367,6 +420,7 @@ def _add_demo(s):
     _opt(s, '--seed', f, 'seed', 'seed of the training survey (the unseen one uses seed + 1000)', type=_integer(0))
     _common(s)
 
+# %% ../nbs/90_cli.ipynb #cpcommands
 COMMANDS = {  # name: (help, options, function, what to do after Ctrl-C)
     'info': ('summarise LAMOST files (directory, glob or paths)', _add_info, cmd_info, 'rerun the same command'),
     'mock': ('write a mock LAMOST survey with known labels', _add_mock, cmd_mock, 'rerun the same command with --overwrite'),
@@ -385,6 +439,7 @@ COMMANDS = {  # name: (help, options, function, what to do after Ctrl-C)
              'rerun the same command with --overwrite'),
 }
 
+# %% ../nbs/90_cli.ipynb #cp_parser
 def _parser(command=None):
     "The argument parser, with the options of `command` (the one about to run) built."
     p = argparse.ArgumentParser(prog='cemp-hfs', description='Find CEMP stars in LAMOST low-resolution spectra with HFS-Net.')
@@ -396,7 +451,7 @@ def _parser(command=None):
         s.set_defaults(func=func)
     return p
 
-# %% ../nbs/90_cli.ipynb #cmain1
+# %% ../nbs/90_cli.ipynb #cmain1-1
 USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, KeyError, LamostFormatError, OSError)
 
 def _message(e) -> str:
@@ -406,7 +461,10 @@ def _message(e) -> str:
     else: msg = str(e)
     return ' '.join(msg.replace('overwrite=True', '--overwrite').split())
 
-def main(argv=None):
+# %% ../nbs/90_cli.ipynb #cmain2
+def main(
+    argv=None, # the arguments after `cemp-hfs` (default: `sys.argv[1:]`)
+): # the exit status: 0 done, 1 failed, 2 a user error, 130 interrupted
     "Console script `cemp-hfs`."
     # OpenMP threads that spin while waiting make torch 10-30x slower when another process shares the cores (measured:
     # 4.9 s against 0.14 s per training batch); sleeping waiters cost nothing on an idle machine. Torch is imported
