@@ -19,20 +19,25 @@ from .io import read_lamost, LamostFormatError, META_KEYS
 __all__ = ['spectra_table', 'survey_info', 'run_prepare', 'run_train', 'predictions_source', 'read_predictions', 'run_select',
            'run_demo']
 
-# %% ../nbs/09_pipeline.ipynb #c11aa34
-def spectra_table(spectra) -> Table:
+# %% ../nbs/09_pipeline.ipynb #c11aa34-1
+def spectra_table(
+    spectra, # `LamostSpectrum`s, e.g. from `read_lamost`
+) -> Table: # one row per spectrum
     "One row of metadata per spectrum (the keys of `META_KEYS`) plus the pixel count and wavelength range."
     rows = [{**{k: s.meta.get(k) for k in META_KEYS}, 'npix': len(s), 'wave_min': float(s.wave[0]),
              'wave_max': float(s.wave[-1])} for s in spectra]
     t = Table(rows=rows) if rows else Table(names=list(META_KEYS) + ['npix', 'wave_min', 'wave_max'])
     return t
 
+# %% ../nbs/09_pipeline.ipynb #crejects
 def _rejects_table(rejects) -> Table:
     return Table(rows=rejects, names=('file', 'reason'), dtype=(str, str)) if rejects else Table(names=('file', 'reason'), dtype=(str, str))
 
+# %% ../nbs/09_pipeline.ipynb #csurvey_info
 def survey_info(paths, # LAMOST files, directories or glob patterns
                 out=None, # folder for `spectra.csv` and `rejects.csv` (None: write nothing)
-                progress=True) -> tuple[Table, list]: # progress on stderr, counting files
+                progress=True, # progress on stderr, counting files
+               ) -> tuple[Table, list]: # the metadata table and the (file, reason) rejects
     "The metadata table of every readable spectrum of `paths`, and the (file, reason) of every one that is not (broken links and directories a glob matched too)."
     items, rejects = find_inputs(paths)
     if not items and not rejects: raise FileNotFoundError(f"no LAMOST files found in {' '.join(map(str, paths)) if isinstance(paths, (list, tuple)) else paths}")
@@ -50,7 +55,7 @@ def survey_info(paths, # LAMOST files, directories or glob patterns
         write_table(_rejects_table(rejects), out / 'rejects.csv', format='ascii.csv')
     return t, rejects
 
-# %% ../nbs/09_pipeline.ipynb #cd6ebbd
+# %% ../nbs/09_pipeline.ipynb #cd6ebbd-1
 def run_prepare(catalog, # table of spectra (CSV/FITS with a file column) or a directory of LAMOST files
                 out, # dataset folder to write
                 labels=None, # label catalogue to cross-match with (coordinates and labels under their usual names)
@@ -83,7 +88,7 @@ def run_prepare(catalog, # table of spectra (CSV/FITS with a file column) or a d
     write_prepare_report(t, out)
     return load_dataset(out)
 
-# %% ../nbs/09_pipeline.ipynb #c53487a
+# %% ../nbs/09_pipeline.ipynb #c53487a-1
 def _save_figures(figs, folder, dpi=110):
     "Save (name, figure) pairs as PNG files into `folder` and close them."
     import matplotlib.pyplot as plt
@@ -91,6 +96,7 @@ def _save_figures(figs, folder, dpi=110):
     for name, fig in figs: fig.savefig(folder / f'{name}.png', dpi=dpi, bbox_inches='tight'); plt.close(fig)
     return folder
 
+# %% ../nbs/09_pipeline.ipynb #ctrainfigs
 def _training_figures(learn, suffix=''):
     "The figures of a trained Learner: training curves, one-to-one and residuals on the validation split, expert usage."
     from cemp_hfs.train import split_predictions, plot_training, plot_one_to_one, plot_residuals_snr, plot_expert_usage
@@ -98,6 +104,7 @@ def _training_figures(learn, suffix=''):
     return [('training', plot_training(learn.history, learn.scaler)), (f'one_to_one{suffix}', plot_one_to_one(vt)),
             (f'residuals_snr{suffix}', plot_residuals_snr(vt)), ('expert_usage', plot_expert_usage(learn.expert_usage.usage))]
 
+# %% ../nbs/09_pipeline.ipynb #crun_train
 def run_train(dataset, # dataset folder (from `run_prepare`)
               out='model.pt', # model file to write; figures go to `<stem>_figures/` beside it
               config='small', # HFS-Net config: 'small' (the default), 'paper', a YAML path or a dict
@@ -115,8 +122,10 @@ def run_train(dataset, # dataset folder (from `run_prepare`)
     learn.figures = _save_figures(_training_figures(learn), out.parent / f'{out.stem}_figures')
     return learn
 
-# %% ../nbs/09_pipeline.ipynb #ca2fe68
-def predictions_source(predictions) -> Path | None:
+# %% ../nbs/09_pipeline.ipynb #ca2fe68-1
+def predictions_source(
+    predictions, # a predictions table, or the file `predict` wrote it to
+) -> Path | None: # the folder or dataset, None when not known
     "The folder or dataset the spectra of a predictions table or file came from (for figures), if it is known."
     if isinstance(predictions, Table):
         return Path(predictions.meta['root']) if predictions.meta.get('root') else None
@@ -124,11 +133,15 @@ def predictions_source(predictions) -> Path | None:
     src = json.loads(man.read_text()).get('source') if man.exists() else None
     return Path(src) if src and Path(src).exists() else None
 
-def read_predictions(path) -> Table:
+# %% ../nbs/09_pipeline.ipynb #cread_predictions
+def read_predictions(
+    path, # a FITS, ECSV or CSV file written by `predict` or `select`
+) -> Table:
     "A predictions table (or catalogue) from FITS, ECSV or CSV; FITS units astropy does not know (dex) are kept by name, silently."
     fits_file = any(str(path).lower().endswith(x) for x in ('.fits', '.fit', '.fits.gz', '.fit.gz'))
     return Table.read(path, unit_parse_strict='silent') if fits_file else Table.read(path)
 
+# %% ../nbs/09_pipeline.ipynb #crun_select
 def run_select(predictions, # predictions table or file (from `predict`)
                out, # folder for the catalogues and figures
                criteria='paper', # CEMP criteria: a preset, a YAML file or a dict
@@ -163,7 +176,7 @@ def run_select(predictions, # predictions table or file (from `predict`)
     _save_figures(figs, out)
     return cl, cand
 
-# %% ../nbs/09_pipeline.ipynb #c652a66
+# %% ../nbs/09_pipeline.ipynb #c652a66-1
 def _summary_markdown(s: dict) -> str:
     "The demo summary as a Markdown page."
     ev, tr = s['evaluation'], s['training']
@@ -191,6 +204,7 @@ def _summary_markdown(s: dict) -> str:
         lines += ["", f"CEMP candidates among them: {r['n_candidates']} ({r['n_flagged_out']} flagged predictions left out)."]
     return '\n'.join(lines) + '\n'
 
+# %% ../nbs/09_pipeline.ipynb #creal_demo
 def _real_demo(out, real, mc, criteria, progress) -> dict:
     "The shipped model on the real DR10 spectra with LASP labels under `real` (when there): agreement with LASP, candidates."
     from cemp_hfs.predict import predict, shipped_models
@@ -205,6 +219,7 @@ def _real_demo(out, real, mc, criteria, progress) -> dict:
     return dict(folder=str(folder), model=shipped_models()['default'], n_input=int(pred.meta['NINPUT']), n_rejected=int(pred.meta['NREJECT']),
                 n_target=int(target.sum()), mae=mae, n_candidates=len(cand), n_flagged_out=int(cand.meta.get('NFLAGOUT', 0)))
 
+# %% ../nbs/09_pipeline.ipynb #cwith_truth
 def _with_truth(pred: Table, truth: Table, key='obsid') -> Table:
     "Predictions joined to the truth on `key`: columns `<label>` (truth), `<label>_pred` and `snrg` for the plots."
     at = {k: i for i, k in enumerate(np.asarray(truth[key]))}
@@ -215,7 +230,7 @@ def _with_truth(pred: Table, truth: Table, key='obsid') -> Table:
         t[l], t[f'{l}_pred'] = np.asarray(truth[l], float)[it], np.asarray(pred[l], float)[ip]
     return t
 
-# %% ../nbs/09_pipeline.ipynb #c1f7ac7
+# %% ../nbs/09_pipeline.ipynb #c1f7ac7-1
 def run_demo(out='demo_out', # output folder
              n_train=3000, # stars in the training survey
              n_test=1500, # stars in the unseen survey
@@ -227,7 +242,8 @@ def run_demo(out='demo_out', # output folder
              criteria='paper', # CEMP criteria
              seed=0, # seed of the training survey (the unseen one uses seed + 1000)
              real=None, # folder of real LAMOST data (`lamost/dr10_labeled`) for the shipped model (default: $CEMP_HFS_DATA or ../shared/data)
-             progress=True) -> dict: # progress bars and messages
+             progress=True, # progress bars and messages
+            ) -> dict: # the summary of the run
     "The main job on a mock survey into `out`; returns the summary (also in `out/summary.json` and `summary.md`)."
     import torch
     from cemp_hfs.mock import make_survey
