@@ -19,7 +19,7 @@ from . import pipeline
 __all__ = ['CUT_OPTIONS', 'COMMANDS', 'USER_ERRORS', 'say', 'LogStream', 'cmd_info', 'cmd_mock', 'cmd_prepare', 'cmd_train',
            'cmd_predict', 'cmd_models', 'cmd_select', 'cmd_calibrate', 'cmd_demo', 'main']
 
-# %% ../nbs/90_cli.ipynb #c004b-1
+# %% ../nbs/90_cli.ipynb #c004b
 _RESULT = [None]  # the real stdout while a command runs (sys.stdout is then the log stream)
 
 def say(*msg):
@@ -56,7 +56,7 @@ class LogStream:
         self.buf = ''; self.stream.flush()
     def __getattr__(self, name): return getattr(self.stream, name)  # encoding, fileno, ...
 
-# %% ../nbs/90_cli.ipynb #c006-1
+# %% ../nbs/90_cli.ipynb #c006
 def _check_new(path, overwrite, what, hint='use --overwrite to replace it'):
     "Refuse to replace `path` unless `overwrite`: the message says how (a user's earlier work is never lost silently)."
     p = Path(path)
@@ -230,7 +230,7 @@ def cmd_demo(
     say(f"demo: done; summary in {out / 'summary.md'}")
     return 0
 
-# %% ../nbs/90_cli.ipynb #c016-1
+# %% ../nbs/90_cli.ipynb #c016
 def _default(f, name):
     "The default of parameter `name` of function `f`."
     return inspect.signature(f).parameters[name].default
@@ -451,7 +451,7 @@ def _parser(command=None):
         s.set_defaults(func=func)
     return p
 
-# %% ../nbs/90_cli.ipynb #cmain1-1
+# %% ../nbs/90_cli.ipynb #cmain1
 USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, KeyError, LamostFormatError, OSError)
 
 def _message(e) -> str:

@@ -19,7 +19,7 @@ from .io import read_lamost, LamostFormatError, META_KEYS
 __all__ = ['spectra_table', 'survey_info', 'run_prepare', 'run_train', 'predictions_source', 'read_predictions', 'run_select',
            'run_demo']
 
-# %% ../nbs/09_pipeline.ipynb #c11aa34-1
+# %% ../nbs/09_pipeline.ipynb #c11aa34
 def spectra_table(
     spectra, # `LamostSpectrum`s, e.g. from `read_lamost`
 ) -> Table: # one row per spectrum
@@ -55,7 +55,7 @@ def survey_info(paths, # LAMOST files, directories or glob patterns
         write_table(_rejects_table(rejects), out / 'rejects.csv', format='ascii.csv')
     return t, rejects
 
-# %% ../nbs/09_pipeline.ipynb #cd6ebbd-1
+# %% ../nbs/09_pipeline.ipynb #cd6ebbd
 def run_prepare(catalog, # table of spectra (CSV/FITS with a file column) or a directory of LAMOST files
                 out, # dataset folder to write
                 labels=None, # label catalogue to cross-match with (coordinates and labels under their usual names)
@@ -88,7 +88,7 @@ def run_prepare(catalog, # table of spectra (CSV/FITS with a file column) or a d
     write_prepare_report(t, out)
     return load_dataset(out)
 
-# %% ../nbs/09_pipeline.ipynb #c53487a-1
+# %% ../nbs/09_pipeline.ipynb #c53487a
 def _save_figures(figs, folder, dpi=110):
     "Save (name, figure) pairs as PNG files into `folder` and close them."
     import matplotlib.pyplot as plt
@@ -122,7 +122,7 @@ def run_train(dataset, # dataset folder (from `run_prepare`)
     learn.figures = _save_figures(_training_figures(learn), out.parent / f'{out.stem}_figures')
     return learn
 
-# %% ../nbs/09_pipeline.ipynb #ca2fe68-1
+# %% ../nbs/09_pipeline.ipynb #ca2fe68
 def predictions_source(
     predictions, # a predictions table, or the file `predict` wrote it to
 ) -> Path | None: # the folder or dataset, None when not known
@@ -176,7 +176,7 @@ def run_select(predictions, # predictions table or file (from `predict`)
     _save_figures(figs, out)
     return cl, cand
 
-# %% ../nbs/09_pipeline.ipynb #c652a66-1
+# %% ../nbs/09_pipeline.ipynb #c652a66
 def _summary_markdown(s: dict) -> str:
     "The demo summary as a Markdown page."
     ev, tr = s['evaluation'], s['training']
@@ -230,7 +230,7 @@ def _with_truth(pred: Table, truth: Table, key='obsid') -> Table:
         t[l], t[f'{l}_pred'] = np.asarray(truth[l], float)[it], np.asarray(pred[l], float)[ip]
     return t
 
-# %% ../nbs/09_pipeline.ipynb #c1f7ac7-1
+# %% ../nbs/09_pipeline.ipynb #c1f7ac7
 def run_demo(out='demo_out', # output folder
              n_train=3000, # stars in the training survey
              n_test=1500, # stars in the unseen survey
