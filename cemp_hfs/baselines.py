@@ -21,7 +21,7 @@ from .core import LABELS
 # %% auto #0
 __all__ = ['LABEL_RANGES', 'TEMPLATE_STEPS', 'RV_MAX', 'CCF_LABELS', 'CRB_PARAMS', 'FD_STEPS', 'quadratic_terms',
            'quadratic_jacobian', 'normalized_ivar', 'CannonModel', 'train_cannon', 'batched_lm', 'cannon_starts',
-           'cannon_labels', 'cannon_labels_scipy', 'TemplateGrid', 'template_grid', 'segment_basis', 'segment_pixels',
+           'cannon_labels', 'cannon_labels_scipy', 'TemplateGrid', 'template_grid', 'segment_pixels', 'segment_basis',
            'ccf_velocity', 'grid_match', 'refine_match', 'chi2_match', 'fisher_matrix', 'cramer_rao', 'plot_recovery',
            'plot_match', 'plot_crb_snr']
 
@@ -31,14 +31,15 @@ __all__ = ['LABEL_RANGES', 'TEMPLATE_STEPS', 'RV_MAX', 'CCF_LABELS', 'CRB_PARAMS
 LABEL_RANGES = dict(teff=(4000., 6500.), logg=(1.0, 4.5), feh=(-4.0, 0.5), cfe=(-0.75, 3.0))
 
 # %% ../nbs/07_baselines.ipynb #c007
-def quadratic_terms(x):
+def quadratic_terms(x): # standardised labels (N, L)
     "The Cannon's quadratic label vector (N, 1 + L + L(L+1)/2) of standardised labels `x` (N, L)."
     x = np.atleast_2d(np.asarray(x, float))
     L = x.shape[1]
     i, j = np.triu_indices(L)
     return np.concatenate([np.ones((len(x), 1)), x, x[:, i] * x[:, j]], 1)
 
-def quadratic_jacobian(x):
+# %% ../nbs/07_baselines.ipynb #cqjac
+def quadratic_jacobian(x): # standardised labels (N, L)
     "Derivative (N, L, T) of `quadratic_terms(x)` with respect to each standardised label."
     x = np.atleast_2d(np.asarray(x, float))
     n, L = x.shape
@@ -71,24 +72,27 @@ def normalized_ivar(continuum, # (N, P) unit-median continuum of the preprocess 
 @dataclass
 class CannonModel:
     "A trained Cannon: label standardisation, per-pixel coefficients `theta` (T, P) and scatter `scatter` (P,)."
-    labels: tuple
-    mean: np.ndarray
-    std: np.ndarray
-    theta: np.ndarray
-    scatter: np.ndarray
-    wave: np.ndarray = None
+    labels: tuple  # label names
+    mean: np.ndarray  # (L,) mean of the training labels
+    std: np.ndarray  # (L,) their standard deviation
+    theta: np.ndarray  # (T, P) coefficients of the quadratic terms, per pixel
+    scatter: np.ndarray  # (P,) intrinsic scatter per pixel
+    wave: np.ndarray = None  # (P,) wavelength grid
     train_range: np.ndarray = None  # (L, 2) min and max of the training labels
 
-    def standardise(self, labels): return (np.asarray(labels, float) - self.mean) / self.std
-    def physical(self, x): return np.asarray(x, float) * self.std + self.mean
-    def predict(self, labels):
+    def standardise(self, labels): # physical labels (N, L)
+        return (np.asarray(labels, float) - self.mean) / self.std
+    def physical(self, x): # standardised labels (N, L)
+        return np.asarray(x, float) * self.std + self.mean
+    def predict(self, labels): # physical labels (N, L)
         "Model normalised flux (N, P) at physical `labels` (N, L)."
         return quadratic_terms(self.standardise(np.atleast_2d(labels))) @ self.theta
-    def total_ivar(self, ivar):
+    def total_ivar(self, ivar): # measurement inverse variance (N, P)
         "Measurement inverse variance combined with the model scatter: 1 / (sigma^2 + s^2)."
         ivar = np.asarray(ivar, float)
         return ivar / (1 + ivar * self.scatter ** 2)
 
+# %% ../nbs/07_baselines.ipynb #csolve
 def _solve_theta(X, XX, flux, w, ridge):
     "Per-pixel weighted least squares: theta (T, P) for weights `w` (N, P)."
     T, P = X.shape[1], flux.shape[1]
@@ -100,6 +104,7 @@ def _solve_theta(X, XX, flux, w, ridge):
         theta[:, sl] = np.linalg.solve(A, b[..., None])[..., 0].T
     return theta
 
+# %% ../nbs/07_baselines.ipynb #cfitscat
 def _fit_scatter(resid, ivar, grid):
     "Per-pixel scatter from `grid` maximising the Gaussian likelihood of the residuals (N, P)."
     good = ivar > 0
@@ -112,6 +117,7 @@ def _fit_scatter(resid, ivar, grid):
         best[better], best_nll[better] = s, nll[better]
     return best
 
+# %% ../nbs/07_baselines.ipynb #ctrain_cannon
 def train_cannon(flux, # (N, P) normalised flux of the training stars
                  ivar, # (N, P) its inverse variance (0 = ignore the pixel)
                  labels, # (N, L) physical labels (no NaN: drop incomplete stars first)
@@ -119,7 +125,8 @@ def train_cannon(flux, # (N, P) normalised flux of the training stars
                  wave=None, # (P,) wavelength grid (kept with the model)
                  n_iter=3, # alternations of the coefficient and scatter steps
                  scatter_grid=None, # candidate scatter values (default 0 and 1e-4..0.3, log spaced)
-                 ridge=1e-8) -> CannonModel: # Tikhonov term for pixels with (almost) no weight
+                 ridge=1e-8, # Tikhonov term for pixels with (almost) no weight
+                ) -> CannonModel: # the trained model
     "Train The Cannon: per-pixel quadratic model in the standardised labels with a per-pixel scatter term."
     flux, ivar, labels = np.asarray(flux, float), np.asarray(ivar, float), np.atleast_2d(np.asarray(labels, float))
     if not (flux.shape == ivar.shape and len(labels) == len(flux)):
@@ -193,12 +200,17 @@ def _cannon_resid_jac(model, flux, w):
     def jac(x, rows, r0): return sw[rows][:, None, :] * (quadratic_jacobian(x) @ model.theta)
     return resid, jac
 
-def cannon_starts(model, flux, w, candidates):
+# %% ../nbs/07_baselines.ipynb #cstarts
+def cannon_starts(model, # a trained Cannon
+                  flux, # (N, P) normalised flux
+                  w, # (N, P) weights: the model's total inverse variance
+                  candidates): # (K, L) standardised labels to choose from
     "For each star, the candidate (standardised) labels whose model spectrum has the lowest chi-square."
     F = quadratic_terms(candidates) @ model.theta  # (K, P)
     chi2 = (w * flux ** 2).sum(1)[:, None] - 2 * (w * flux) @ F.T + w @ (F ** 2).T
     return candidates[np.argmin(chi2, 1)]
 
+# %% ../nbs/07_baselines.ipynb #ccannon_labels
 def cannon_labels(model: CannonModel, # a trained Cannon
                   flux, # (N, P) normalised flux
                   ivar, # (N, P) inverse variance (0 = ignore)
@@ -224,7 +236,11 @@ def cannon_labels(model: CannonModel, # a trained Cannon
     dof = np.maximum((ivar > 0).sum(1) - len(model.labels), 1)
     return model.physical(out), chi / dof
 
-def cannon_labels_scipy(model: CannonModel, flux, ivar, x0=None):
+# %% ../nbs/07_baselines.ipynb #cscipy
+def cannon_labels_scipy(model: CannonModel, # a trained Cannon
+                        flux, # (P,) one star's normalised flux
+                        ivar, # (P,) its inverse variance
+                        x0=None): # physical starting labels (default: the training mean)
     "One star's labels with `scipy.optimize.least_squares` (method 'lm'): the reference for `cannon_labels`."
     w = model.total_ivar(np.where(np.isfinite(ivar), ivar, 0.))[None]
     resid, jac = _cannon_resid_jac(model, np.nan_to_num(np.asarray(flux, float))[None], w)
@@ -236,16 +252,18 @@ def cannon_labels_scipy(model: CannonModel, flux, ivar, x0=None):
 @dataclass
 class TemplateGrid:
     "Noiseless rest-frame model spectra `flux` (K, P) on the LAMOST grid `wave`, at `labels` (K, L)."
-    labels: np.ndarray
-    flux: np.ndarray
-    wave: np.ndarray
+    labels: np.ndarray  # (K, L) labels of the templates
+    flux: np.ndarray  # (K, P) their noiseless rest-frame flux
+    wave: np.ndarray  # (P,) the LAMOST grid
     ranges: dict = field(default_factory=lambda: dict(LABEL_RANGES))
 
+# %% ../nbs/07_baselines.ipynb #ctemplate_grid
 TEMPLATE_STEPS = dict(teff=250., logg=0.5, feh=0.5, cfe=0.5)
 
 def template_grid(steps=None, # grid step per label (default `TEMPLATE_STEPS`)
                   ranges=None, # (lo, hi) per label (default `LABEL_RANGES`)
-                  chunk=2000) -> TemplateGrid: # templates per `model_flux` call
+                  chunk=2000, # templates per `model_flux` call
+                 ) -> TemplateGrid:
     "A regular template grid from the mock's noiseless model (E(B-V) = 0, rest frame, unit median)."
     steps, ranges = {**TEMPLATE_STEPS, **(steps or {})}, {**LABEL_RANGES, **(ranges or {})}
     axes = [np.arange(ranges[l][0], ranges[l][1] + 1e-6 * steps[l], steps[l]) for l in LABELS]
@@ -254,7 +272,16 @@ def template_grid(steps=None, # grid step per label (default `TEMPLATE_STEPS`)
     flux = np.concatenate([model_flux(*lab[a:a + chunk].T).reshape(-1, len(lamost_wave())) for a in range(0, len(lab), chunk)])
     return TemplateGrid(lab, flux.astype(np.float32), lamost_wave(), ranges)
 
-def segment_basis(wave, degree=2, segments=SEGMENTS):
+# %% ../nbs/07_baselines.ipynb #csegpix
+def segment_pixels(wave, # (P,) wavelength grid
+                   segments=SEGMENTS): # (lo, hi) of each segment
+    "True for the pixels of `wave` inside the preprocessing segments."
+    return np.any([(wave >= lo) & (wave < hi) for lo, hi in segments], 0)
+
+# %% ../nbs/07_baselines.ipynb #csegbasis
+def segment_basis(wave, # (P,) wavelength grid
+                  degree=2, # polynomial degree per segment
+                  segments=SEGMENTS): # (lo, hi) of each segment
     "Legendre polynomials (B, P) of `degree` on each segment (zero outside it): the multiplicative scale's basis."
     rows = []
     for lo, hi in segments:
@@ -264,20 +291,14 @@ def segment_basis(wave, degree=2, segments=SEGMENTS):
             rows.append(np.where(inside, np.polynomial.legendre.Legendre.basis(d)(x), 0.))
     return np.array(rows)
 
-def segment_pixels(wave, segments=SEGMENTS):
-    "True for the pixels of `wave` inside the preprocessing segments."
-    return np.any([(wave >= lo) & (wave < hi) for lo, hi in segments], 0)
-
 # %% ../nbs/07_baselines.ipynb #c025
-RV_MAX = 650.  # km/s: largest velocity fitted (a Galactic star; the mock's shift limit is 10 LAMOST pixels, 690 km/s)
-CCF_LABELS = np.array([[6000., 4.0, -0.5, 0.], [4800., 2.5, -0.5, 0.], [5300., 3.0, -2.5, 0.], [4600., 1.8, -2.5, 1.5]])
-
 def _highpass(flux, ivar, width=30.):
     "Flux / smoothed flux - 1 over the good pixels (0 elsewhere), rows of (N, P)."
     good = (ivar > 0).astype(float)
     sm = gaussian_filter1d(flux * good, width, axis=-1) / np.maximum(gaussian_filter1d(good, width, axis=-1), 1e-3)
     return np.where((good > 0) & (sm > 0), flux / np.where(sm > 0, sm, 1.) - 1, 0.)
 
+# %% ../nbs/07_baselines.ipynb #crestshift
 def _rest_shift(arr, shift):
     "Rows of `arr` (N, P) resampled at pixel + `shift` (N,) (observed -> rest frame for shift = velocity shift)."
     n, P = arr.shape
@@ -285,6 +306,11 @@ def _rest_shift(arr, shift):
     i0 = np.clip(np.floor(pos).astype(int), 0, P - 2); f = np.clip(pos - i0, 0, 1)
     r = np.arange(n)[:, None]
     return arr[r, i0] * (1 - f) + arr[r, i0 + 1] * f, (pos < 0) | (pos > P - 1)
+
+# %% ../nbs/07_baselines.ipynb #cccf
+RV_MAX = 650.  # km/s: largest velocity fitted (a Galactic star; the mock's shift limit is 10 LAMOST pixels, 690 km/s)
+
+CCF_LABELS = np.array([[6000., 4.0, -0.5, 0.], [4800., 2.5, -0.5, 0.], [5300., 3.0, -2.5, 0.], [4600., 1.8, -2.5, 1.5]])
 
 def ccf_velocity(flux, # (N, P) observed flux on the LAMOST grid
                  ivar, # (N, P) inverse variance
@@ -331,6 +357,7 @@ def _poly_chi2(T, flux, w, basis, T2=None):
     coef = np.linalg.solve(A, y[..., None])[..., 0]
     return (w * flux ** 2).sum(1)[None, :] - (coef * y).sum(-1)
 
+# %% ../nbs/07_baselines.ipynb #cgrid_match
 def grid_match(grid: TemplateGrid, # the template grid
                flux, # (N, P) observed flux on the grid's LAMOST wavelengths
                ivar, # (N, P) inverse variance
@@ -359,6 +386,7 @@ def _match_scales(ranges):
     lo = np.array([ranges[l][0] for l in LABELS] + [-RV_MAX]); hi = np.array([ranges[l][1] for l in LABELS] + [RV_MAX])
     return (lo + hi) / 2, np.r_[(hi - lo)[:4] / 2, 100.], lo, hi
 
+# %% ../nbs/07_baselines.ipynb #cmatchresid
 def _match_resid(flux, w, basis, ranges, wide=0.1):
     "Residuals sqrt(w) (f - poly * model) for scaled parameters (labels, rv), the polynomial solved per call."
     mid, half, lo, hi = _match_scales(ranges)
@@ -377,12 +405,15 @@ def _match_resid(flux, w, basis, ranges, wide=0.1):
         return np.sqrt(ww) * (flux[rows] - np.einsum('nb,nbp->np', coef, D))
     return resid, mid, half
 
+# %% ../nbs/07_baselines.ipynb #ccleanw
 def _clean_weights(flux, ivar, use):
     "Weights on the segment pixels; NaN and masked pixels get 0."
     ok = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
     return np.where(ok & use[None, :], ivar, 0.), np.where(ok, flux, 0.)
 
-def refine_match(flux, ivar, # (N, P) observed flux and ivar on the LAMOST grid
+# %% ../nbs/07_baselines.ipynb #crefine
+def refine_match(flux, # (N, P) observed flux on the LAMOST grid
+                 ivar, # (N, P) its inverse variance
                  labels0, # (N, L) starting labels (the best template)
                  rv0, # (N,) starting velocity, km/s
                  ranges=None, # label ranges (default `LABEL_RANGES`): parameter scales and clipping
@@ -410,20 +441,28 @@ def refine_match(flux, ivar, # (N, P) observed flux and ivar on the LAMOST grid
         dof[sl] = (ww > 0).sum(1) - 5 - len(basis)
     return out[:, :4], out[:, 4], chi / np.maximum(dof, 1)
 
-def chi2_match(grid: TemplateGrid, flux, ivar, poly_degree=2, n_iter=12, refine=True):
+# %% ../nbs/07_baselines.ipynb #cchi2
+def chi2_match(grid: TemplateGrid, # the template grid
+               flux, # (N, P) observed flux on the LAMOST grid
+               ivar, # (N, P) its inverse variance
+               poly_degree=2, # polynomial scale degree per segment
+               n_iter=12, # Levenberg-Marquardt iterations of the refinement
+               refine=True): # False: the best template alone, without the refinement
     "The whole template-matching baseline: velocity, grid match, LM refinement -> labels (N, L), rv (N,), reduced chi2 (N,)."
     lab, c, rv = grid_match(grid, flux, ivar, poly_degree=poly_degree)
     if not refine: return lab, rv, c
     return refine_match(flux, ivar, lab, rv, grid.ranges, poly_degree, n_iter)
 
 # %% ../nbs/07_baselines.ipynb #c037
-CRB_PARAMS = LABELS + ('scale', 'ebv', 'rv')
-FD_STEPS = dict(teff=10., logg=0.02, feh=0.02, cfe=0.02, ebv=0.005, rv=2.)  # central-difference half steps
-
 def _observed_model(p):
     "Noiseless observed flux (n, P) for parameter rows (teff, logg, feh, cfe, scale, ebv, rv)."
     m = model_flux(p[:, 0], p[:, 1], p[:, 2], p[:, 3], ebv=p[:, 5], rv=p[:, 6]).reshape(len(p), -1).astype(float)
     return p[:, 4:5] * m
+
+# %% ../nbs/07_baselines.ipynb #cfisher
+CRB_PARAMS = LABELS + ('scale', 'ebv', 'rv')
+
+FD_STEPS = dict(teff=10., logg=0.02, feh=0.02, cfe=0.02, ebv=0.005, rv=2.)  # central-difference half steps
 
 def fisher_matrix(labels, # (N, 4) teff, logg, feh, cfe
                   snrg, # (N,) S/N per pixel in the g band (4000-5500 A)
@@ -459,14 +498,23 @@ def fisher_matrix(labels, # (N, 4) teff, logg, feh, cfe
         F[sl] = np.einsum('nkp,np,nlp->nkl', J, w, J)
     return F
 
-def cramer_rao(labels, snrg, ebv=0., rv=0., marginalise=True, **kw):
+# %% ../nbs/07_baselines.ipynb #ccrb
+def cramer_rao(labels, # (N, 4) teff, logg, feh, cfe
+               snrg, # (N,) or scalar S/N per pixel in the g band
+               ebv=0., # (N,) or scalar E(B-V)
+               rv=0., # (N,) or scalar radial velocity, km/s
+               marginalise=True, # True: the nuisances are fitted too; False: they are known
+               **kw): # what else `fisher_matrix` takes (pixels, steps, chunk)
     "Cramer-Rao floor (N, 4) on (teff, logg, feh, cfe): nuisances (scale, E(B-V), rv) marginalised or held known."
     F = fisher_matrix(labels, snrg, ebv, rv, **kw)
     if not marginalise: F = F[:, :4, :4]
     return np.sqrt(np.diagonal(np.linalg.inv(F), axis1=1, axis2=2)[:, :4])
 
 # %% ../nbs/07_baselines.ipynb #c042
-def plot_recovery(truth, pred, names=LABELS, title=''):
+def plot_recovery(truth, # (N, L) true labels
+                  pred, # (N, L) fitted labels
+                  names=LABELS, # label names
+                  title=''): # the figure's title
     "Recovered against true label, one panel per label."
     fig, axs = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3))
     for ax, t, p, n in zip(axs, np.asarray(truth).T, np.asarray(pred).T, names):
@@ -475,7 +523,13 @@ def plot_recovery(truth, pred, names=LABELS, title=''):
     fig.suptitle(title); fig.tight_layout()
     return fig
 
-def plot_match(flux, ivar, labels, rv, poly_degree=2, zoom=(4150., 4450.)):
+# %% ../nbs/07_baselines.ipynb #cplotmatch
+def plot_match(flux, # (P,) observed flux on the LAMOST grid
+               ivar, # (P,) its inverse variance
+               labels, # (L,) the fitted labels
+               rv, # the fitted velocity, km/s
+               poly_degree=2, # polynomial scale degree per segment, as fitted
+               zoom=(4150., 4450.)): # wavelength range of the close-up (the CH G band)
     "One observed spectrum with its refined template match (polynomial-scaled) and the G-band region."
     wave = lamost_wave(); basis = segment_basis(wave, poly_degree)
     w, f = _clean_weights(np.asarray(flux, float)[None], np.asarray(ivar, float)[None], segment_pixels(wave))
@@ -493,7 +547,11 @@ def plot_match(flux, ivar, labels, rv, poly_degree=2, zoom=(4150., 4450.)):
     fig.tight_layout()
     return fig
 
-def plot_crb_snr(labels, snr=(10, 20, 50, 100, 200), names=LABELS, marginalise=True):
+# %% ../nbs/07_baselines.ipynb #cplotcrb
+def plot_crb_snr(labels, # (N, 4) stars, one line each
+                 snr=(10, 20, 50, 100, 200), # S/N values of the x axis
+                 names=LABELS, # label names
+                 marginalise=True): # nuisances fitted (True) or known
     "The Cramer-Rao floor of each label against S/N, one line per star in `labels` (it falls as 1/(S/N))."
     labels = np.atleast_2d(labels); snr = np.asarray(snr, float)
     b = cramer_rao(np.repeat(labels, len(snr), 0), np.tile(snr, len(labels)), marginalise=marginalise).reshape(len(labels), len(snr), -1)
