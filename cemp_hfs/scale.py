@@ -22,12 +22,6 @@ from .predict import FileSource, DatasetSource
 __all__ = ['dask_client', 'worker_model', 'label_part', 'label_on_cluster', 'assemble_parts']
 
 # %% ../nbs/06b_scale.ipynb #cs11
-def dask_client(scheduler=None, # None: no cluster; 'local': a LocalCluster here; 'tcp://host:port'; or a scheduler JSON file
-                n_workers=None, # workers of a LocalCluster (default: the CPU count)
-                memory_limit='auto'): # memory per worker of a LocalCluster ('auto': the machine's share)
-    "A context manager giving a Dask `Client` for `scheduler` (None: gives None), closed with whatever it started."
-    return _client(scheduler, n_workers, memory_limit)
-
 @contextlib.contextmanager
 def _client(scheduler, n_workers, memory_limit):
     if scheduler is None: yield None; return
@@ -45,11 +39,20 @@ def _client(scheduler, n_workers, memory_limit):
         with Client(scheduler_file=s, timeout='30s') as client: yield client
     else: raise FileNotFoundError(f"scheduler {s}: give 'local', an address tcp://host:port or a scheduler file (no such file)")
 
+# %% ../nbs/06b_scale.ipynb #cs11b
+def dask_client(scheduler=None, # None: no cluster; 'local': a LocalCluster here; 'tcp://host:port'; or a scheduler JSON file
+                n_workers=None, # workers of a LocalCluster (default: the CPU count)
+                memory_limit='auto', # memory per worker of a LocalCluster ('auto': the machine's share)
+               ): # a context manager giving the `Client` (None without a scheduler)
+    "A context manager giving a Dask `Client` for `scheduler` (None: gives None), closed with whatever it started."
+    return _client(scheduler, n_workers, memory_limit)
+
 # %% ../nbs/06b_scale.ipynb #cs21
 _MODELS = {}  # (model, weights hash) -> HFSModel: a worker process loads a model once
 
 def worker_model(ref, # a model file or shipped model name (None: the shipped default)
-                 sha): # the SHA-1 of the weights the run uses
+                 sha, # the SHA-1 of the weights the run uses
+                ): # the loaded `HFSModel`
     "The model `ref`, loaded once per process; a `ValueError` if its weights are not the run's."
     import torch
     from cemp_hfs.predict import load_hfs_model
@@ -69,6 +72,7 @@ class _ChunkFiles(FileSource):
     "The files (or spectra) of one chunk, named relative to the whole run's folder `root`."
     def __init__(self, items, root): self.items, self.skipped, self.root = list(items), [], root
 
+# %% ../nbs/06b_scale.ipynb #cs22b
 _SOURCES = {}  # dataset folder -> DatasetSource, opened once per worker process
 
 def _part_source(spec, i0, i1):
@@ -80,19 +84,24 @@ def _part_source(spec, i0, i1):
     _, items, root = spec
     return _ChunkFiles(items, root), 0, len(items), i0
 
+# %% ../nbs/06b_scale.ipynb #cs22c
 def _spec(src, i0, i1):
     "What a task needs to find its chunk's items: the dataset folder, or the chunk's own files (absolute) and spectra."
     if isinstance(src, DatasetSource): return ('dataset', str(src.path.resolve()))
     items = [it if isinstance(it, LamostSpectrum) else os.path.abspath(it) for it in src.items[i0:i1]]
     return ('items', items, src.root)
 
+# %% ../nbs/06b_scale.ipynb #cs24x
 def label_part(ref, # the model: a file or a shipped model name (loaded once per worker)
                sha, # the SHA-1 of its weights
                spec, # ('dataset', folder) or ('items', the chunk's files or spectra, the folder names are relative to)
-               k, i0, i1, # the chunk's number and item range
+               k, # the chunk's number
+               i0, # the first item of the chunk
+               i1, # the item after its last
                part, # the chunk file to write
                job, # the run's `job_id`, recorded in the chunk file
-               settings) -> int: # `_label_chunk`'s: bs, mc_samples, crit, seed, device
+               settings, # `_label_chunk`'s: bs, mc_samples, crit, seed, device
+              ) -> int: # `k`, once the chunk file is written
     "Worker: label chunk `k` into the file `part` (atomically); nothing to do if a finished `part` is there. Returns `k`."
     from cemp_hfs.predict import _label_chunk, _write_part
     if Path(part).exists(): return k  # done by an earlier run, or by a copy of this task on a worker thought lost
@@ -114,6 +123,7 @@ def _model_ref(model, m, out):
     save_model(path, m.net, dict(m.extra, label_scaler=m.scaler.to_dict(), preprocess=m.preprocess))
     return str(path.resolve())
 
+# %% ../nbs/06b_scale.ipynb #cs31b
 def label_on_cluster(client, # a dask.distributed Client
                      model, # the model as given to `predict` (a file, a shipped name, None, or in memory)
                      m, # the loaded `HFSModel`
@@ -124,7 +134,8 @@ def label_on_cluster(client, # a dask.distributed Client
                      settings, # bs, mc_samples, crit, seed, device
                      progress=True, # count the spectra on stderr
                      retries=2, # times a failed task is tried again
-                     per_worker=3): # tasks in flight per worker
+                     per_worker=3, # tasks in flight per worker
+                    ): # returns None once every chunk file is written
     "Label `chunks` as Dask tasks, each writing its chunk file; returns when all are written (raises a task's error)."
     from dask.distributed import as_completed
     ref, sha = _model_ref(model, m, part(0).parent.parent), m.weights_hash()
@@ -153,6 +164,7 @@ def _chunk_catalogue(path, src, m, crit, mc_samples, seed):
     rej = t.meta.pop('rejects'); t.meta.pop('root', None)
     return t, rej
 
+# %% ../nbs/06b_scale.ipynb #cs41b
 def _widths(w, widths=None) -> dict:
     "The widest text of each text column of `w` (at least 1), merged into `widths`."
     widths = dict(widths or {})
@@ -160,11 +172,13 @@ def _widths(w, widths=None) -> dict:
         if w[c].dtype.kind == 'U': widths[c] = max(widths.get(c, 1), int(w[c].dtype.itemsize // 4), 1)
     return widths
 
+# %% ../nbs/06b_scale.ipynb #cs41c
 def _widen(w, widths):
     "`w` with its text columns at the common widths."
     for c, n in widths.items(): w[c] = w[c].astype(f'U{n}')
     return w
 
+# %% ../nbs/06b_scale.ipynb #cs41d
 def _fits_rows(hdu) -> tuple:
     "The header and the data bytes (without padding) of a binary-table HDU, as astropy writes them."
     buf = io.BytesIO(); fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(buf)
@@ -172,6 +186,7 @@ def _fits_rows(hdu) -> tuple:
     with fits.open(io.BytesIO(raw)) as h: head, at = h[1].header.copy(), h.fileinfo(1)['datLoc']
     return head, raw[at:at + head['NAXIS1'] * head['NAXIS2']]
 
+# %% ../nbs/06b_scale.ipynb #cs41e
 def _text_rows(w, fmt, first) -> str:
     "`w` as ECSV or CSV text: all of it for the first chunk, only the data lines for the others."
     buf = io.StringIO(); w.write(buf, format='ascii.' + fmt)
@@ -180,9 +195,15 @@ def _text_rows(w, fmt, first) -> str:
     head = next(i for i, l in enumerate(lines) if not l.startswith('#'))  # the line of column names
     return ''.join(lines[head + 1:])
 
+# %% ../nbs/06b_scale.ipynb #cs41f
 def assemble_parts(paths, # the chunk files, in order
-                   src, m, crit, mc_samples, seed, # the run's source, model, criteria, draws and seed
-                   out) -> Table: # the output folder
+                   src, # the run's source (`FileSource` or `DatasetSource`)
+                   m, # the run's `HFSModel`
+                   crit, # its CEMP criteria (from `load_criteria`)
+                   mc_samples, # its Monte-Carlo draws
+                   seed, # its base seed
+                   out, # the output folder
+                  ) -> Table: # the catalogue, memory-mapped from predictions.fits
     "Write predictions.fits/.ecsv/.csv and rejects.csv from the chunk files, a chunk at a time; the catalogue, memory-mapped."
     from cemp_hfs.predict import _rejects_table
     n, flagged, widths, rejects = 0, 0, {}, [_rejects_table(src.skipped)]
