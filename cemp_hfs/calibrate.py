@@ -20,9 +20,10 @@ from .select import load_criteria, satisfies, resolver, needs, rule_text
 # %% auto #0
 __all__ = ['SNR_EDGES', 'SNR_UNKNOWN', 'Q68', 'MIN_STARS', 'MIN_BIN', 'FEH_EDGES', 'N_DRAWS', 'P_BINS', 'MIN_CEMP', 'noise_sigma',
            'fit_noise_model', 'snr_bins', 'bin_factors', 'pull_correlation', 'feh_bins', 'fit_calibration',
-           'calibrated_sigma', 'standard_draws', 'gaussian_draws', 'calibrated_p_cemp', 'map_p_cemp', 'fit_p_cemp_map',
-           'apply_calibration', 'calibration_hash', 'calibration_data', 'calibrate_uncertainties', 'write_calibration',
-           'calibrate_model', 'calibration_summary', 'reliability', 'brier_score', 'plot_reliability', 'add_p_cemp_map']
+           'calibrated_sigma', 'standard_draws', 'gaussian_draws', 'calibrated_p_cemp', 'apply_calibration',
+           'calibration_hash', 'reliability', 'brier_score', 'plot_reliability', 'map_p_cemp', 'fit_p_cemp_map',
+           'add_p_cemp_map', 'calibration_data', 'calibrate_uncertainties', 'write_calibration', 'calibrate_model',
+           'calibration_summary']
 
 # %% ../nbs/06b_calibrate.ipynb #cal005
 SNR_EDGES = (10., 20., 40., 80.)  # S/N_g edges of the calibration bins (below 10, 10-20, 20-40, 40-80, above 80)
@@ -32,19 +33,23 @@ MIN_STARS = 30  # the fewest validation stars a label is calibrated with
 MIN_BIN = 20  # the fewest stars a S/N bin's own factor is fitted with (else 1)
 FEH_EDGES = (-2., -1.)  # predicted [Fe/H] edges of the metallicity factors (below -2, -2 to -1, above -1)
 
+# %% ../nbs/06b_calibrate.ipynb #cal005b
 def noise_sigma(p: dict, # noise-model parameters `a`, `b`, `c`
                 err_mc, # the Monte-Carlo dropout spread
                 snr, # S/N_g of the spectrum
-                floor=True) -> np.ndarray: # include the floor `c` (False: the statistical part only)
+                floor=True, # include the floor `c` (False: the statistical part only)
+               ) -> np.ndarray: # the modelled uncertainty
     "The noise model's uncertainty $\\sqrt{a\\,\\sigma_{MC}^2 + (b/\\mathrm{S/N})^2 + c^2}$."
     e, s = np.asarray(err_mc, float), np.asarray(snr, float)
     return np.sqrt(p['a'] * e ** 2 + (p['b'] / s) ** 2 + (p['c'] ** 2 if floor else 0.))
 
+# %% ../nbs/06b_calibrate.ipynb #cal005c
 def fit_noise_model(resid, # prediction - truth
                     err_mc, # Monte-Carlo spread of the same stars
                     snr, # their S/N_g
                     clip=4., # stars beyond `clip` sigma are left out of the next fit
-                    n_iter=3) -> dict: # fits (each after clipping with the previous one)
+                    n_iter=3, # fits (each after clipping with the previous one)
+                   ) -> dict: # `a`, `b`, `c` of `noise_sigma`
     "`a`, `b`, `c` of `noise_sigma` by the Gaussian likelihood of the residuals (iteratively clipped)."
     r, e, s = (np.asarray(v, float) for v in (resid, err_mc, snr))
     keep = np.isfinite(r) & np.isfinite(e) & np.isfinite(s)
@@ -64,23 +69,29 @@ def fit_noise_model(resid, # prediction - truth
 
 # %% ../nbs/06b_calibrate.ipynb #cal009
 def snr_bins(snr, # S/N_g values
-             edges=SNR_EDGES) -> np.ndarray: # bin edges
+             edges=SNR_EDGES, # bin edges
+            ) -> np.ndarray: # the bin of each (0 to len(edges))
     "The calibration bin of each S/N (0: below the first edge); an unknown S/N counts as `SNR_UNKNOWN`."
     s = np.asarray(snr, float)
     return np.digitize(np.where(np.isfinite(s), s, SNR_UNKNOWN), edges)
 
+# %% ../nbs/06b_calibrate.ipynb #cal009b
 def _known_snr(snr): return np.where(np.isfinite(np.asarray(snr, float)), np.asarray(snr, float), SNR_UNKNOWN).clip(1., None)
 
+# %% ../nbs/06b_calibrate.ipynb #cal009c
 def bin_factors(pull, # pulls of the stars
                 bins, # their S/N bin
                 n_bins, # number of bins
                 q=Q68, # the fraction of |pull| that must fall below 1
-                min_n=MIN_BIN) -> list: # fewer stars than this: factor 1
+                min_n=MIN_BIN, # fewer stars than this: factor 1
+               ) -> list: # one factor per bin
     "Per bin, the factor by which the errors must grow so that a fraction `q` of the |pulls| falls below 1."
     a = np.abs(np.asarray(pull, float))
     return [float(np.quantile(a[bins == k], q)) if (bins == k).sum() >= min_n else 1. for k in range(n_bins)]
 
-def pull_correlation(pulls) -> np.ndarray: # (N, L) pulls, NaN where a label is unknown
+# %% ../nbs/06b_calibrate.ipynb #cal009d
+def pull_correlation(pulls, # (N, L) pulls, NaN where a label is unknown
+                    ) -> np.ndarray: # (L, L) correlation matrix
     "(L, L) correlation of the labels' pulls, pairwise over the stars that have both, pulls clipped at 4; positive definite."
     p = np.clip(np.asarray(pulls, float), -4, 4)
     L = p.shape[1]
@@ -94,12 +105,15 @@ def pull_correlation(pulls) -> np.ndarray: # (N, L) pulls, NaN where a label is 
     d = np.sqrt(np.diag(c))
     return c / d[:, None] / d[None]
 
+# %% ../nbs/06b_calibrate.ipynb #cal009h
 def feh_bins(feh, # predicted [Fe/H]
-             edges=FEH_EDGES) -> np.ndarray: # bin edges
+             edges=FEH_EDGES, # bin edges
+            ) -> np.ndarray: # the bin of each (0 to len(edges))
     "The metallicity bin of each predicted [Fe/H] (0: below the first edge); an unknown [Fe/H] counts as the lowest bin."
     f = np.asarray(feh, float)
     return np.digitize(np.where(np.isfinite(f), f, -np.inf), edges)
 
+# %% ../nbs/06b_calibrate.ipynb #cal009j
 def fit_calibration(point, # (N, L) predicted labels (the deterministic answer)
                     err_mc, # (N, L) Monte-Carlo spreads
                     truth, # (N, L) true labels (NaN where unknown)
@@ -107,7 +121,8 @@ def fit_calibration(point, # (N, L) predicted labels (the deterministic answer)
                     labels=LABELS, # the L label names
                     edges=SNR_EDGES, # S/N bin edges
                     bins=True, # fit a factor per S/N bin (False: the noise model alone)
-                    feh_edges=FEH_EDGES) -> dict: # predicted-[Fe/H] edges of a second set of factors (None: none)
+                    feh_edges=FEH_EDGES, # predicted-[Fe/H] edges of a second set of factors (None: none)
+                   ) -> dict: # the calibration, plain data (JSON)
     "The calibration (plain data): per label the noise model, S/N- and [Fe/H]-bin factors, k95; the pulls' correlation."
     point, err_mc, truth = (np.asarray(v, float) for v in (point, err_mc, truth))
     s = _known_snr(snr)
@@ -138,11 +153,13 @@ def fit_calibration(point, # (N, L) predicted labels (the deterministic answer)
     cal['corr'] = pull_correlation(pulls).tolist()
     return cal
 
+# %% ../nbs/06b_calibrate.ipynb #cal011b
 def calibrated_sigma(cal: dict, # from `fit_calibration`
                      label, # a calibrated label
                      err_mc, # Monte-Carlo spreads
                      snr, # S/N_g (NaN: `SNR_UNKNOWN`)
-                     feh=None) -> tuple[np.ndarray, np.ndarray]: # predicted [Fe/H] (for a calibration with [Fe/H] factors)
+                     feh=None, # predicted [Fe/H] (for a calibration with [Fe/H] factors)
+                    ) -> tuple[np.ndarray, np.ndarray]: # (total, statistical) uncertainty
     "(total, statistical) calibrated uncertainty of `label`: NaN where the Monte-Carlo spread is (one draw)."
     p, s = cal['params'][label], _known_snr(snr)
     f = np.asarray(p['factors'])[snr_bins(s, cal['snr_edges'])]
@@ -155,22 +172,30 @@ def calibrated_sigma(cal: dict, # from `fit_calibration`
 N_DRAWS = 4096  # quasi-random draws of the calibrated Gaussian per star (P(CEMP) to ~0.002)
 
 def standard_draws(n_dim, # dimensions (labels)
-                   n=N_DRAWS) -> np.ndarray: # draws
+                   n=N_DRAWS, # draws
+                  ) -> np.ndarray: # (n, n_dim) draws
     "(n, n_dim) fixed quasi-random draws of the standard normal (scrambled Sobol, seed 0)."
     u = qmc.Sobol(n_dim, scramble=True, seed=0).random(n)
     return norm.ppf(np.clip(u, 1e-12, 1 - 1e-12))
 
+# %% ../nbs/06b_calibrate.ipynb #cal013b
 def gaussian_draws(point: dict, # label: (B,) values
                    sigma: dict, # label: (B,) calibrated errors
                    corr, # (L, L) correlations of the labels in `labels` order
                    labels, # the labels
-                   n=N_DRAWS) -> dict: # draws
+                   n=N_DRAWS, # draws
+                  ) -> dict: # label: (n, B) draws
     "label: (n, B) correlated Gaussian draws around each star's labels."
     z = standard_draws(len(labels), n) @ np.linalg.cholesky(np.asarray(corr, float)).T
     return {l: np.asarray(point[l], float)[None] + np.asarray(sigma[l], float)[None] * z[:, j, None] for j, l in enumerate(labels)}
 
-def calibrated_p_cemp(point: dict, sigma: dict, corr, labels, # as for `gaussian_draws`
-                      criteria='paper') -> np.ndarray: # CEMP criteria
+# %% ../nbs/06b_calibrate.ipynb #cal013c
+def calibrated_p_cemp(point: dict, # label: (B,) values
+                      sigma: dict, # label: (B,) calibrated errors
+                      corr, # (L, L) correlations of the labels in `labels` order
+                      labels, # the labels
+                      criteria='paper', # CEMP criteria
+                     ) -> np.ndarray: # (B,) P(CEMP)
     "P(CEMP): the probability mass of the calibrated Gaussian inside the CEMP region; NaN where an error is unknown."
     crit = load_criteria(criteria) if not (isinstance(criteria, dict) and 'classes' in criteria) else criteria
     d = gaussian_draws(point, sigma, corr, labels)
@@ -179,26 +204,12 @@ def calibrated_p_cemp(point: dict, sigma: dict, corr, labels, # as for `gaussian
                     for l in needs(crit, 'cemp', base=True)], axis=0)
     return np.where(known, p, np.nan)
 
-def _logit(p): p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6); return np.log(p / (1 - p))
-
-def map_p_cemp(p, # P(CEMP) from the calibrated Gaussian
-               m: dict) -> np.ndarray: # `alpha`, `beta` of `fit_p_cemp_map`
-    "The recalibrated P(CEMP): sigmoid(alpha logit(p) + beta); NaN stays NaN."
-    p = np.asarray(p, float)
-    return np.where(np.isfinite(p), 1 / (1 + np.exp(-(m['alpha'] * _logit(p) + m['beta']))), np.nan)
-
-def fit_p_cemp_map(p, # P(CEMP) of calibration stars
-                   is_cemp) -> dict: # whether each truly is CEMP
-    "`alpha`, `beta` of the logistic map of logit P(CEMP) (Platt scaling) by the likelihood of the truth."
-    ok = np.isfinite(np.asarray(p, float)); x, y = _logit(np.asarray(p, float)[ok]), np.asarray(is_cemp, float)[ok]
-    nll = lambda th: float(np.mean(np.logaddexp(0, th[0] * x + th[1]) - y * (th[0] * x + th[1])))
-    th = minimize(nll, [1., 0.], method='Nelder-Mead', options=dict(xatol=1e-6, fatol=1e-10)).x
-    return dict(alpha=float(th[0]), beta=float(th[1]))
-
+# %% ../nbs/06b_calibrate.ipynb #cal013d
 def apply_calibration(cal: dict, # from `fit_calibration` (a model's `extra['calibration']`)
                       summ: dict, # `summarize_samples` of a batch: labels, `<label>_err` (MC spread), p_cemp
                       snr, # (B,) S/N_g of the batch's spectra
-                      criteria='paper') -> dict: # CEMP criteria
+                      criteria='paper', # CEMP criteria
+                     ) -> dict: # `summ` with the calibrated errors and P(CEMP)
     "`summ` with calibrated `<label>_err`, `<label>_err_stat`, [C/H] errors and P(CEMP) from the calibrated Gaussian."
     out = dict(summ)
     labels = [l for l in cal['labels'] if l in cal['params'] and l in summ]
@@ -217,9 +228,113 @@ def apply_calibration(cal: dict, # from `fit_calibration` (a model's `extra['cal
         if (cal.get('p_cemp') or {}).get('rule') == rule_text(crit): out['p_cemp'] = map_p_cemp(out['p_cemp'], cal['p_cemp'])
     return out
 
-def calibration_hash(cal) -> str:
+# %% ../nbs/06b_calibrate.ipynb #cal013g
+def calibration_hash(cal, # a calibration (or None)
+                    ) -> str: # its SHA-1 ('' for none)
     "SHA-1 of a calibration (what a run's manifest records; '' for none)."
     return hashlib.sha1(json.dumps(cal, sort_keys=True).encode()).hexdigest() if cal else ''
+
+# %% ../nbs/06b_calibrate.ipynb #cal018
+P_BINS = (0., 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)  # P(CEMP) bins of the reliability diagram
+
+def reliability(p, # P(CEMP) of each star
+                is_cemp, # whether it truly is CEMP
+                bins=P_BINS, # bin edges (the last bin includes 1)
+                weights=None, # per-star weights (e.g. to undo an enriched sample); None: 1
+               ) -> list: # per bin: lo, hi, n, weight, mean_p, frac_cemp
+    "Per P(CEMP) bin: the number of stars (and their total weight), the mean P(CEMP) and the fraction truly CEMP."
+    p, y = np.asarray(p, float), np.asarray(is_cemp, bool)
+    w = np.ones(len(p)) if weights is None else np.asarray(weights, float)
+    ok = np.isfinite(p)
+    k = np.clip(np.digitize(p, bins[1:-1]), 0, len(bins) - 2)
+    out = []
+    for i in range(len(bins) - 1):
+        m = ok & (k == i); sw = w[m].sum()
+        out.append(dict(lo=float(bins[i]), hi=float(bins[i + 1]), n=int(m.sum()), weight=float(sw),
+                        mean_p=float((w[m] * p[m]).sum() / sw) if sw else float('nan'),
+                        frac_cemp=float((w[m] * y[m]).sum() / sw) if sw else float('nan')))
+    return out
+
+# %% ../nbs/06b_calibrate.ipynb #cal018b
+def brier_score(p, # P(CEMP) of each star (NaN: left out)
+                is_cemp, # whether it truly is CEMP
+                weights=None, # per-star weights; None: 1
+               ) -> float: # 0 is perfect
+    "Mean squared difference between P(CEMP) and the truth (0 or 1), over the stars with a P(CEMP)."
+    p, y = np.asarray(p, float), np.asarray(is_cemp, float)
+    w = np.ones(len(p)) if weights is None else np.asarray(weights, float)
+    ok = np.isfinite(p)
+    return float(np.sum(w[ok] * (p[ok] - y[ok]) ** 2) / np.sum(w[ok]))
+
+# %% ../nbs/06b_calibrate.ipynb #cal018c
+def plot_reliability(curves: dict, # name: the output of `reliability`
+                     ax=None, # axes to draw in (None: a new figure)
+                     min_n=30, # bins with fewer stars are drawn hollow
+                    ): # the figure
+    "The reliability diagram: fraction truly CEMP against mean P(CEMP) per bin, with binomial errors."
+    import matplotlib.pyplot as plt
+    ax = ax or plt.subplots(figsize=(4.8, 4.5))[1]
+    ax.plot([0, 1], [0, 1], c='k', lw=0.7, ls=':'); ax.fill_between([0, 1], [-0.1, 0.9], [0.1, 1.1], color='0.9', label='within 0.1')
+    for i, (name, rel) in enumerate(curves.items()):
+        x, y, n = (np.array([r[k] for r in rel]) for k in ('mean_p', 'frac_cemp', 'n'))
+        e = np.sqrt(np.clip(y * (1 - y), 0.02, None) / np.maximum(n, 1))
+        big = n >= min_n
+        ax.errorbar(x[big], y[big], e[big], fmt='o-', c=f'C{i}', ms=4, label=name)
+        ax.plot(x[~big & (n > 0)], y[~big & (n > 0)], 'o', mfc='none', c=f'C{i}', ms=4)
+    ax.set(xlim=(0, 1), ylim=(-0.02, 1.02), xlabel='mean P(CEMP) in the bin', ylabel='fraction truly CEMP', title='P(CEMP) reliability')
+    ax.legend(fontsize=7, loc='upper left')
+    return ax.figure
+
+# %% ../nbs/06b_calibrate.ipynb #cal020a
+def _logit(p): p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6); return np.log(p / (1 - p))
+
+# %% ../nbs/06b_calibrate.ipynb #cal020b
+def map_p_cemp(p, # P(CEMP) from the calibrated Gaussian
+               m: dict, # `alpha`, `beta` of `fit_p_cemp_map`
+              ) -> np.ndarray: # the recalibrated P(CEMP)
+    "The recalibrated P(CEMP): sigmoid(alpha logit(p) + beta); NaN stays NaN."
+    p = np.asarray(p, float)
+    return np.where(np.isfinite(p), 1 / (1 + np.exp(-(m['alpha'] * _logit(p) + m['beta']))), np.nan)
+
+# %% ../nbs/06b_calibrate.ipynb #cal020d
+def fit_p_cemp_map(p, # P(CEMP) of calibration stars
+                   is_cemp, # whether each truly is CEMP
+                  ) -> dict: # `alpha`, `beta` of `map_p_cemp`
+    "`alpha`, `beta` of the logistic map of logit P(CEMP) (Platt scaling) by the likelihood of the truth."
+    ok = np.isfinite(np.asarray(p, float)); x, y = _logit(np.asarray(p, float)[ok]), np.asarray(is_cemp, float)[ok]
+    nll = lambda th: float(np.mean(np.logaddexp(0, th[0] * x + th[1]) - y * (th[0] * x + th[1])))
+    th = minimize(nll, [1., 0.], method='Nelder-Mead', options=dict(xatol=1e-6, fatol=1e-10)).x
+    return dict(alpha=float(th[0]), beta=float(th[1]))
+
+# %% ../nbs/06b_calibrate.ipynb #cal021
+MIN_CEMP = 20  # the fewest CEMP (and non-CEMP) calibration stars a P(CEMP) map is fitted with
+
+def add_p_cemp_map(cal: dict, # from `fit_calibration` (completed in place)
+                   point, # (N, L) predicted labels of the calibration stars, as for `fit_calibration`
+                   err_mc, # (N, L) their Monte-Carlo spreads
+                   truth, # (N, L) their true labels (NaN where unknown)
+                   snr, # (N,) their S/N_g
+                   criteria='paper', # the CEMP criteria the map is for
+                  ) -> dict: # `cal`, with `cal['p_cemp']` where the stars allow a map
+    "`cal` with `cal['p_cemp']`: the Platt map of the Gaussian P(CEMP) for `criteria`, when the stars allow one."
+    crit = load_criteria(criteria)
+    labels = cal['labels']
+    need = sorted(needs(crit, 'cemp', base=True))
+    if not set(need) <= set(cal['params']): return cal
+    point, err_mc, truth = (np.asarray(v, float) for v in (point, err_mc, truth))
+    ok = np.all([np.isfinite(truth[:, labels.index(l)]) for l in need], axis=0)
+    is_cemp = np.asarray(satisfies(crit['cemp'], resolver(lambda l: truth[ok, labels.index(l)], crit['derived'])), bool)
+    if min(is_cemp.sum(), (~is_cemp).sum()) < MIN_CEMP: return cal
+    p = []
+    for a in range(0, int(ok.sum()), 256):
+        rows = np.flatnonzero(ok)[a:a + 256]
+        summ = {l: point[rows, j] for j, l in enumerate(labels)} | {f'{l}_err': err_mc[rows, j] for j, l in enumerate(labels)}
+        p.append(apply_calibration({k: v for k, v in cal.items() if k != 'p_cemp'}, summ | {'p_cemp': np.zeros(len(rows))}, np.asarray(snr)[rows], crit)['p_cemp'])
+    p = np.concatenate(p)
+    cal['p_cemp'] = dict(rule=rule_text(crit), criteria=crit['name'], n=int(ok.sum()), n_cemp=int(is_cemp.sum()),
+                         brier_before=brier_score(p, is_cemp), **fit_p_cemp_map(p, is_cemp))
+    cal['p_cemp']['brier_after'] = brier_score(map_p_cemp(p, cal['p_cemp']), is_cemp)
+    return cal
 
 # %% ../nbs/06b_calibrate.ipynb #cal016
 def calibration_data(model, # a model file, shipped name, `HFSModel`...; its calibration (if any) is not used
@@ -228,7 +343,8 @@ def calibration_data(model, # a model file, shipped name, `HFSModel`...; its cal
                      mc_samples=16, # Monte-Carlo dropout draws, as `predict` will use them
                      seed=0, # base seed of the draws, as in `predict`
                      sources=None, # only rows whose `source` column is one of these (a merged dataset), None: all
-                     bs=256) -> dict: # spectra per forward pass
+                     bs=256, # spectra per forward pass
+                    ) -> dict: # `point`, `err_mc`, `truth` (N, L), `snr`, `rows`, `labels`, `source`
     "Uncalibrated labels, MC spreads, true labels and S/N of a dataset's rows: the input of `fit_calibration`."
     from cemp_hfs.predict import load_hfs_model, DatasetSource, label_batch, _meta_row, META_COLS
     from cemp_hfs.dataset import split_rows
@@ -253,6 +369,7 @@ def calibration_data(model, # a model file, shipped name, `HFSModel`...; its cal
                 truth=truth, snr=np.asarray(lab['snrg'][rows], float) if 'snrg' in lab.colnames else np.full(len(rows), np.nan),
                 rows=rows, labels=list(m.labels), source=np.asarray(lab['source'])[rows].astype(str) if 'source' in lab.colnames else None)
 
+# %% ../nbs/06b_calibrate.ipynb #cal016b
 def calibrate_uncertainties(model, # a model file, shipped name or `HFSModel`
                             dataset, # the dataset to fit on (the model's own, for its validation split), or a list of datasets
                             split='valid', # the rows: a split name (never the test split you report on), or one per dataset
@@ -260,7 +377,8 @@ def calibrate_uncertainties(model, # a model file, shipped name or `HFSModel`
                             seed=0, # base seed of the draws
                             sources=None, # only these values of the datasets' `source` column (None: all)
                             bins=True, # S/N- and [Fe/H]-bin factors on top of the noise model
-                            p_map=True) -> dict: # recalibrate P(CEMP) on the same stars (`add_p_cemp_map`)
+                            p_map=True, # recalibrate P(CEMP) on the same stars (`add_p_cemp_map`)
+                           ) -> dict: # the calibration, with `fitted_on`
     "The calibration of `model`'s uncertainties, fitted on `dataset`'s `split` (or several), with a record of what it was fitted on."
     sets = list(dataset) if isinstance(dataset, (list, tuple)) else [dataset]
     splits = list(split) if isinstance(split, (list, tuple)) else [split] * len(sets)
@@ -278,9 +396,11 @@ def calibrate_uncertainties(model, # a model file, shipped name or `HFSModel`
                             n=int(sum(len(d['rows']) for d in ds)), sources=src, mc_samples=int(mc_samples), seed=int(seed))
     return cal
 
+# %% ../nbs/06b_calibrate.ipynb #cal016c
 def write_calibration(model, # model file (or an `HFSModel`) to copy
                       calibration: dict | None, # from `calibrate_uncertainties` (None: remove the calibration)
-                      out) -> Path: # the model file to write (may be `model` itself)
+                      out, # the model file to write (may be `model` itself)
+                     ) -> Path: # the model file written
     "Write `model` with `calibration` stored in its `extra['calibration']` to `out` (atomically)."
     from cemp_hfs.predict import load_hfs_model
     from cemp_hfs.hfsnet import save_model
@@ -289,88 +409,23 @@ def write_calibration(model, # model file (or an `HFSModel`) to copy
     if calibration is not None: extra['calibration'] = json.loads(json.dumps(calibration))  # plain data, checked
     return save_model(out, m.net, extra=extra)
 
+# %% ../nbs/06b_calibrate.ipynb #cal016d
 def calibrate_model(model, # model file, shipped name or `HFSModel`
                     dataset, # dataset to fit on (the model's own: its validation split)
                     out, # the calibrated model file to write
-                    **kwargs) -> dict: # what else `calibrate_uncertainties` takes
+                    **kwargs, # what else `calibrate_uncertainties` takes
+                   ) -> dict: # the calibration written
     "Fit the calibration of `model` on `dataset` and write the calibrated model to `out`; returns the calibration."
     cal = calibrate_uncertainties(model, dataset, **kwargs)
     write_calibration(model, cal, out)
     return cal
 
-def calibration_summary(cal: dict | None) -> str:
+# %% ../nbs/06b_calibrate.ipynb #cal016i
+def calibration_summary(cal: dict | None, # a calibration (None: none)
+                       ) -> str: # one line for a header or the CLI
     "One line: what a calibration was fitted on and how (for catalogue headers and the CLI)."
     if not cal: return 'uncalibrated: the spread of the Monte-Carlo dropout draws only (too small; see cemp-hfs calibrate)'
     f = cal.get('fitted_on', {})
     src = ', '.join(f"{v} {k}" for k, v in f.get('sources', {}).items())
     return (f"calibrated ({cal['method']}; per label sigma^2 = a sigma_MC^2 + (b/SNR_g)^2 + c^2) on {f.get('n', '?')} spectra "
             f"({src or 'one source'}) of {f.get('dataset', '?')} (split {f.get('split', '?')})")
-
-# %% ../nbs/06b_calibrate.ipynb #cal018
-P_BINS = (0., 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)  # P(CEMP) bins of the reliability diagram
-
-def reliability(p, # P(CEMP) of each star
-                is_cemp, # whether it truly is CEMP
-                bins=P_BINS, # bin edges (the last bin includes 1)
-                weights=None) -> list: # per-star weights (e.g. to undo an enriched sample); None: 1
-    "Per P(CEMP) bin: the number of stars (and their total weight), the mean P(CEMP) and the fraction truly CEMP."
-    p, y = np.asarray(p, float), np.asarray(is_cemp, bool)
-    w = np.ones(len(p)) if weights is None else np.asarray(weights, float)
-    ok = np.isfinite(p)
-    k = np.clip(np.digitize(p, bins[1:-1]), 0, len(bins) - 2)
-    out = []
-    for i in range(len(bins) - 1):
-        m = ok & (k == i); sw = w[m].sum()
-        out.append(dict(lo=float(bins[i]), hi=float(bins[i + 1]), n=int(m.sum()), weight=float(sw),
-                        mean_p=float((w[m] * p[m]).sum() / sw) if sw else float('nan'),
-                        frac_cemp=float((w[m] * y[m]).sum() / sw) if sw else float('nan')))
-    return out
-
-def brier_score(p, is_cemp, weights=None) -> float:
-    "Mean squared difference between P(CEMP) and the truth (0 or 1), over the stars with a P(CEMP)."
-    p, y = np.asarray(p, float), np.asarray(is_cemp, float)
-    w = np.ones(len(p)) if weights is None else np.asarray(weights, float)
-    ok = np.isfinite(p)
-    return float(np.sum(w[ok] * (p[ok] - y[ok]) ** 2) / np.sum(w[ok]))
-
-def plot_reliability(curves: dict, # name: the output of `reliability`
-                     ax=None, min_n=30): # bins with fewer stars are drawn hollow
-    "The reliability diagram: fraction truly CEMP against mean P(CEMP) per bin, with binomial errors."
-    import matplotlib.pyplot as plt
-    ax = ax or plt.subplots(figsize=(4.8, 4.5))[1]
-    ax.plot([0, 1], [0, 1], c='k', lw=0.7, ls=':'); ax.fill_between([0, 1], [-0.1, 0.9], [0.1, 1.1], color='0.9', label='within 0.1')
-    for i, (name, rel) in enumerate(curves.items()):
-        x, y, n = (np.array([r[k] for r in rel]) for k in ('mean_p', 'frac_cemp', 'n'))
-        e = np.sqrt(np.clip(y * (1 - y), 0.02, None) / np.maximum(n, 1))
-        big = n >= min_n
-        ax.errorbar(x[big], y[big], e[big], fmt='o-', c=f'C{i}', ms=4, label=name)
-        ax.plot(x[~big & (n > 0)], y[~big & (n > 0)], 'o', mfc='none', c=f'C{i}', ms=4)
-    ax.set(xlim=(0, 1), ylim=(-0.02, 1.02), xlabel='mean P(CEMP) in the bin', ylabel='fraction truly CEMP', title='P(CEMP) reliability')
-    ax.legend(fontsize=7, loc='upper left')
-    return ax.figure
-
-# %% ../nbs/06b_calibrate.ipynb #cal021
-MIN_CEMP = 20  # the fewest CEMP (and non-CEMP) calibration stars a P(CEMP) map is fitted with
-
-def add_p_cemp_map(cal: dict, # from `fit_calibration` (completed in place)
-                   point, err_mc, truth, snr, # the calibration stars, as for `fit_calibration`
-                   criteria='paper') -> dict: # the CEMP criteria the map is for
-    "`cal` with `cal['p_cemp']`: the Platt map of the Gaussian P(CEMP) for `criteria`, when the stars allow one."
-    crit = load_criteria(criteria)
-    labels = cal['labels']
-    need = sorted(needs(crit, 'cemp', base=True))
-    if not set(need) <= set(cal['params']): return cal
-    point, err_mc, truth = (np.asarray(v, float) for v in (point, err_mc, truth))
-    ok = np.all([np.isfinite(truth[:, labels.index(l)]) for l in need], axis=0)
-    is_cemp = np.asarray(satisfies(crit['cemp'], resolver(lambda l: truth[ok, labels.index(l)], crit['derived'])), bool)
-    if min(is_cemp.sum(), (~is_cemp).sum()) < MIN_CEMP: return cal
-    p = []
-    for a in range(0, int(ok.sum()), 256):
-        rows = np.flatnonzero(ok)[a:a + 256]
-        summ = {l: point[rows, j] for j, l in enumerate(labels)} | {f'{l}_err': err_mc[rows, j] for j, l in enumerate(labels)}
-        p.append(apply_calibration({k: v for k, v in cal.items() if k != 'p_cemp'}, summ | {'p_cemp': np.zeros(len(rows))}, np.asarray(snr)[rows], crit)['p_cemp'])
-    p = np.concatenate(p)
-    cal['p_cemp'] = dict(rule=rule_text(crit), criteria=crit['name'], n=int(ok.sum()), n_cemp=int(is_cemp.sum()),
-                         brier_before=brier_score(p, is_cemp), **fit_p_cemp_map(p, is_cemp))
-    cal['p_cemp']['brier_after'] = brier_score(map_p_cemp(p, cal['p_cemp']), is_cemp)
-    return cal
