@@ -22,7 +22,7 @@ from .dataset import load_dataset
 # %% auto #0
 __all__ = ['FUNCTIONS', 'CATALOGUE_COLUMNS', 'parse_expression', 'expression_names', 'evaluate_expression', 'criteria_presets',
            'shipped_derived', 'load_criteria', 'needs', 'rule_text', 'resolver', 'table_values', 'satisfies',
-           'describe', 'classify', 'gaussian_p_cemp', 'match_p_cemp', 'check_p_min', 'candidates', 'purity_threshold',
+           'describe', 'gaussian_p_cemp', 'match_p_cemp', 'classify', 'check_p_min', 'purity_threshold', 'candidates',
            'write_catalogue', 'evaluate', 'plot_cfe_feh', 'plot_kiel', 'plot_top_candidates']
 
 # %% ../nbs/06a_select.ipynb #c005
@@ -32,7 +32,8 @@ _BINOPS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div
 _ALLOWED = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name, ast.Load, ast.Constant, ast.Call, ast.USub, ast.UAdd, *_BINOPS)
 
 def parse_expression(text, # e.g. 'minimum(0.7, 3.0 - log_l)'
-                     where='expression') -> ast.AST: # what to name in an error
+                     where='expression', # what to name in an error
+                    ) -> ast.AST: # the checked syntax tree
     "The checked syntax tree of an arithmetic expression of labels; `ValueError` for anything else (attributes, strings, calls to other functions)."
     try: tree = ast.parse(str(text), mode='eval')
     except SyntaxError: raise ValueError(f"{where}: {text!r} is not an arithmetic expression") from None
@@ -43,12 +44,17 @@ def parse_expression(text, # e.g. 'minimum(0.7, 3.0 - log_l)'
         if not ok: raise ValueError(f"{where}: {text!r}: only numbers, labels, + - * / ** and {', '.join(FUNCTIONS)} are allowed")
     return tree
 
-def expression_names(tree) -> set:
+# %% ../nbs/06a_select.ipynb #c005b
+def expression_names(tree, # from `parse_expression`
+                    ) -> set: # the label names
     "The label names an expression uses (not its functions)."
     funcs = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
     return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in funcs}
 
-def evaluate_expression(tree, values): # `values(name)` gives a label's array
+# %% ../nbs/06a_select.ipynb #c005c
+def evaluate_expression(tree, # from `parse_expression`
+                        values, # `values(name)` gives a label's array
+                       ) -> np.ndarray: # the expression's value (NaN where undefined)
     "The value of a parsed expression, label names looked up with `values`."
     def ev(n):
         if isinstance(n, ast.Expression): return ev(n.body)
@@ -66,14 +72,17 @@ _NAME = re.compile(r'[a-z_][a-z0-9_]*$')
 def _shipped() -> dict:
     return read_yaml(files('cemp_hfs').joinpath('configs', 'criteria.yaml'), 'criteria file')
 
+# %% ../nbs/06a_select.ipynb #c006a1
 def criteria_presets() -> dict:
     "The shipped presets (`paper`, `beers2005`, `aoki2007`) from `configs/criteria.yaml`, by name."
     return {k: v for k, v in _shipped().items() if k != 'derived'}
 
+# %% ../nbs/06a_select.ipynb #c006a2
 def shipped_derived() -> dict:
     "The derived quantities every criteria may use ([C/H], log L), as defined in `configs/criteria.yaml`."
     return dict(_shipped()['derived'])
 
+# %% ../nbs/06a_select.ipynb #c006a3
 def _check_bound(v, where):
     "A condition's bound: a finite number, or an expression (kept as its text)."
     if isinstance(v, str): parse_expression(v, where); return v
@@ -81,6 +90,7 @@ def _check_bound(v, where):
         raise ValueError(f"{where}: the bound must be a finite number or an expression of the labels, got {v!r}")
     return float(v)
 
+# %% ../nbs/06a_select.ipynb #c006a4
 def _check_derived(derived, where) -> dict:
     if not isinstance(derived, dict): raise ValueError(f"{where}: key `derived` must map names to expressions, got {type(derived).__name__}")
     out = {}
@@ -91,6 +101,7 @@ def _check_derived(derived, where) -> dict:
         parse_expression(expr, f"{where}: key `derived.{name}`"); out[name] = expr
     return out
 
+# %% ../nbs/06a_select.ipynb #c006a5
 def _check_cycles(derived, where):
     "A derived quantity may not be defined through itself."
     def visit(n, path):
@@ -98,7 +109,9 @@ def _check_cycles(derived, where):
         for m in expression_names(parse_expression(derived[n])) & set(derived): visit(m, path + [n])
     for n in derived: visit(n, [])
 
-def load_criteria(criteria='paper') -> dict: # a preset name, a YAML file or a dict
+# %% ../nbs/06a_select.ipynb #c006a6
+def load_criteria(criteria='paper', # a preset name, a YAML file or a dict
+                 ) -> dict: # checked criteria: name, description, derived, classes, and per class its conditions
     "Checked criteria: `name`, `description`, `derived`, `classes` and per class its conditions; errors name the file and key."
     name, where = 'user criteria', 'criteria'
     if isinstance(criteria, (str, Path)):
@@ -136,10 +149,11 @@ def load_criteria(criteria='paper') -> dict: # a preset name, a YAML file or a d
     out['classes'] = classes
     return out
 
-# %% ../nbs/06a_select.ipynb #c006b
+# %% ../nbs/06a_select.ipynb #c006b1
 def needs(crit: dict, # from `load_criteria`
           cls='cemp', # a class of the criteria
-          base=False) -> set: # only the labels a table must have (derived quantities expanded)
+          base=False, # only the labels a table must have (derived quantities expanded)
+         ) -> set: # the names
     "The names the conditions of `cls` use (with `base`: expanded into the labels the derived ones are computed from)."
     names = set()
     for l, _, v in crit[cls]: names |= {l} | (expression_names(parse_expression(v)) if isinstance(v, str) else set())
@@ -153,8 +167,10 @@ def needs(crit: dict, # from `load_criteria`
         else: out.add(n)
     return out
 
+# %% ../nbs/06a_select.ipynb #c006b2
 def rule_text(crit: dict, # from `load_criteria`
-              cls='cemp') -> str:
+              cls='cemp', # a class of the criteria
+             ) -> str: # the conditions, then the derived quantities they use
     "The conditions of `cls` as one canonical line, with the definitions of the derived quantities they use: what identifies a rule."
     conds = '; '.join(f"{l} {op} {v if isinstance(v, str) else format(v, 'g')}" for l, op, v in crit[cls])
     used = sorted(n for n in needs(crit, cls) | {m for n in needs(crit, cls) if n in crit['derived']
@@ -163,7 +179,8 @@ def rule_text(crit: dict, # from `load_criteria`
 
 # %% ../nbs/06a_select.ipynb #c006e
 def resolver(get, # `get(name)`: a label's values, `KeyError` if there are none
-             derived: dict) -> callable: # derived quantities (name: expression), from `load_criteria`
+             derived: dict, # derived quantities (name: expression), from `load_criteria`
+            ) -> callable: # `name -> values`
     "`name -> values`: what `get` has, else the derived expression evaluated from what it has (computed once)."
     cache = {}
     def value(name):
@@ -175,20 +192,26 @@ def resolver(get, # `get(name)`: a label's values, `KeyError` if there are none
         return cache[name]
     return value
 
-def table_values(t: Table, derived: dict) -> callable:
+# %% ../nbs/06a_select.ipynb #c006e2
+def table_values(t: Table, # a table with label columns
+                 derived: dict, # derived quantities (name: expression), from `load_criteria`
+                ) -> callable: # `name -> float array`
     "`name -> float array` of a table (NaN where missing or masked), derived quantities computed from its columns."
     def get(name):
         if name not in t.colnames: raise KeyError(name)
         return np.ma.filled(np.ma.asarray(t[name], dtype=float), np.nan)
     return resolver(get, derived)
 
+# %% ../nbs/06a_select.ipynb #c006e3
 def _available(t, name, derived) -> bool:
     "Whether `name` is a column of `t` or can be computed from its columns."
     if name in t.colnames: return True
     return name in derived and all(_available(t, m, derived) for m in expression_names(parse_expression(derived[name])))
 
+# %% ../nbs/06a_select.ipynb #c006e4
 def satisfies(conds, # [label, operator, bound] conditions
-              values) -> np.ndarray: # `values(name)` gives a label's array (any shape; NaN fails)
+              values, # `values(name)` gives a label's array (any shape; NaN fails)
+             ) -> np.ndarray: # boolean, the shape of the values
     "True where every condition holds."
     res = None
     for label, op, v in conds:
@@ -197,34 +220,18 @@ def satisfies(conds, # [label, operator, bound] conditions
         res = ok if res is None else res & ok
     return res
 
-def describe(conds) -> str:
+# %% ../nbs/06a_select.ipynb #c006e5
+def describe(conds, # [label, operator, bound] conditions
+            ) -> str: # in the field's notation
     "Conditions in the field's notation, e.g. '[Fe/H] < -2, [C/Fe] > 0.7'."
     return ', '.join(f"{TEX.get(l, l)} {op} {v if isinstance(v, str) else format(v, 'g')}" for l, op, v in conds)
-
-# %% ../nbs/06a_select.ipynb #c006f
-def classify(t: Table, # predictions or any table with label columns
-             criteria='paper') -> Table: # a preset, a YAML file or a dict
-    "A copy of `t` with a boolean column per class of `criteria`, masked where a label they need is missing, and P(CEMP) made to match them."
-    crit = load_criteria(criteria)
-    t = t.copy()
-    values = table_values(t, crit['derived'])
-    for name in sorted(({n for cls in crit['classes'] for n in needs(crit, cls)} | {'ch'}) & set(crit['derived'])):  # [C/H], log L
-        if name not in t.colnames and _available(t, name, crit['derived']): t[name] = values(name)
-    for cls in crit['classes']:
-        missing = sorted(l for l in needs(crit, cls, base=True) if not _available(t, l, crit['derived']))
-        if missing:  # e.g. a model trained without carbon: no CEMP class, and the header says why
-            t[cls] = MaskedColumn(np.zeros(len(t), bool), mask=np.ones(len(t), bool))
-            t.meta[cls.upper()] = f"not classified: no {missing} column, which the criteria need"
-        else: t[cls] = np.asarray(satisfies(crit[cls], values), bool)
-        t.meta[f"{cls.upper()[:4]}RULE"] = rule_text(crit, cls)
-    t.meta.update(CRITERIA=crit['name'], CRITTEXT=crit['description'])
-    return match_p_cemp(t, crit)
 
 # %% ../nbs/06a_select.ipynb #c006j
 def gaussian_p_cemp(t: Table, # labels and their `<label>_err`
                     crit: dict, # from `load_criteria`
                     n_draws=2000, # draws per star
-                    seed=0) -> np.ndarray: # seed of the draws
+                    seed=0, # seed of the draws
+                   ) -> np.ndarray: # P(CEMP) per star (NaN where unknown)
     "P(CEMP) under `crit` from Gaussian draws around each label (independent errors); NaN where a label or its error is unknown."
     base = sorted(needs(crit, 'cemp', base=True))
     rng = np.random.default_rng(seed)
@@ -240,8 +247,10 @@ def gaussian_p_cemp(t: Table, # labels and their `<label>_err`
     known = np.all([np.isfinite(draws[l]).all(0) for l in base], axis=0) if base else np.ones(len(t), bool)
     return np.where(known, p, np.nan)
 
+# %% ../nbs/06a_select.ipynb #c006j2
 def match_p_cemp(t: Table, # a table with `p_cemp` (or without: returned as it is)
-                 crit) -> Table: # criteria (anything `load_criteria` takes)
+                 crit, # criteria (anything `load_criteria` takes)
+                ) -> Table: # `t`, with P(CEMP) for `crit`
     "`t` with P(CEMP) for `crit`: kept if computed for the same CEMP rule, else recomputed (`gaussian_p_cemp`) with a warning."
     crit = load_criteria(crit) if not (isinstance(crit, dict) and 'classes' in crit) else crit
     if 'p_cemp' not in t.colnames: return t
@@ -259,27 +268,63 @@ def match_p_cemp(t: Table, # a table with `p_cemp` (or without: returned as it i
     t.meta.update(PCEMP=note, PCRIT=crit['name'], PCRULE=rule)
     return t
 
-# %% ../nbs/06a_select.ipynb #c019
-CATALOGUE_COLUMNS = ('obsid', 'designation', 'ra', 'dec', 'teff', 'teff_err', 'logg', 'logg_err', 'feh', 'feh_err',
-                     'cfe', 'cfe_err', 'ch', 'ch_err', 'log_l', 'snrg', 'snri', 'cemp', 'vmp', 'emp', 'ump', 'p_cemp',
-                     'flagged', 'filename')
+# %% ../nbs/06a_select.ipynb #c006f
+def classify(t: Table, # predictions or any table with label columns
+             criteria='paper', # a preset, a YAML file or a dict
+            ) -> Table: # a copy of `t` with a boolean column per class
+    "A copy of `t` with a boolean column per class of `criteria`, masked where a label they need is missing, and P(CEMP) made to match them."
+    crit = load_criteria(criteria)
+    t = t.copy()
+    values = table_values(t, crit['derived'])
+    for name in sorted(({n for cls in crit['classes'] for n in needs(crit, cls)} | {'ch'}) & set(crit['derived'])):  # [C/H], log L
+        if name not in t.colnames and _available(t, name, crit['derived']): t[name] = values(name)
+    for cls in crit['classes']:
+        missing = sorted(l for l in needs(crit, cls, base=True) if not _available(t, l, crit['derived']))
+        if missing:  # e.g. a model trained without carbon: no CEMP class, and the header says why
+            t[cls] = MaskedColumn(np.zeros(len(t), bool), mask=np.ones(len(t), bool))
+            t.meta[cls.upper()] = f"not classified: no {missing} column, which the criteria need"
+        else: t[cls] = np.asarray(satisfies(crit[cls], values), bool)
+        t.meta[f"{cls.upper()[:4]}RULE"] = rule_text(crit, cls)
+    t.meta.update(CRITERIA=crit['name'], CRITTEXT=crit['description'])
+    return match_p_cemp(t, crit)
 
-def check_p_min(p_min):
+# %% ../nbs/06a_select.ipynb #c019
+def check_p_min(p_min, # a P(CEMP) threshold, or None
+               ) -> float | None: # `p_min` as a float
     "`p_min` must be None or a probability (0 to 1)."
     if p_min is None: return None
     if isinstance(p_min, bool) or not isinstance(p_min, (int, float, np.floating)) or not 0 <= p_min <= 1:
         raise ValueError(f"p_min must be a probability between 0 and 1, got {p_min!r}")
     return float(p_min)
 
+# %% ../nbs/06a_select.ipynb #c019b
 def _selected(t, p_min):
     "The CEMP selection: the `cemp` flag, or P(CEMP) >= `p_min`; masked values select nothing."
     if p_min is None: return np.ma.filled(np.ma.asarray(t['cemp']), False).astype(bool)
     with np.errstate(invalid='ignore'): return np.ma.filled(np.ma.asarray(t['p_cemp'], dtype=float), np.nan) >= p_min
 
+# %% ../nbs/06a_select.ipynb #c019c
+def purity_threshold(p, # P(CEMP) of the stars that may be selected (NaN: not selectable)
+                     purity=0.9, # the wanted purity (0 to 1)
+                    ) -> dict: # p_min, n_selected, and the expected purity, completeness and number of CEMP stars
+    "The lowest P(CEMP) threshold whose selection has expected purity >= `purity`, with its expected purity and completeness."
+    if isinstance(purity, bool) or not isinstance(purity, (int, float, np.floating)) or not 0 < purity <= 1:
+        raise ValueError(f"purity must be a probability above 0 and at most 1, got {purity!r}")
+    p = np.asarray(p, float); p = np.sort(p[np.isfinite(p)])[::-1]
+    total = float(p.sum())
+    run = np.cumsum(p) / np.arange(1, len(p) + 1)  # expected purity of the k most probable: never grows with k
+    k = int(np.sum(run >= purity - 1e-12))
+    if k and np.sum(p >= p[k - 1]) > k: k = int(np.sum(p > p[k - 1]))  # stars of equal P(CEMP): all selected or none
+    thr = float(p[k - 1]) if k else float('inf')
+    return dict(p_min=thr, n_selected=k, purity=float(run[k - 1]) if k else float('nan'),
+                completeness=float(p[:k].sum() / total) if total > 0 else float('nan'), n_cemp_expected=total)
+
+# %% ../nbs/06a_select.ipynb #c019d
 def candidates(t: Table, # a table from `classify`
                p_min=None, # select by P(CEMP) >= `p_min` instead of the `cemp` flag
                keep_flagged=False, # keep stars whose prediction carries a trust flag
-               purity=None) -> Table: # instead of `p_min`: the P(CEMP) threshold whose expected purity is this (`purity_threshold`)
+               purity=None, # instead of `p_min`: the P(CEMP) threshold whose expected purity is this (`purity_threshold`)
+              ) -> Table: # the candidates, most probable first
     "CEMP candidates of a classified table, most probable first; flagged predictions left out (counted in `meta['NFLAGOUT']`)."
     p_min = check_p_min(p_min)
     if 'cemp' not in t.colnames: raise KeyError("table has no 'cemp' column: run classify first")
@@ -299,22 +344,14 @@ def candidates(t: Table, # a table from `classify`
         c.meta['SELECTED'] += f" (expected purity {exp['purity']:.3f}, completeness {exp['completeness']:.3f}, from the calibrated P(CEMP))"
     return c[np.argsort(-np.ma.filled(np.ma.asarray(c['p_cemp'], dtype=float), -1.), kind='stable')] if 'p_cemp' in c.colnames else c
 
-def purity_threshold(p, # P(CEMP) of the stars that may be selected (NaN: not selectable)
-                     purity=0.9) -> dict: # the wanted purity (0 to 1)
-    "The lowest P(CEMP) threshold whose selection has expected purity >= `purity`, with its expected purity and completeness."
-    if isinstance(purity, bool) or not isinstance(purity, (int, float, np.floating)) or not 0 < purity <= 1:
-        raise ValueError(f"purity must be a probability above 0 and at most 1, got {purity!r}")
-    p = np.asarray(p, float); p = np.sort(p[np.isfinite(p)])[::-1]
-    total = float(p.sum())
-    run = np.cumsum(p) / np.arange(1, len(p) + 1)  # expected purity of the k most probable: never grows with k
-    k = int(np.sum(run >= purity - 1e-12))
-    if k and np.sum(p >= p[k - 1]) > k: k = int(np.sum(p > p[k - 1]))  # stars of equal P(CEMP): all selected or none
-    thr = float(p[k - 1]) if k else float('inf')
-    return dict(p_min=thr, n_selected=k, purity=float(run[k - 1]) if k else float('nan'),
-                completeness=float(p[:k].sum() / total) if total > 0 else float('nan'), n_cemp_expected=total)
+# %% ../nbs/06a_select.ipynb #c019f
+CATALOGUE_COLUMNS = ('obsid', 'designation', 'ra', 'dec', 'teff', 'teff_err', 'logg', 'logg_err', 'feh', 'feh_err',
+                     'cfe', 'cfe_err', 'ch', 'ch_err', 'log_l', 'snrg', 'snri', 'cemp', 'vmp', 'emp', 'ump', 'p_cemp',
+                     'flagged', 'filename')
 
 def write_catalogue(t: Table, # a classified table (or candidates)
-                    path) -> list[Path]: # file name; the suffix is replaced by .fits, .ecsv and .csv
+                    path, # file name; the suffix is replaced by .fits, .ecsv and .csv
+                   ) -> list[Path]: # the files written
     "Write the catalogue columns of `t` with units, descriptions and provenance as FITS, ECSV and CSV; returns the paths."
     path = Path(path)
     t = t.copy(copy_data=False)
@@ -328,7 +365,8 @@ def evaluate(pred: Table, # predictions (labels, P(CEMP))
              criteria='paper', # CEMP criteria
              key='obsid', # column that joins the two
              labels=None, # labels to score (None: those both tables have)
-             p_min=None) -> dict: # select by P(CEMP) >= `p_min` instead of the `cemp` flag
+             p_min=None, # select by P(CEMP) >= `p_min` instead of the `cemp` flag
+            ) -> dict: # counts, completeness, purity and `mae_<label>`
     "Per-label MAE, and CEMP completeness and purity (with counts) of `pred` against `truth`, joined on `key`."
     pk, pm = np.asarray(pred[key]), np.ma.getmaskarray(pred[key])
     tr = {k: i for i, (k, m) in enumerate(zip(np.asarray(truth[key]), np.ma.getmaskarray(truth[key]))) if not m}  # a masked key matches nothing
@@ -358,7 +396,12 @@ def _bounds(conds, label):
     hi = min([v for l, op, v in conds if l == label and op in ('<', '<=') and not isinstance(v, str)], default=None)
     return lo, hi
 
-def plot_cfe_feh(t: Table, criteria='paper', ax=None, truth: Table | None = None):
+# %% ../nbs/06a_select.ipynb #c025b
+def plot_cfe_feh(t: Table, # labels (from `classify` or `predict`)
+                 criteria='paper', # the criteria whose CEMP region is shaded
+                 ax=None, # axes to draw in (None: a new figure)
+                 truth: Table | None = None, # true labels to draw as well
+                ): # the figure
     "[C/Fe] against [Fe/H] with the CEMP region of `criteria` shaded and the candidates highlighted."
     crit = load_criteria(criteria)
     ax = ax or plt.subplots(figsize=(6, 4.5))[1]
@@ -381,7 +424,10 @@ def plot_cfe_feh(t: Table, criteria='paper', ax=None, truth: Table | None = None
     ax.axhline(0, color='k', lw=0.5); ax.legend(fontsize=8, loc='upper right')
     return ax.figure
 
-def plot_kiel(t: Table, ax=None):
+# %% ../nbs/06a_select.ipynb #c025c
+def plot_kiel(t: Table, # Teff, log g and [Fe/H] columns
+              ax=None, # axes to draw in (None: a new figure)
+             ): # the figure
     "The Kiel diagram (Teff against log g, reversed axes) coloured by [Fe/H]."
     ax = ax or plt.subplots(figsize=(5.5, 4.5))[1]
     sc = ax.scatter(t['teff'], t['logg'], c=np.ma.filled(np.ma.asarray(t['feh'], dtype=float), np.nan), s=8, cmap='viridis_r')
@@ -390,6 +436,7 @@ def plot_kiel(t: Table, ax=None):
     ax.figure.colorbar(sc, ax=ax, label='[Fe/H]')
     return ax.figure
 
+# %% ../nbs/06a_select.ipynb #c025d
 def _normalized_spectrum(row, source=None):
     "(wave, normalized flux) of a catalogue row: from a dataset `source` (by file name), a folder `source` + `filename`, or `path`."
     if source is not None and (Path(source) / 'continuum.npy').exists():
@@ -403,10 +450,12 @@ def _normalized_spectrum(row, source=None):
     p = preprocess(read_lamost(path))
     return p.wave, p.normalized
 
+# %% ../nbs/06a_select.ipynb #c025e
 def plot_top_candidates(t: Table, # candidates (from `candidates`)
                         n=4, # spectra to draw
                         source=None, # dataset or folder the predictions came from (None: the `path` column)
-                        window=(3850., 4800.)): # wavelength range drawn (Angstrom)
+                        window=(3850., 4800.), # wavelength range drawn (Angstrom)
+                       ): # the figure
     "Normalised spectra of the `n` most probable CEMP candidates around the G band (shaded)."
     top = t[np.argsort(-np.asarray(t['p_cemp'], float), kind='stable')][:n]
     fig, axs = plt.subplots(max(len(top), 1), 1, figsize=(9, 1.9 * max(len(top), 1)), sharex=True, squeeze=False)
