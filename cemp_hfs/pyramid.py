@@ -41,7 +41,8 @@ class MultiScaleConv(nn.Module):
         self.out_channels, self.pool = sum(out_channels), pool
         self.bn = nn.BatchNorm1d(self.out_channels)
 
-    def forward(self, x):
+    def forward(self, x:torch.Tensor, # input, (B, in_channels, L)
+               ) -> torch.Tensor: # (B, out_channels, L // pool)
         y = self.convs[0](x) if len(self.convs) == 1 else torch.cat([c(x) for c in self.convs], 1)
         y = F.relu(self.bn(y), inplace=True)  # in place: saves a full-size allocation (BN backward does not need its output)
         return F.max_pool1d(y, self.pool) if self.pool > 1 else y
@@ -68,12 +69,13 @@ class MultiScalePyramidBranch(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.in_channels, self.out_channels = in_channels, c_in
 
-    def out_length(self, length:int) -> int:
+    def out_length(self, length:int, # input positions
+                  ) -> int: # output positions
         "Length of the output for an input of `length` positions."
         for _ in self.layers: length = length // self.pool if self.pool > 1 else length
         return length
 
-    def receptive_field(self) -> int:
+    def receptive_field(self) -> int: # input positions
         "Input positions that can influence one output position (largest kernel, pooling included)."
         rf, jump = 1, 1
         for _ in self.layers:
@@ -81,7 +83,8 @@ class MultiScalePyramidBranch(nn.Module):
             if self.pool > 1: rf, jump = rf + (self.pool - 1) * jump, jump * self.pool
         return rf
 
-    def forward(self, x):
+    def forward(self, x:torch.Tensor, # input, (B, in_channels, L)
+               ) -> torch.Tensor: # (B, out_channels, out_length(L))
         if x.ndim != 3 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (batch, {self.in_channels}, length), got {tuple(x.shape)}")
         if self.out_length(x.shape[-1]) < 1:
@@ -120,14 +123,17 @@ class FusedMultiScaleConv(nn.Module):
         self.out_channels, self.pool = layer.out_channels, layer.pool
         self.train(False)
 
-    def train(self, mode:bool=True):
+    def train(self, mode:bool=True, # only False is accepted
+             ):
         if mode: raise RuntimeError("a layer fused for inference cannot be trained; fuse a copy after training")
         return super().train(False)
 
-    def forward(self, x):
+    def forward(self, x:torch.Tensor, # input, (B, in_channels, L)
+               ) -> torch.Tensor: # (B, out_channels, L // pool)
         y = F.relu(self.conv(x), inplace=True)
         return F.max_pool1d(y, self.pool) if self.pool > 1 else y
 
+# %% ../nbs/03_pyramid_branch.ipynb #c019f
 def fuse_pyramid(module:nn.Module, # any module containing `MultiScaleConv` layers (a branch, the whole HFSNet)
                 ) -> nn.Module:
     "Eval-mode copy of `module` with every `MultiScaleConv` replaced by a `FusedMultiScaleConv`."
