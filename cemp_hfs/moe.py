@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from .pyramid import MultiScalePyramidBranch
 
@@ -63,49 +64,68 @@ class CustomMoEBranch(nn.Module):
         self.out_channels = self.experts[0].out_channels
         self.aux_loss, self.expert_usage = torch.zeros(()), torch.zeros(n_experts)
 
-    def n_frames(self, n_pixels:int) -> int: return 1 + n_pixels // self.hop_length
-    def out_length(self, n_pixels:int) -> int:
+    def n_frames(self, n_pixels:int, # pixels of the continuum
+                ) -> int: # STFT frames
+        "Number of STFT frames for a continuum of `n_pixels`."
+        return 1 + n_pixels // self.hop_length
+
+    def out_length(self, n_pixels:int, # pixels of the continuum
+                  ) -> int: # positions of the branch output
         "Length of the branch output for a continuum of `n_pixels`."
         return self.experts[0].out_length(self.n_frames(n_pixels))
 
-    def features(self, x):
+    def features(self, x:torch.Tensor, # continuum, (B, 1, P)
+                ) -> torch.Tensor: # (B, n_freq, n_frames)
         "Standardised log STFT magnitude, (B, n_freq, n_frames)."
         if x.ndim != 3 or x.shape[1] != 1: raise ValueError(f"expected continuum (batch, 1, pixels), got {tuple(x.shape)}")
         if x.shape[-1] <= self.n_fft // 2: raise ValueError(f"continuum of {x.shape[-1]} pixels is too short for n_fft={self.n_fft}")
         return self.input_norm(stft_magnitude(x, self.window, self.hop_length))
 
-    def route(self, z):
-        "Gate `z` -> (full probabilities (B, E), chosen experts (B, k), their weights (B, k))."
-        logits = self.gate(z.mean(-1))
-        if self.training and self.gate_noise > 0: logits = logits + self.gate_noise * torch.randn_like(logits)
-        top_val, top_idx = logits.topk(self.k, dim=1)
-        return logits.softmax(1), top_idx, top_val.softmax(1)
+# %% ../nbs/02_moe_branch.ipynb #c012p
+@patch
+def route(self:CustomMoEBranch, z:torch.Tensor, # features from `features`, (B, n_freq, n_frames)
+         ) -> tuple: # full probabilities (B, E), chosen experts (B, k), their weights (B, k)
+    "Gate `z` -> (full probabilities (B, E), chosen experts (B, k), their weights (B, k))."
+    logits = self.gate(z.mean(-1))
+    if self.training and self.gate_noise > 0: logits = logits + self.gate_noise * torch.randn_like(logits)
+    top_val, top_idx = logits.topk(self.k, dim=1)
+    return logits.softmax(1), top_idx, top_val.softmax(1)
 
-    def _record(self, probs, top_idx):
-        self.aux_loss = load_balancing_loss(probs, top_idx) if self.n_experts > 1 else probs.new_zeros(())
-        self.expert_usage = (F.one_hot(top_idx, self.n_experts).sum((0, 1)).float() / top_idx.numel()).detach()
+# %% ../nbs/02_moe_branch.ipynb #c012u
+@patch
+def _record(self:CustomMoEBranch, probs, top_idx):
+    "Keep the balancing loss and the expert usage of this routing on the branch."
+    self.aux_loss = load_balancing_loss(probs, top_idx) if self.n_experts > 1 else probs.new_zeros(())
+    self.expert_usage = (F.one_hot(top_idx, self.n_experts).sum((0, 1)).float() / top_idx.numel()).detach()
 
-    def forward(self, x):
-        z = self.features(x)
-        probs, top_idx, top_w = self.route(z)
-        self._record(probs, top_idx)
-        if self.n_experts == 1: return self.experts[0](z)  # one expert: plain pyramid, no gather/scatter
-        out = None
-        for e, expert in enumerate(self.experts):
-            hit = top_idx == e                               # (B, k): slots routed to expert e
-            rows = hit.any(1).nonzero().squeeze(1)           # spectra that use expert e (each at most once)
-            if rows.numel() == 0: continue
-            y = expert(z.index_select(0, rows))
-            w = (top_w * hit).sum(1).index_select(0, rows).to(y.dtype)
-            if out is None: out = y.new_zeros((z.shape[0],) + y.shape[1:])
-            out.index_add_(0, rows, y * w[:, None, None])
-        return out
+# %% ../nbs/02_moe_branch.ipynb #c012v
+@patch
+def forward(self:CustomMoEBranch, x:torch.Tensor, # continuum, (B, 1, P)
+           ) -> torch.Tensor: # (B, out_channels, out_length(P))
+    "Features -> routing -> each used expert once on its sub-batch, weighted and scatter-added."
+    z = self.features(x)
+    probs, top_idx, top_w = self.route(z)
+    self._record(probs, top_idx)
+    if self.n_experts == 1: return self.experts[0](z)  # one expert: plain pyramid, no gather/scatter
+    out = None
+    for e, expert in enumerate(self.experts):
+        hit = top_idx == e                               # (B, k): slots routed to expert e
+        rows = hit.any(1).nonzero().squeeze(1)           # spectra that use expert e (each at most once)
+        if rows.numel() == 0: continue
+        y = expert(z.index_select(0, rows))
+        w = (top_w * hit).sum(1).index_select(0, rows).to(y.dtype)
+        if out is None: out = y.new_zeros((z.shape[0],) + y.shape[1:])
+        out.index_add_(0, rows, y * w[:, None, None])
+    return out
 
-    def forward_dense(self, x):
-        "Reference: every expert on every spectrum, mixed with the same (sparse) top-k gate weights."
-        z = self.features(x)
-        probs, top_idx, top_w = self.route(z)
-        self._record(probs, top_idx)
-        gates = torch.zeros_like(probs).scatter(1, top_idx, top_w)           # (B, E), k non-zeros per row
-        ys = torch.stack([expert(z) for expert in self.experts], 1)          # (B, E, C, L)
-        return (gates[:, :, None, None] * ys).sum(1)
+# %% ../nbs/02_moe_branch.ipynb #c012w
+@patch
+def forward_dense(self:CustomMoEBranch, x:torch.Tensor, # continuum, (B, 1, P)
+                 ) -> torch.Tensor: # (B, out_channels, out_length(P)), as `forward`
+    "Reference: every expert on every spectrum, mixed with the same (sparse) top-k gate weights."
+    z = self.features(x)
+    probs, top_idx, top_w = self.route(z)
+    self._record(probs, top_idx)
+    gates = torch.zeros_like(probs).scatter(1, top_idx, top_w)           # (B, E), k non-zeros per row
+    ys = torch.stack([expert(z) for expert in self.experts], 1)          # (B, E, C, L)
+    return (gates[:, :, None, None] * ys).sum(1)
