@@ -26,7 +26,7 @@ from .core import atomic_path, read_yaml
 # %% auto #0
 __all__ = ['CONFIG_KEYS', 'REGISTRY', 'SIZE_LIMITS', 'MAX_LAYERS', 'MAX_PARAMETERS', 'FORMAT', 'ConfigError', 'register',
            'AddFusion', 'ConcatFusion', 'MultiTaskHead', 'shipped_configs', 'check_config', 'load_config',
-           'build_component', 'HFSNet', 'check_allocation', 'toy_batch', 'save_model', 'load_model',
+           'build_component', 'check_allocation', 'HFSNet', 'toy_batch', 'save_model', 'load_model',
            'fuse_for_inference', 'draw_architecture', 'component_costs', 'format_costs']
 
 # %% ../nbs/04_hfsnet.ipynb #c005
@@ -43,9 +43,14 @@ CONFIG_KEYS = {
     'head': 'component regressing the labels (type multitask)',
 }
 
+# %% ../nbs/04_hfsnet.ipynb #c005c
 class ConfigError(ValueError):
     "An HFS-Net config that cannot be built; the message names the config file (when there is one) and the key."
-    def __init__(self, key, reason, source=None):
+    def __init__(self,
+                 key:str|None, # the config key at fault (dotted, e.g. `fusion.length`), or None
+                 reason:str, # what is wrong with it
+                 source=None, # the config file, when there is one
+                ):
         self.key, self.reason, self.source = key, reason, source
         super().__init__(f"{source}: " * bool(source) + f"config key `{key}`: " * bool(key) + reason)
 
@@ -67,6 +72,7 @@ register('branch', 'pyramid', MultiScalePyramidBranch);
 # %% ../nbs/04_hfsnet.ipynb #c009
 def _align_length(x, length): return x if x.shape[-1] == length else F.adaptive_avg_pool1d(x, length)
 
+# %% ../nbs/04_hfsnet.ipynb #c009b
 @register('fusion', 'add')
 class AddFusion(nn.Module):
     "Adaptive average pooling to `length`, 1x1 conv to `channels`, element-wise sum of the branches."
@@ -78,13 +84,15 @@ class AddFusion(nn.Module):
         self.length, self.out_channels = length, channels
         self.projs = nn.ModuleList(nn.Conv1d(c, channels, 1) for c, _ in in_shapes)
 
-    def forward(self, feats):
+    def forward(self, feats:list, # branch outputs, (B, C_i, L_i) each
+               ) -> torch.Tensor: # (B, channels, length)
         out = None
         for x, proj in zip(feats, self.projs):
             y = proj(_align_length(x, self.length)) if x.shape[-1] >= self.length else _align_length(proj(x), self.length)
             out = y if out is None else out + y
         return out
 
+# %% ../nbs/04_hfsnet.ipynb #c009c
 @register('fusion', 'concat')
 class ConcatFusion(nn.Module):
     "Adaptive average pooling to `length`, channel concatenation, 1x1 conv to `channels`."
@@ -96,7 +104,8 @@ class ConcatFusion(nn.Module):
         self.length, self.out_channels = length, channels
         self.proj = nn.Conv1d(sum(c for c, _ in in_shapes), channels, 1)
 
-    def forward(self, feats):
+    def forward(self, feats:list, # branch outputs, (B, C_i, L_i) each
+               ) -> torch.Tensor: # (B, channels, length)
         return self.proj(torch.cat([_align_length(x, self.length) for x in feats], 1))
 
 # %% ../nbs/04_hfsnet.ipynb #c012
@@ -124,21 +133,12 @@ class MultiTaskHead(nn.Module):
         layers.append(nn.Linear(width, n_outputs))
         self.ffn = nn.Sequential(*layers)
 
-    def forward(self, x):
+    def forward(self, x:torch.Tensor, # fused features, (B, in_channels, in_length)
+               ) -> torch.Tensor: # (B, n_outputs)
         x = _align_length(self.pyramid(x), self.pooled_length)
         return self.ffn(x.flatten(1))
 
 # %% ../nbs/04_hfsnet.ipynb #c015
-_INT_KEYS = {'n_pixels', 'length', 'channels', 'pooled_length', 'n_fft', 'hop_length', 'n_experts', 'k', 'pool',
-             'gate_hidden', 'in_channels'}
-_INT_LIST_KEYS = {'channels', 'conv_channels', 'ffn', 'kernel_sizes'}
-# the largest value of each size: generous for any LAMOST-like spectrum, small enough that no config asks for terabytes
-SIZE_LIMITS = {'n_pixels': 100_000, 'length': 100_000, 'channels': 4096, 'conv_channels': 4096, 'ffn': 16_384,
-               'kernel_sizes': 255, 'pool': 64, 'pooled_length': 1024, 'n_fft': 16_384, 'hop_length': 16_384,
-               'n_experts': 64, 'k': 64, 'gate_hidden': 4096, 'in_channels': 64}
-MAX_LAYERS = 16  # entries of a size list
-MAX_PARAMETERS = 200_000_000  # weights of a network (800 MB in float32); `check_allocation`
-
 def shipped_configs() -> list[str]:
     "Names of the HFS-Net configs shipped in `cemp_hfs/configs/` (YAML files with a `fusion` and a `head`)."
     names = []
@@ -149,8 +149,22 @@ def shipped_configs() -> list[str]:
         if isinstance(d, dict) and 'fusion' in d and 'head' in d: names.append(p.name[:-5])
     return sorted(names)
 
+# %% ../nbs/04_hfsnet.ipynb #c015b
 def _is_int(v): return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+# %% ../nbs/04_hfsnet.ipynb #c015c
 def _is_number(v): return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
+
+# %% ../nbs/04_hfsnet.ipynb #c015d
+_INT_KEYS = {'n_pixels', 'length', 'channels', 'pooled_length', 'n_fft', 'hop_length', 'n_experts', 'k', 'pool',
+             'gate_hidden', 'in_channels'}
+_INT_LIST_KEYS = {'channels', 'conv_channels', 'ffn', 'kernel_sizes'}
+# the largest value of each size: generous for any LAMOST-like spectrum, small enough that no config asks for terabytes
+SIZE_LIMITS = {'n_pixels': 100_000, 'length': 100_000, 'channels': 4096, 'conv_channels': 4096, 'ffn': 16_384,
+               'kernel_sizes': 255, 'pool': 64, 'pooled_length': 1024, 'n_fft': 16_384, 'hop_length': 16_384,
+               'n_experts': 64, 'k': 64, 'gate_hidden': 4096, 'in_channels': 64}
+MAX_LAYERS = 16  # entries of a size list
+MAX_PARAMETERS = 200_000_000  # weights of a network (800 MB in float32); `check_allocation`
 
 def _check_sizes(spec:dict, prefix:str):
     "Check sizes in a component mapping (recursively), naming the key of the first bad value."
@@ -169,7 +183,9 @@ def _check_sizes(spec:dict, prefix:str):
             if not (_is_number(v) and 0 <= v <= 100): raise ConfigError(name, f"must be a number from 0 to 100 (noise on the gate logits), got {v!r}")
         elif key in ('type', 'channel_mode') and not isinstance(v, str): raise ConfigError(name, f"must be a name, got {v!r}")
 
-def check_config(cfg:dict) -> dict:
+# %% ../nbs/04_hfsnet.ipynb #c015f
+def check_config(cfg:dict, # a config mapping (for example read from YAML)
+                ) -> dict: # `cfg` itself, checked
     "Check the top level and the sizes of an HFS-Net config; returns it."
     if not isinstance(cfg, dict): raise ConfigError('<root>', f"a config is a mapping, got {type(cfg).__name__}")
     for k in cfg:
@@ -194,6 +210,7 @@ def check_config(cfg:dict) -> dict:
         _check_sizes(spec, k)
     return cfg
 
+# %% ../nbs/04_hfsnet.ipynb #c015h
 def load_config(name_or_path:str|Path|dict='paper', # shipped name ('paper', 'small'), YAML/JSON path, or a dict
                ) -> dict:
     "Load and check an HFS-Net config; errors name the file and the key."
@@ -225,6 +242,7 @@ def build_component(kind:str, # registry kind: 'branch', 'fusion' or 'head'
     try: return cls(**fixed, **params)
     except (ValueError, TypeError, RuntimeError) as e: raise ConfigError(key, str(e)) from e
 
+# %% ../nbs/04_hfsnet.ipynb #c019b
 def _branch_out(branch, key, n_pixels):
     "(channels, length) of a branch's output for `n_pixels`, checking the spectrum is long enough."
     if isinstance(branch, CustomMoEBranch) and n_pixels <= branch.n_fft // 2:
@@ -232,6 +250,22 @@ def _branch_out(branch, key, n_pixels):
     n = branch.out_length(n_pixels)
     if n < 1: raise ConfigError(key, f"pools n_pixels={n_pixels} down to nothing; use fewer layers or a smaller pool")
     return branch.out_channels, n
+
+# %% ../nbs/04_hfsnet.ipynb #c020a
+_SIZING = []  # non-empty while a config is sized on the meta device (the HFSNet built there must not size itself again)
+
+def check_allocation(cfg:dict, # a checked config (from `load_config`)
+                     source=None, # the config's file, for the message
+                    ) -> int:
+    "The number of weights of the network `cfg` describes, counted on the meta device (no memory); `ConfigError` above `MAX_PARAMETERS`."
+    if _SIZING: return 0
+    _SIZING.append(True)
+    try:
+        with torch.device('meta'): n = sum(p.numel() for p in HFSNet(cfg).parameters())
+    finally: _SIZING.pop()
+    if n > MAX_PARAMETERS:
+        raise ConfigError('<sizes>', f"the network would have {n:,} weights ({4 * n / 1e9:.1f} GB); at most {MAX_PARAMETERS:,}: use smaller sizes", source)
+    return n
 
 # %% ../nbs/04_hfsnet.ipynb #c020
 class HFSNet(nn.Module):
@@ -262,7 +296,10 @@ class HFSNet(nn.Module):
         if x.shape[-1] != self.n_pixels:
             raise ValueError(f"`{name}` has {x.shape[-1]} pixels but config key `n_pixels` is {self.n_pixels}")
 
-    def forward(self, continuum, normalized):
+    def forward(self,
+                continuum:torch.Tensor, # continuum scaled to unit median, (B, 1, n_pixels)
+                normalized:torch.Tensor, # normalised flux, (B, 1, n_pixels)
+               ) -> torch.Tensor: # (B, n_outputs): the labels (standardised), then their log-variances if heteroscedastic
         self._check(continuum, 'continuum'); self._check(normalized, 'normalized')
         if continuum.shape[0] != normalized.shape[0]: raise ValueError("`continuum` and `normalized` have different batch sizes")
         feats = []
@@ -273,25 +310,11 @@ class HFSNet(nn.Module):
         else: self.aux_loss = continuum.new_zeros(())
         return self.head(self.fusion(feats))
 
-    def split_output(self, y:torch.Tensor):
+    def split_output(self, y:torch.Tensor, # the network output, (B, n_outputs)
+                    ) -> tuple: # (mean, log-variance or None)
         "(mean, log-variance or None) from the network output."
         n = len(self.labels)
         return (y[:, :n], y[:, n:]) if self.heteroscedastic else (y, None)
-
-_SIZING = []  # non-empty while a config is sized on the meta device (the HFSNet built there must not size itself again)
-
-def check_allocation(cfg:dict, # a checked config (from `load_config`)
-                     source=None, # the config's file, for the message
-                    ) -> int:
-    "The number of weights of the network `cfg` describes, counted on the meta device (no memory); `ConfigError` above `MAX_PARAMETERS`."
-    if _SIZING: return 0
-    _SIZING.append(True)
-    try:
-        with torch.device('meta'): n = sum(p.numel() for p in HFSNet(cfg).parameters())
-    finally: _SIZING.pop()
-    if n > MAX_PARAMETERS:
-        raise ConfigError('<sizes>', f"the network would have {n:,} weights ({4 * n / 1e9:.1f} GB); at most {MAX_PARAMETERS:,}: use smaller sizes", source)
-    return n
 
 # %% ../nbs/04_hfsnet.ipynb #c022
 def toy_batch(n:int=2, # spectra
@@ -323,6 +346,7 @@ def _plain(obj, where:str):
         return {k: _plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
     raise TypeError(f"{where}: cannot store a {type(obj).__name__} as plain data (use numbers, strings, lists, dicts, arrays or tensors)")
 
+# %% ../nbs/04_hfsnet.ipynb #c031b
 def save_model(path:str|Path, # output file (.pt)
                model:HFSNet, # the network
                extra:dict|None=None, # plain data to keep with it (label scaler, training info, ...)
@@ -334,6 +358,7 @@ def save_model(path:str|Path, # output file (.pt)
     with atomic_path(path) as tmp: torch.save(obj, tmp)
     return path
 
+# %% ../nbs/04_hfsnet.ipynb #c031c
 def load_model(path:str|Path, # file written by `save_model`
                map_location:str='cpu', # device to load the tensors on
               ) -> tuple[HFSNet, dict]:
@@ -366,6 +391,7 @@ def _branch_boxes(branch, n_pixels, name):
     else: boxes += [(type(branch).__name__, f"-> {shape}")]
     return boxes
 
+# %% ../nbs/04_hfsnet.ipynb #c037b
 def _tail_boxes(model):
     "(title, detail) boxes of the fusion and the head."
     f, h, cfg = model.fusion, model.head, model.config
@@ -379,6 +405,7 @@ def _tail_boxes(model):
     out = ', '.join(model.labels[:2]) + '\n' + ', '.join(model.labels[2:]) + ('\n(+ log-variances)' if model.heteroscedastic else '')
     return boxes + [('outputs', out)]
 
+# %% ../nbs/04_hfsnet.ipynb #c037c
 def draw_architecture(cfg:str|Path|dict|HFSNet='paper', # config (name, path, dict) or a built model
                       ax=None, # matplotlib axes (a new figure if None)
                      ):
@@ -450,7 +477,9 @@ def component_costs(model:HFSNet, # the network
                      flops=counted + sum(r['flops'] for r in rows if r['note'].startswith('estimate')), note=''))
     return rows
 
-def format_costs(rows:list[dict]) -> str:
+# %% ../nbs/04_hfsnet.ipynb #c042b
+def format_costs(rows:list[dict], # rows from `component_costs`
+                ) -> str: # the table, one row per component
     "Markdown table of `component_costs` rows."
     lines = ['| component | parameters | MFLOP / spectrum | note |', '| --- | ---: | ---: | --- |']
     lines += [f"| {r['component']} | {r['params']:,} | {r['flops'] / 1e6:.2f} | {r['note']} |" for r in rows]
