@@ -43,8 +43,12 @@ __all__ = ['SpectraDL', 'hfs_dataloaders', 'masked_mse', 'masked_gaussian_nll', 
 # %% ../nbs/05_train.ipynb #c010
 class SpectraDL(DataLoader):
     "A fastai `DataLoader` that gathers whole batches from a `SpectraDataset` (one memory-map read per batch)."
-    def create_item(self, s): return s
-    def do_batch(self, b): return self.dataset.batch(b)
+    def create_item(self,
+                    s, # a row index (the rows of a batch are read together in `do_batch`)
+                   ): return s
+    def do_batch(self,
+                 b, # the row indices of one batch
+                ): return self.dataset.batch(b)
 
 # %% ../nbs/05_train.ipynb #c013
 def hfs_dataloaders(data, # a dataset from `load_dataset`
@@ -52,7 +56,8 @@ def hfs_dataloaders(data, # a dataset from `load_dataset`
                     bs=64, # batch size
                     balanced=False, # "random mean sampling" of the training split ([Fe/H]-balanced)
                     seed=0, # seed of the balanced draw
-                    device=None) -> DataLoaders: # torch device (default: the GPU when present)
+                    device=None, # torch device (default: the GPU when present)
+                   ) -> DataLoaders: # train (shuffled) and valid (in order) loaders
     "fastai `DataLoaders` (train shuffled, valid in order) over the memory-mapped dataset."
     y = scaler.transform(label_matrix(data.labels, scaler.labels))
     train = np.asarray(data.balanced_indices(seed=seed), np.int64) if balanced else split_rows(data, 'train')
@@ -72,19 +77,27 @@ def _masked_mean(per_label, present):
     n = present.sum(1).clamp_min(1)
     return (per_label.sum(1) / n).mean()
 
-def masked_mse(pred, target):
+# %% ../nbs/05_train.ipynb #c016b
+def masked_mse(pred:torch.Tensor, # network output, (B, >= L); only the first L columns are used
+               target:torch.Tensor, # standardised labels, (B, L), NaN where unknown
+              ) -> torch.Tensor: # the loss, a scalar
     "MSE over the known (non-NaN) labels, each star normalised by its number of known labels."
     present = ~torch.isnan(target)
     pred = pred[:, :target.shape[1]].float()
     return _masked_mean((pred - torch.nan_to_num(target)) ** 2, present)
 
-def masked_gaussian_nll(pred, target):
+# %% ../nbs/05_train.ipynb #c016c
+def masked_gaussian_nll(pred:torch.Tensor, # network output, (B, 2 L): means, then log-variances
+                        target:torch.Tensor, # standardised labels, (B, L), NaN where unknown
+                       ) -> torch.Tensor: # the loss, a scalar
     "Gaussian NLL for (mean, log-variance) outputs over the known labels, normalised per star like `masked_mse`."
     L = target.shape[1]; present = ~torch.isnan(target)
     mu, logvar = pred[:, :L].float(), pred[:, L:2 * L].float().clamp(-10, 10)
     return _masked_mean(0.5 * (logvar + (mu - torch.nan_to_num(target)) ** 2 * torch.exp(-logvar)), present)
 
-def hfs_loss(cfg: dict):
+# %% ../nbs/05_train.ipynb #c016d
+def hfs_loss(cfg: dict, # an HFS-Net config (see `load_config`)
+            ): # `masked_gaussian_nll` or `masked_mse`
     "The loss the config asks for: `masked_gaussian_nll` when `heteroscedastic: true`, else `masked_mse`."
     return masked_gaussian_nll if cfg.get('heteroscedastic', False) else masked_mse
 
@@ -92,13 +105,16 @@ def hfs_loss(cfg: dict):
 class MoEBalanceCallback(Callback):
     "Add `weight * model.aux_loss` (the MoE load-balancing loss) to the training loss."
     order = 10
-    def __init__(self, weight=0.01): self.weight = weight
+    def __init__(self,
+                 weight=0.01, # weight of the balancing loss
+                ): self.weight = weight
     def after_loss(self):
         aux = getattr(self.learn.model, 'aux_loss', None)
         if not self.training or aux is None or not self.weight or not torch.is_tensor(aux): return
         self.learn.loss_grad = self.learn.loss_grad + self.weight * aux.float()
         self.learn.loss = self.learn.loss_grad.clone()
 
+# %% ../nbs/05_train.ipynb #c019b
 class ExpertUsageCallback(Callback):
     "Average `model.expert_usage` over each training epoch into `self.usage` (one row per epoch)."
     order = 11
@@ -115,11 +131,17 @@ class ExpertUsageCallback(Callback):
     def after_epoch(self):
         if self._n: self.usage.append((self._sum / self._n).numpy())
 
+# %% ../nbs/05_train.ipynb #c019c
 class LabelMAE(Metric):
     "Mean absolute error of label `j` in physical units, over the validation stars where it is known."
-    def __init__(self, j, scaler: LabelScaler): self.j, self.scaler = j, scaler
+    def __init__(self,
+                 j:int, # column of the label
+                 scaler: LabelScaler, # the standardiser of the labels (its std turns errors into physical units)
+                ): self.j, self.scaler = j, scaler
     def reset(self): self.total, self.count = 0., 0
-    def accumulate(self, learn):
+    def accumulate(self,
+                   learn, # the Learner (its `pred` and `yb` of the batch)
+                  ):
         p, y = learn.pred[:, self.j].detach().float(), learn.yb[0][:, self.j]
         ok = ~torch.isnan(y)
         self.total += float((p[ok] - y[ok]).abs().sum()) * self.scaler.std[self.j]
@@ -129,10 +151,17 @@ class LabelMAE(Metric):
     @property
     def name(self): return f"mae_{self.scaler.labels[self.j]}"
 
+# %% ../nbs/05_train.ipynb #c019d
 class SaveBestModel(TrackerCallback):
     "Keep the best epoch's weights (by `monitor`), write them with `save_model` to `fname`, restore them after fit."
     order = TrackerCallback.order + 1
-    def __init__(self, fname=None, extra=None, monitor='valid_loss', comp=None, min_delta=0.):
+    def __init__(self,
+                 fname=None, # model file to write (None: keep the best weights in memory only)
+                 extra=None, # plain data written with the model (label scaler, training settings, ...)
+                 monitor='valid_loss', # the recorded value that decides the best epoch
+                 comp=None, # comparison (default: `np.less` for a loss, `np.greater` otherwise)
+                 min_delta=0., # smallest change that counts as an improvement
+                ):
         super().__init__(monitor=monitor, comp=comp, min_delta=min_delta, reset_on_fit=True)
         self.fname, self.extra, self.best_state, self.best_epoch = fname, extra or {}, None, None
     def before_train(self): self._trained = True
@@ -149,11 +178,13 @@ class SaveBestModel(TrackerCallback):
     def after_fit(self):
         if self.best_state is not None and self.best_epoch is not None: self.learn.model.load_state_dict(self.best_state)
 
-# %% ../nbs/05_train.ipynb #c019b
+# %% ../nbs/05_train.ipynb #c019t
 class TrainingLog(Callback):
     "The training log on stderr: a row per epoch (numbered from 1) with aligned columns, and a batch counter on a terminal."
     order, run_valid = Recorder.order + 1, False  # after the Recorder has the epoch's values; training batches only
-    def __init__(self, stream=None): self._stream = stream # where to write (default: sys.stderr)
+    def __init__(self,
+                 stream=None, # where to write (default: sys.stderr)
+                ): self._stream = stream
     @property
     def stream(self): return self._stream if self._stream is not None else sys.stderr
     def before_fit(self):
@@ -177,6 +208,7 @@ class TrainingLog(Callback):
         tty = getattr(self.stream, 'isatty', lambda: False)()
         self.stream.write(('\r\x1b[K' if tty else '') + line + '\n'); self.stream.flush()
 
+# %% ../nbs/05_train.ipynb #c019f
 class FinishTraining(Callback):
     "After a fit that trained: the history table, the trust statistics for `predict`, and the final model file."
     order = SaveBestModel.order + 1  # after the best weights are restored
@@ -198,22 +230,26 @@ class FinishTraining(Callback):
             Table(np.array(u), names=[f'expert{i}' for i in range(len(u[0]))]).write(out.with_suffix('.experts.csv'), overwrite=True)
 
 # %% ../nbs/05_train.ipynb #c021
-def history_table(learn: Learner) -> Table:
+def history_table(learn: Learner, # a Learner after a fit
+                 ) -> Table: # one row per epoch: epoch, train_loss, valid_loss and the metrics
     "The per-epoch log of the Recorder (train and valid loss, metrics) as a table, copied (later `get_preds` calls reset it)."
     names = [n for n in learn.recorder.metric_names[1:] if n != 'time']
     v = np.array([[float(x) for x in row[:len(names)]] for row in learn.recorder.values], float).reshape(-1, len(names))
     return Table(np.column_stack([np.arange(1, len(v) + 1), v]), names=['epoch'] + names)
 
+# %% ../nbs/05_train.ipynb #c021p
 def _check_pixels(cfg, data):
     "The config's `n_pixels` must match the dataset's wavelength grid."
     P, n = data.continuum.shape[1], cfg.get('n_pixels')
     if n is not None and int(n) != P:
         raise ValueError(f"config n_pixels={n} but the dataset has {P} pixels per spectrum (preprocess grid and model config disagree)")
 
+# %% ../nbs/05_train.ipynb #c021t
 def training_labels(data, # a dataset from `load_dataset`
                     labels=None, # the labels asked for (None: every label the dataset knows enough of)
                     candidates=LABELS, # the labels to choose from when none are asked for
-                    min_known=2) -> tuple: # known values a label needs in the training split
+                    min_known=2, # known values a label needs in the training split
+                   ) -> tuple: # the label names
     "The labels to train on: those asked for (an error if one has too few known values), else those the dataset has."
     rows = split_rows(data, 'train')
     known = lambda l: int(np.isfinite(label_matrix(data.labels[rows], (l,))).sum()) if l in data.labels.colnames else 0
@@ -238,6 +274,7 @@ def _check_number(name, value, lo=0., strict=True):
         raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {lo:g}, got {value!r}")
     return float(value)
 
+# %% ../nbs/05_train.ipynb #c021h
 def hfs_learner(dataset_dir, # directory written by `build_dataset`
                 config='small', # HFS-Net config: 'small' (the default, chosen on real stars), 'paper', a YAML path or a dict
                 bs=32, # batch size
@@ -252,7 +289,8 @@ def hfs_learner(dataset_dir, # directory written by `build_dataset`
                 progress=True, # the training log on stderr
                 model=None, # an already built model to train instead of `HFSNet(config)`
                 cbs=None, # extra fastai callbacks
-                labels=None) -> Learner: # labels to train on (None: those of the config the dataset has enough of)
+                labels=None, # labels to train on (None: those of the config the dataset has enough of)
+               ) -> Learner: # a fastai Learner, not yet fitted
     "A fastai `Learner` for HFS-Net on an on-disk dataset, not yet fitted: `lr_find`, add callbacks, `fit_one_cycle`; each fit writes `out`."
     bs, lr, wd = check_count('bs', bs), _check_number('lr', lr), _check_number('wd', wd, strict=False)
     patience = check_count('patience', patience, allow_none=True)
@@ -286,6 +324,7 @@ def hfs_learner(dataset_dir, # directory written by `build_dataset`
     learn.save_best = learn.cbs.filter(lambda c: isinstance(c, SaveBestModel))[0]
     return learn
 
+# %% ../nbs/05_train.ipynb #c021s
 @delegates(hfs_learner)
 def train_hfsnet(dataset_dir, # directory written by `build_dataset`
                  config='small', # HFS-Net config: 'small' (the default, chosen on real stars), 'paper', a YAML path or a dict
@@ -298,7 +337,8 @@ def train_hfsnet(dataset_dir, # directory written by `build_dataset`
     return learn
 
 # %% ../nbs/05_train.ipynb #c021b
-def train_summary(learn: Learner) -> str:
+def train_summary(learn: Learner, # a Learner after a fit
+                 ) -> str: # one line of text
     "One worded line: the best epoch of how many, its validation loss and the validation MAE of each label with its unit."
     h, sb = learn.history, learn.save_best
     best = int(sb.best_epoch) if sb.best_epoch is not None else len(h) - 1
@@ -307,7 +347,9 @@ def train_summary(learn: Learner) -> str:
             f"validation mean absolute error: {', '.join(maes)}")
 
 # %% ../nbs/05_train.ipynb #c026
-def split_predictions(learn: Learner, split='valid') -> Table:
+def split_predictions(learn: Learner, # a Learner from `hfs_learner` or `train_hfsnet`
+                      split='valid', # the split of the dataset to predict
+                     ) -> Table: # row, snrg, and per label its truth and `<label>_pred`
     "Truth, prediction (physical units) and S/N of the stars of `split`."
     data, sc = learn.data, learn.scaler
     rows = split_rows(data, split)
@@ -321,7 +363,9 @@ def split_predictions(learn: Learner, split='valid') -> Table:
     return t
 
 # %% ../nbs/05_train.ipynb #c029
-def plot_training(history: Table, scaler: LabelScaler | None = None):
+def plot_training(history: Table, # `learn.history`, or the path of the CSV log
+                  scaler: LabelScaler | None = None, # the label scaler (the MAEs are shown relative to its std)
+                 ): # the figure
     "Training and validation loss per epoch (`learn.history` or the CSV log), and the per-label validation MAE."
     h = history if isinstance(history, Table) else Table.read(history, format='ascii.csv')
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -336,7 +380,9 @@ def plot_training(history: Table, scaler: LabelScaler | None = None):
     fig.tight_layout()
     return fig
 
-def plot_expert_usage(usage):
+# %% ../nbs/05_train.ipynb #c029b
+def plot_expert_usage(usage, # one row of routing shares per epoch (`learn.expert_usage.usage`)
+                     ): # the figure
     "Fraction of the spectra routed to each expert per training epoch (an even share is 1/k of the experts used)."
     u = np.asarray(usage, float)
     fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -348,11 +394,15 @@ def plot_expert_usage(usage):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/05_train.ipynb #c029c
 def _pred_labels(t, labels):
     "The labels with a truth and a prediction column in `t` (all of `LABELS` that are there, if `labels` is None)."
     return [l for l in (LABELS if labels is None else labels) if l in t.colnames and f'{l}_pred' in t.colnames]
 
-def plot_one_to_one(t: Table, labels=None):
+# %% ../nbs/05_train.ipynb #c029d
+def plot_one_to_one(t: Table, # from `split_predictions`
+                    labels=None, # labels to show (None: all with a prediction)
+                   ): # the figure
     "Predicted against true label, one panel per label, with the bias and scatter of the residuals."
     labels = _pred_labels(t, labels)
     fig, axs = plt.subplots(1, len(labels), figsize=(3.9 * len(labels), 3.5), layout='constrained')
@@ -368,7 +418,10 @@ def plot_one_to_one(t: Table, labels=None):
     fig.colorbar(sc, ax=axs, label='S/N (g)')
     return fig
 
-def plot_residuals_snr(t: Table, labels=None):
+# %% ../nbs/05_train.ipynb #c029e
+def plot_residuals_snr(t: Table, # from `split_predictions`
+                       labels=None, # labels to show (None: all with a prediction)
+                      ): # the figure
     "Residual (prediction - truth) against S/N in the g band, one panel per label."
     labels = _pred_labels(t, labels)
     fig, axs = plt.subplots(1, len(labels), figsize=(3.6 * len(labels), 3.2), sharex=True)
