@@ -149,7 +149,7 @@ def cmd_predict(
     with dask_client(args.scheduler, args.workers) as client:  # no --scheduler: no cluster, the run stays in this process
         t = predict(args.model, inputs, out=args.out, bs=args.bs, chunk_size=args.chunk_size, mc_samples=args.mc,
                     criteria=args.criteria, seed=args.seed, max_chunks=args.max_chunks, progress=not args.quiet,
-                    overwrite=args.overwrite, client=client)
+                    overwrite=args.overwrite, client=client, io_workers=args.io_workers)
     if t is None: say(f"predict: stopped after {args.max_chunks} chunk(s); rerun the same command to continue"); return 0
     say(f"predict: {len(t)} of {t.meta['NINPUT']} spectra labelled ({t.meta['NFLAGGED']} with a trust flag), {t.meta['NREJECT']} rejected "
         f"(see {Path(args.out) / 'rejects.csv'}); P(CEMP) for criteria '{t.meta['PCRIT']}' -> {Path(args.out) / 'predictions.fits'} (.ecsv, .csv); "
@@ -305,6 +305,12 @@ def _predict_fn():
     from cemp_hfs.predict import predict
     return predict
 
+# %% ../nbs/90_cli.ipynb #cpredmin
+def _predict_min():
+    "`predict`'s threshold for reading ahead by default (`IO_MIN_SPECTRA`), for the help text."
+    from cemp_hfs.predict import IO_MIN_SPECTRA
+    return IO_MIN_SPECTRA
+
 # %% ../nbs/90_cli.ipynb #cp_mock_fn
 def _mock_fn():
     from cemp_hfs.mock import make_survey
@@ -381,6 +387,8 @@ def _add_predict(s):
     _arg(s, '--scheduler', "run the chunks on a Dask cluster: 'local' (worker processes on this machine), a scheduler "
          "address tcp://HOST:PORT, or a scheduler file", shown='in this process, no cluster')
     _arg(s, '--workers', 'worker processes of --scheduler local', type=_integer(1), shown='the CPU count')
+    _arg(s, '--io-workers', 'processes that read and preprocess the files ahead of the network, without --scheduler (0: none)',
+         type=_integer(0, none=True), shown=f'one per spare core, up to 2, from {_predict_min()} files on')
     _common(s)
 
 # %% ../nbs/90_cli.ipynb #cp_add_select

@@ -6,7 +6,7 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/predict.html.md"""
 
 # %% ../nbs/06_predict.ipynb #c01811a
 from __future__ import annotations
-import hashlib, os, sys, types
+import collections, contextlib, hashlib, itertools, os, sys, types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,10 +26,10 @@ from .select import load_criteria, satisfies, resolver, needs, rule_text
 from .calibrate import apply_calibration, calibration_hash, calibration_summary
 
 # %% auto #0
-__all__ = ['META_COLS', 'MASKED_MAX', 'FLAGS', 'NOVELTY_QUANTILE', 'HFSModel', 'shipped_models', 'load_hfs_model',
-           'spectrum_seed', 'head_features', 'dropout_draws', 'predictive_samples', 'summarize_samples',
-           'DatasetSource', 'sanity_problem', 'FileSource', 'open_source', 'novelty_score', 'fit_trust', 'trust_flags',
-           'label_batch', 'check_count', 'predict']
+__all__ = ['META_COLS', 'MASKED_MAX', 'FLAGS', 'NOVELTY_QUANTILE', 'IO_MIN_SPECTRA', 'HFSModel', 'shipped_models',
+           'load_hfs_model', 'spectrum_seed', 'head_features', 'dropout_draws', 'predictive_samples',
+           'summarize_samples', 'DatasetSource', 'sanity_problem', 'FileSource', 'open_source', 'novelty_score',
+           'fit_trust', 'trust_flags', 'label_batch', 'check_count', 'predict']
 
 # %% ../nbs/06_predict.ipynb #c48cc36
 @dataclass
@@ -289,9 +289,7 @@ class FileSource:
     def __len__(self): return len(self.items)
     def name(self, i) -> str:
         "Item `i`'s file name relative to the common folder, or an in-memory spectrum's own file name (else its position)."
-        it = self.items[i]
-        if isinstance(it, LamostSpectrum): return str(it.meta.get('filename') or f'spectrum {i}')
-        return os.path.relpath(os.path.abspath(it), self.root)
+        return _item_name(self.items[i], i, self.root)
     def key(self):
         h = hashlib.sha1()
         for it in self.items:
@@ -302,23 +300,36 @@ class FileSource:
         return (f"{len(self) - n_mem} files in {self.root.name or self.root}" if self.root else '') + \
                (' and ' if self.root and n_mem else '') + (f"{n_mem} spectra in memory" if n_mem else '')
     def batch(self, i0, i1, preprocess_cfg=None):
-        spectra, where, rejects = [], [], []
-        for i in range(i0, i1):
-            it = self.items[i]
-            if isinstance(it, LamostSpectrum): spectra.append(it); where.append(i); continue
-            try: spectra.append(read_lamost(it)); where.append(i)
-            except LamostFormatError as e: rejects.append((self.name(i), e.reason))
-            except OSError as e: rejects.append((self.name(i), f"unreadable: {e}"))
-        if not spectra: return [], None, None, rejects
-        pre = preprocess(spectra, preprocess_cfg, errors='collect')
-        kept = set(int(k) for k in pre.index)
-        for k, i in enumerate(where):
-            if k not in kept: rejects.append((self.name(i), _reject_reason(pre, k)))
-        path = lambda i: None if isinstance(self.items[i], LamostSpectrum) else self.items[i]
-        rows = [_meta_row(spectra[k].meta, where[k], path(where[k]), self.name(where[k])) for k in pre.index]
-        for j, (r, k) in enumerate(zip(rows, pre.index)): r['sanity'] = sanity_problem(spectra[k], np.mean(pre.mask[j]))
-        c, n = network_inputs(pre.continuum, pre.normalized)
-        return rows, c, n, rejects
+        "Metadata rows, the network's input tensors and the rejects of items `i0:i1`."
+        return _as_batch(*_read_items(self.items[i0:i1], i0, self.root, preprocess_cfg))
+
+def _item_name(it, i, root) -> str:
+    "An input's file name relative to `root`, or an in-memory spectrum's own file name (else its position `i`)."
+    if isinstance(it, LamostSpectrum): return str(it.meta.get('filename') or f'spectrum {i}')
+    return os.path.relpath(os.path.abspath(it), root)
+
+def _read_items(items, i0, root, preprocess_cfg=None):
+    "Metadata rows, preprocessed continua and normalised spectra (numpy) and rejects of `items`, the inputs `i0`, `i0 + 1`, ..."
+    spectra, where, rejects = [], [], []
+    for i, it in enumerate(items, i0):
+        if isinstance(it, LamostSpectrum): spectra.append(it); where.append(i); continue
+        try: spectra.append(read_lamost(it)); where.append(i)
+        except LamostFormatError as e: rejects.append((_item_name(it, i, root), e.reason))
+        except OSError as e: rejects.append((_item_name(it, i, root), f"unreadable: {e}"))
+    if not spectra: return [], None, None, rejects
+    pre = preprocess(spectra, preprocess_cfg, errors='collect')
+    kept = set(int(k) for k in pre.index)
+    for k, i in enumerate(where):
+        if k not in kept: rejects.append((_item_name(items[i - i0], i, root), _reject_reason(pre, k)))
+    path = lambda i: None if isinstance(items[i - i0], LamostSpectrum) else items[i - i0]
+    rows = [_meta_row(spectra[k].meta, where[k], path(where[k]), _item_name(items[where[k] - i0], where[k], root)) for k in pre.index]
+    for j, (r, k) in enumerate(zip(rows, pre.index)): r['sanity'] = sanity_problem(spectra[k], np.mean(pre.mask[j]))
+    return rows, pre.continuum, pre.normalized, rejects
+
+def _as_batch(rows, continuum, normalized, rejects):
+    "A batch as the network takes it: metadata rows, input tensors (None when no spectrum was read) and rejects."
+    if continuum is None: return rows, None, None, rejects
+    return (rows, *network_inputs(continuum, normalized), rejects)
 
 def open_source(inputs):
     "A `DatasetSource` for a dataset directory, else a `FileSource` (directory, glob, paths, `LamostSpectrum`s, or a list)."
@@ -439,12 +450,13 @@ def label_batch(model: HFSModel, # the model
     if 'feature_mean' in model.trust: summ['novelty'] = novelty_score(feats.float().cpu().numpy(), model.trust)
     return summ
 
-def _label_chunk(m, src, i0, i1, bs, mc_samples, crit, seed, device, done=None):
+def _label_chunk(m, src, i0, i1, bs, mc_samples, crit, seed, device, done=None, batches=None):
     "Predictions (with trust flags) and rejects of items `i0:i1` of `src`, `bs` at a time; `done(n)` after each batch."
+    spans = [(a, min(a + bs, i1)) for a in range(i0, i1, bs)]
+    # `batches`: an iterator (shared by the run's chunks) that yields `src.batch(a, b)` of these spans, read ahead
+    batches = (src.batch(a, b, m.preprocess) for a, b in spans) if batches is None else batches
     rows, summs, rejects = [], [], []
-    for a in range(i0, i1, bs):
-        b = min(a + bs, i1)
-        r, c, n, rej = src.batch(a, b, m.preprocess)
+    for (a, b), (r, c, n, rej) in zip(spans, batches):  # spans first: zip never takes a batch of the next chunk
         rejects += rej
         if r: rows += r; summs.append(label_batch(m, r, c.to(device), n.to(device), mc_samples, crit, seed))
         if done is not None: done(b - a)
@@ -452,6 +464,63 @@ def _label_chunk(m, src, i0, i1, bs, mc_samples, crit, seed, device, done=None):
     t = _chunk_table(rows, summ, m.labels, {})
     for f, v in trust_flags(t, m.trust, t['novelty'] if 'novelty' in summ else None).items(): t[f] = v
     return t, _rejects_table(rejects)
+
+# %% ../nbs/06_predict.ipynb #cio1
+IO_MIN_SPECTRA = 1024  # fewer files to read than this: no reader processes by default (starting one costs seconds)
+
+def _io_worker_init(parent: int):
+    "In a reader process: Ctrl-C is the parent's to handle, and the process ends when its parent is gone (no orphans)."
+    import signal, threading, time
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, 'pthread_sigmask'): signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    def watch():
+        while os.getppid() == parent: time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+@contextlib.contextmanager
+def _sigint_blocked():
+    "Ctrl-C held back while reader processes start, so that they start with it blocked (then ignored)."
+    import signal
+    if not hasattr(signal, 'pthread_sigmask'): yield; return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try: yield
+    finally: signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+def _package_fn(f):
+    "The package's own `f`: a spawned process finds a function by module and name, and in a notebook `f` lives in `__main__`."
+    import importlib
+    return getattr(importlib.import_module('cemp_hfs.predict'), f.__name__)
+
+def _in_order(pool, src, spans, preprocess_cfg, ahead):
+    "The batches of `spans` in order, each read by `pool` while the ones before it are labelled; at most `ahead` waiting."
+    waiting, todo, read = collections.deque(), iter(spans), _package_fn(_read_items)
+    def submit():
+        with _sigint_blocked():
+            for a, b in itertools.islice(todo, ahead - len(waiting)):
+                waiting.append(pool.submit(read, src.items[a:b], a, src.root, preprocess_cfg))
+    submit()
+    while waiting:
+        res = waiting.popleft().result()
+        submit()
+        yield _as_batch(*res)
+
+@contextlib.contextmanager
+def _prefetched_batches(src, spans, preprocess_cfg=None, io_workers=0):
+    "An iterator of `src.batch(a, b)` for `spans`; with `io_workers`, a `FileSource`'s files read and preprocessed ahead in processes."
+    if not io_workers or not isinstance(src, FileSource):
+        yield (src.batch(a, b, preprocess_cfg) for a, b in spans); return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    pool = ProcessPoolExecutor(io_workers, multiprocessing.get_context('spawn'), initializer=_package_fn(_io_worker_init), initargs=(os.getpid(),))
+    try: yield _in_order(pool, src, spans, preprocess_cfg, 2 * io_workers)
+    finally: pool.shutdown(wait=True, cancel_futures=True)
+
+def _io_workers(io_workers, src, n) -> int:
+    "Reader processes for `n` spectra to label from `src`: as asked, or (None) one per spare core, up to 2, from `IO_MIN_SPECTRA` files on."
+    if not isinstance(src, FileSource): return 0  # a dataset is read from its memory maps, already preprocessed
+    if io_workers is not None: return io_workers
+    return max(0, min(2, (os.cpu_count() or 1) - 1)) if n >= IO_MIN_SPECTRA else 0
 
 # %% ../nbs/06_predict.ipynb #c369f6b
 def check_count(name, # the argument's name, for the message
@@ -483,10 +552,12 @@ def predict(model, # model file, shipped model name or None (the shipped model),
             device=None, # torch device (default: GPU when present)
             progress=True, # progress on stderr, counting spectra
             overwrite=False, # start afresh in `out` even if it holds another run
-            client=None) -> Table | None: # a dask.distributed `Client`: the chunks run as tasks on its workers, writing into `out` (see `cemp_hfs.scale`)
+            client=None, # a dask.distributed `Client`: the chunks run as tasks on its workers, writing into `out` (see `cemp_hfs.scale`)
+            io_workers=None, # processes reading and preprocessing files ahead of the network (0: none; None: one per spare core, up to 2, from `IO_MIN_SPECTRA` files on)
+           ) -> Table | None: # the catalogue; None if `max_chunks` stopped early
     "Labels (with units), uncertainties, P(CEMP) and trust flags for every readable spectrum of `inputs`; None if `max_chunks` stopped early."
     bs, chunk_size, mc_samples = check_count('bs', bs), check_count('chunk_size', chunk_size), check_count('mc_samples', mc_samples)
-    max_chunks = check_count('max_chunks', max_chunks, allow_none=True)
+    max_chunks, io_workers = check_count('max_chunks', max_chunks, allow_none=True), check_count('io_workers', io_workers, 0, allow_none=True)
     if client is not None and out is None: raise ValueError("client: give out, the folder (seen by every worker) the chunk files are written into")
     crit = load_criteria(criteria)
     m = load_hfs_model(model)
@@ -517,9 +588,12 @@ def predict(model, # model file, shipped model name or None (the shipped model),
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     m.net.to(device)
     parts = {}
-    with Progress(sum(plan[k][1] - plan[k][0] for k in todo), 'spectra', 'predict', enabled=progress) as bar:
+    spans = [(a, min(a + bs, plan[k][1])) for k in todo for a in range(plan[k][0], plan[k][1], bs)]
+    workers = _io_workers(io_workers, src, sum(b - a for a, b in spans))
+    with Progress(sum(plan[k][1] - plan[k][0] for k in todo), 'spectra', 'predict', enabled=progress) as bar, \
+         _prefetched_batches(src, spans, m.preprocess, workers) as batches:  # read ahead across the chunks
         for k in todo:
-            t, r = _label_chunk(m, src, *plan[k], bs, mc_samples, crit, seed, device, bar.update)
+            t, r = _label_chunk(m, src, *plan[k], bs, mc_samples, crit, seed, device, bar.update, batches)
             if parts_dir is not None: _write_part(t, r, part(k), job_id(man))
             else: parts[k] = (t, r)
     if parts_dir is not None:
