@@ -26,9 +26,9 @@ from .select import load_criteria, satisfies, resolver, needs, rule_text
 from .calibrate import apply_calibration, calibration_hash, calibration_summary
 
 # %% auto #0
-__all__ = ['META_COLS', 'MASKED_MAX', 'FLAGS', 'NOVELTY_QUANTILE', 'IO_MIN_SPECTRA', 'HFSModel', 'shipped_models',
+__all__ = ['MASKED_MAX', 'META_COLS', 'FLAGS', 'NOVELTY_QUANTILE', 'IO_MIN_SPECTRA', 'HFSModel', 'shipped_models',
            'load_hfs_model', 'spectrum_seed', 'head_features', 'dropout_draws', 'predictive_samples',
-           'summarize_samples', 'DatasetSource', 'sanity_problem', 'FileSource', 'open_source', 'novelty_score',
+           'summarize_samples', 'sanity_problem', 'DatasetSource', 'FileSource', 'open_source', 'novelty_score',
            'fit_trust', 'trust_flags', 'label_batch', 'check_count', 'predict']
 
 # %% ../nbs/06_predict.ipynb #c48cc36
@@ -73,6 +73,7 @@ class HFSModel:
         return (f"HFSModel({self.name or 'in memory'}: labels {', '.join(t['labels'])}"
                 + (f"; trained on {t['dataset']}" if t['dataset'] else '') + (f" ({rng})" if rng else '') + ')')
 
+# %% ../nbs/06_predict.ipynb #c48cc36-shipped_mode
 def shipped_models() -> dict:
     "The models the package ships (`cemp_hfs/models/models.yaml`): {'default': name, 'models': {name: entry with its `path`}}."
     import yaml
@@ -82,7 +83,10 @@ def shipped_models() -> dict:
     for name, e in reg['models'].items(): e['path'] = Path(str(folder.joinpath(e['file'])))
     return reg
 
-def load_hfs_model(model=None) -> HFSModel: # model file, shipped model name, None (the shipped default), `load_model` pair, Learner or `HFSModel`
+# %% ../nbs/06_predict.ipynb #c48cc36-load_hfs_mod
+def load_hfs_model(
+    model=None, # model file, shipped model name, None (the shipped default), `load_model` pair, Learner or `HFSModel`
+) -> HFSModel: # the network with its label scaler, labels and preprocessing
     "The `HFSModel` of a model file (loaded with `weights_only=True`), of a shipped model, or of a model already in memory."
     if isinstance(model, HFSModel): return model
     if getattr(model, 'hfs_model', None) is not None: return model.hfs_model  # a Learner from train_hfsnet
@@ -112,11 +116,13 @@ def calibration(self: HFSModel) -> dict | None:
     "The calibration of the uncertainties stored in the model file (`cemp_hfs.calibrate`), None if it has none."
     return self.extra.get('calibration') or None
 
+# %% ../nbs/06_predict.ipynb #cuc001-uncalibrated
 @patch
 def uncalibrated(self: HFSModel) -> HFSModel:
     "The same model without its calibration: errors are the Monte-Carlo spread, P(CEMP) the fraction of the draws."
     return HFSModel(self.net, self.scaler, self.preprocess, {k: v for k, v in self.extra.items() if k != 'calibration'}, self.name)
 
+# %% ../nbs/06_predict.ipynb #cuc001-uncertainty_
 def _uncertainty_cards(m: HFSModel, mc_samples, pcemp_note='') -> dict:
     "Header cards saying what the `_err` columns and P(CEMP) are (ERRCAL, K95<LABEL>, PCEMP); a warning when there is no uncertainty."
     import warnings
@@ -135,19 +141,23 @@ def _uncertainty_cards(m: HFSModel, mc_samples, pcemp_note='') -> dict:
 
 # %% ../nbs/06_predict.ipynb #cd91273
 def spectrum_seed(key, # what identifies the spectrum: its obsid, else its file name
-                  seed=0) -> int: # the run's base seed
+                  seed=0, # the run's base seed
+                 ) -> int: # a seed in [0, 2**63)
     "A 63-bit seed for one spectrum's random stream, from its identity and the run's seed (stable across runs and machines)."
     return int.from_bytes(hashlib.sha256(f"{int(seed)}:{key}".encode()).digest()[:8], 'little') >> 1
 
+# %% ../nbs/06_predict.ipynb #cd91273-spectrum_key
 def _spectrum_key(row: dict):
     "The identity of a metadata row: the obsid when LAMOST gave one, else the file name, else the designation."
     o = row.get('obsid')
     if o is not None and int(o) > 0: return int(o)
     return row.get('filename') or row.get('designation') or row.get('index')
 
+# %% ../nbs/06_predict.ipynb #cd91273-head_feature
 def head_features(net, # an HFS-Net
                   continuum, # (B, 1, P) continuum tensor
-                  normalized) -> tuple[torch.Tensor, torch.Tensor]: # (B, 1, P) normalised-flux tensor
+                  normalized, # (B, 1, P) normalised-flux tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]: # the output (B, outputs) and the head's features (B, D)
     "One deterministic pass (eval mode): the network's output and the input of its head's feed-forward layers."
     net.eval()
     seen = {}
@@ -156,10 +166,12 @@ def head_features(net, # an HFS-Net
     finally: hook.remove()
     return out, seen['x']
 
+# %% ../nbs/06_predict.ipynb #cd91273-dropout_draw
 def dropout_draws(net, # the HFS-Net whose head's `ffn` is sampled
                   features, # (B, D) input of the head's feed-forward layers (from `head_features`)
                   seeds, # one seed per spectrum
-                  mc_samples=16) -> torch.Tensor: # draws per spectrum
+                  mc_samples=16, # draws per spectrum
+                 ) -> tuple: # the (T, B, outputs) draws, and each spectrum's generator to draw on from
     "(T, B, outputs): the head's feed-forward layers with dropout masks drawn from each spectrum's own stream."
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     y = features.unsqueeze(0).expand(int(mc_samples), *features.shape)
@@ -171,6 +183,7 @@ def dropout_draws(net, # the HFS-Net whose head's `ffn` is sampled
         else: y = m(y)
     return y, gens
 
+# %% ../nbs/06_predict.ipynb #cd91273-predictive_s
 @torch.no_grad()
 def predictive_samples(net, # the network
                        continuum, # (B, 1, P) continuum tensor
@@ -178,7 +191,8 @@ def predictive_samples(net, # the network
                        scaler: LabelScaler, # the model's label standardiser
                        mc_samples=16, # Monte-Carlo dropout draws (1: the deterministic answer only)
                        heteroscedastic=False, # add the predicted noise to each draw
-                       seeds=None) -> tuple[np.ndarray, np.ndarray]: # one seed per spectrum (default: its batch position)
+                       seeds=None, # one seed per spectrum (default: its batch position)
+                      ) -> tuple: # labels (B, L) and draws (T, B, L) in physical units, head features (B, D)
     "The deterministic labels (B, L) and (T, B, L) draws around them, in physical units, with the head's features."
     L = len(scaler.labels)
     out, feats = head_features(net, continuum, normalized)
@@ -192,10 +206,12 @@ def predictive_samples(net, # the network
         mu = mu + torch.exp(0.5 * d[..., L:2 * L].float().clamp(-10, 10)) * eps
     return scaler.inverse(point.cpu().numpy()), scaler.inverse(mu.cpu().numpy()), feats
 
+# %% ../nbs/06_predict.ipynb #cd91273-summarize_sa
 def summarize_samples(point, # (B, L) the deterministic labels
                       samples, # (T, B, L) draws in physical units
                       labels=LABELS, # the L label names
-                      criteria='paper') -> dict: # criteria for P(CEMP)
+                      criteria='paper', # criteria for P(CEMP)
+                     ) -> dict: # per label and [C/H]: the label and its `_err`; `p_cemp`
     "Label (the deterministic answer) and standard deviation of the draws per label and for [C/H]; P(CEMP) if the criteria's labels are there."
     s = {l: samples[..., j] for j, l in enumerate(labels)}
     p = {l: point[:, j] for j, l in enumerate(labels)}
@@ -206,6 +222,27 @@ def summarize_samples(point, # (B, L) the deterministic labels
     if needs(crit, 'cemp', base=True) <= set(s): out['p_cemp'] = satisfies(crit['cemp'], resolver(s.__getitem__, crit['derived'])).mean(0)
     return out
 
+# %% ../nbs/06_predict.ipynb #c19d436
+MASKED_MAX = 0.2  # a preprocessed spectrum with more of its pixels masked (interpolated over) than this is flagged
+
+def sanity_problem(s, # a `LamostSpectrum`, or None when only `masked` is known
+                   masked=None, # fraction of the preprocessed pixels that were masked and interpolated over
+                   spike=20., # a lone pixel above `spike` x the median flux is a hot pixel
+                   snr_min=2., # S/N in g (or i) below this is no signal
+                  ) -> str: # the problem, '' if there is none
+    "Why the spectrum cannot be trusted ('' if nothing is wrong): a lone hot pixel, S/N near zero, many masked pixels."
+    if masked is not None and masked > MASKED_MAX: return f"{100 * masked:.0f}% of the pixels masked"
+    if s is None: return ''
+    f = np.where(s.good, s.flux, np.nan)
+    med = np.nanmedian(np.abs(f))
+    if np.isfinite(med) and med > 0:
+        g = np.nan_to_num(f)
+        hot = (g[1:-1] > spike * med) & (g[:-2] < 0.5 * g[1:-1]) & (g[2:] < 0.5 * g[1:-1])
+        if hot.any(): return f"hot pixel at {s.wave[1 + np.flatnonzero(hot)[0]]:.1f} A ({g[1:-1][hot].max() / med:.0f}x the median flux)"
+    snr = max((v for v in (s.meta.get('snrg'), s.meta.get('snri')) if v is not None and np.isfinite(v)), default=None)
+    if snr is not None and snr < snr_min: return f"S/N {snr:.1f} (below {snr_min:g})"
+    return ''
+
 # %% ../nbs/06_predict.ipynb #ce280d0
 META_COLS = ('obsid', 'designation', 'ra', 'dec', 'snrg', 'snri', 'class', 'subclass', 'filename')
 
@@ -215,6 +252,7 @@ def _obsid(v):
     except (TypeError, ValueError, np.ma.MaskError): return None
     return v if v > 0 else None
 
+# %% ../nbs/06_predict.ipynb #ce280d0-meta_row
 def _meta_row(meta: dict, # a spectrum's metadata
               index: int, # its position among the inputs
               path=None, # its file as given (None: in memory or in a dataset)
@@ -230,15 +268,23 @@ def _meta_row(meta: dict, # a spectrum's metadata
     row['index'], row['path'], row['sanity'] = int(index), '' if path is None else str(path), ''
     return row
 
+# %% ../nbs/06_predict.ipynb #ce280d0-DatasetSourc
 class DatasetSource:
     "Items of an on-disk dataset (already preprocessed), served from the memory maps."
-    def __init__(self, path):
+    def __init__(self,
+                 path, # dataset directory (from `build_dataset`)
+                ):
         self.path, self.data = Path(path), load_dataset(path)
         self.inputs, self.skipped, self.root = SpectraDataset(self.data), [], self.path.resolve()
     def __len__(self): return len(self.data.continuum)
     def key(self): return f"dataset:{self.path.resolve()}:{len(self)}"
     def describe(self): return f"dataset {self.path.name} ({len(self)} spectra)"
-    def batch(self, i0, i1, preprocess_cfg=None):
+    def batch(self,
+              i0:int, # the first item
+              i1:int, # one past the last item
+              preprocess_cfg=None, # unused: a dataset holds preprocessed spectra
+             ) -> tuple: # metadata rows, continuum and normalised-flux tensors (B, 1, P), rejects
+        "Metadata rows, the network's input tensors and the rejects (none) of items `i0:i1`."
         idx = np.arange(i0, i1)
         lab = self.data.labels
         rows = [_meta_row({k: lab[k][i] for k in META_COLS if k in lab.colnames}, i) for i in idx]
@@ -246,68 +292,25 @@ class DatasetSource:
         c, n = self.inputs.batch(idx)
         return rows, c, n, []
 
-# %% ../nbs/06_predict.ipynb #c19d436
-MASKED_MAX = 0.2  # a preprocessed spectrum with more of its pixels masked (interpolated over) than this is flagged
-
-def sanity_problem(s, # a `LamostSpectrum`, or None when only `masked` is known
-                   masked=None, # fraction of the preprocessed pixels that were masked and interpolated over
-                   spike=20., # a lone pixel above `spike` x the median flux is a hot pixel
-                   snr_min=2.) -> str: # S/N in g (or i) below this is no signal
-    "Why the spectrum cannot be trusted ('' if nothing is wrong): a lone hot pixel, S/N near zero, many masked pixels."
-    if masked is not None and masked > MASKED_MAX: return f"{100 * masked:.0f}% of the pixels masked"
-    if s is None: return ''
-    f = np.where(s.good, s.flux, np.nan)
-    med = np.nanmedian(np.abs(f))
-    if np.isfinite(med) and med > 0:
-        g = np.nan_to_num(f)
-        hot = (g[1:-1] > spike * med) & (g[:-2] < 0.5 * g[1:-1]) & (g[2:] < 0.5 * g[1:-1])
-        if hot.any(): return f"hot pixel at {s.wave[1 + np.flatnonzero(hot)[0]]:.1f} A ({g[1:-1][hot].max() / med:.0f}x the median flux)"
-    snr = max((v for v in (s.meta.get('snrg'), s.meta.get('snri')) if v is not None and np.isfinite(v)), default=None)
-    if snr is not None and snr < snr_min: return f"S/N {snr:.1f} (below {snr_min:g})"
-    return ''
-
+# %% ../nbs/06_predict.ipynb #c19d436-reject_reaso
 def _reject_reason(pre, k) -> str:
     "The preprocessing reason for dropping input `k` of a batch."
     return next((r for (_, r), i in zip(pre.rejects, pre.reject_index) if int(i) == k), 'refused by preprocessing')
 
+# %% ../nbs/06_predict.ipynb #c19d436-short
 def _short(source, n=3) -> str:
     "`source` for a message: a path, or the first few of a list."
     if isinstance(source, (list, tuple)):
         return ', '.join(map(str, source[:n])) + (f" and {len(source) - n} more" if len(source) > n else '')
     return str(source)
 
-class FileSource:
-    "Items of LAMOST files (a directory, a glob, paths) and in-memory `LamostSpectrum`s: read and preprocessed batch by batch."
-    def __init__(self, source):
-        self.items, self.skipped = find_inputs(source)
-        if not self.items:
-            why = f" ({len(self.skipped)} skipped: {_short([f'{f} ({r})' for f, r in self.skipped], 2)})" if self.skipped else ''
-            raise FileNotFoundError(f"no LAMOST files found in {_short(source)}{why}")
-        paths = [os.path.abspath(i) for i in self.items if not isinstance(i, LamostSpectrum)]
-        # file names are written relative to the inputs' common folder: no absolute path in a catalogue
-        self.root = Path(os.path.commonpath([os.path.dirname(p) for p in paths])) if paths else None
-    def __len__(self): return len(self.items)
-    def name(self, i) -> str:
-        "Item `i`'s file name relative to the common folder, or an in-memory spectrum's own file name (else its position)."
-        return _item_name(self.items[i], i, self.root)
-    def key(self):
-        h = hashlib.sha1()
-        for it in self.items:
-            h.update(it.flux.tobytes() + str(it.meta.get('obsid')).encode() if isinstance(it, LamostSpectrum) else os.path.abspath(it).encode())
-        return 'files:' + h.hexdigest()
-    def describe(self):
-        n_mem = sum(isinstance(i, LamostSpectrum) for i in self.items)
-        return (f"{len(self) - n_mem} files in {self.root.name or self.root}" if self.root else '') + \
-               (' and ' if self.root and n_mem else '') + (f"{n_mem} spectra in memory" if n_mem else '')
-    def batch(self, i0, i1, preprocess_cfg=None):
-        "Metadata rows, the network's input tensors and the rejects of items `i0:i1`."
-        return _as_batch(*_read_items(self.items[i0:i1], i0, self.root, preprocess_cfg))
-
+# %% ../nbs/06_predict.ipynb #c19d436-item_name
 def _item_name(it, i, root) -> str:
     "An input's file name relative to `root`, or an in-memory spectrum's own file name (else its position `i`)."
     if isinstance(it, LamostSpectrum): return str(it.meta.get('filename') or f'spectrum {i}')
     return os.path.relpath(os.path.abspath(it), root)
 
+# %% ../nbs/06_predict.ipynb #c19d436-read_items
 def _read_items(items, i0, root, preprocess_cfg=None):
     "Metadata rows, preprocessed continua and normalised spectra (numpy) and rejects of `items`, the inputs `i0`, `i0 + 1`, ..."
     spectra, where, rejects = [], [], []
@@ -326,12 +329,51 @@ def _read_items(items, i0, root, preprocess_cfg=None):
     for j, (r, k) in enumerate(zip(rows, pre.index)): r['sanity'] = sanity_problem(spectra[k], np.mean(pre.mask[j]))
     return rows, pre.continuum, pre.normalized, rejects
 
+# %% ../nbs/06_predict.ipynb #c19d436-as_batch
 def _as_batch(rows, continuum, normalized, rejects):
     "A batch as the network takes it: metadata rows, input tensors (None when no spectrum was read) and rejects."
     if continuum is None: return rows, None, None, rejects
     return (rows, *network_inputs(continuum, normalized), rejects)
 
-def open_source(inputs):
+# %% ../nbs/06_predict.ipynb #c19d436-FileSource
+class FileSource:
+    "Items of LAMOST files (a directory, a glob, paths) and in-memory `LamostSpectrum`s: read and preprocessed batch by batch."
+    def __init__(self,
+                 source, # LAMOST files: a directory, a glob, paths, `LamostSpectrum`s, or a list of them
+                ):
+        self.items, self.skipped = find_inputs(source)
+        if not self.items:
+            why = f" ({len(self.skipped)} skipped: {_short([f'{f} ({r})' for f, r in self.skipped], 2)})" if self.skipped else ''
+            raise FileNotFoundError(f"no LAMOST files found in {_short(source)}{why}")
+        paths = [os.path.abspath(i) for i in self.items if not isinstance(i, LamostSpectrum)]
+        # file names are written relative to the inputs' common folder: no absolute path in a catalogue
+        self.root = Path(os.path.commonpath([os.path.dirname(p) for p in paths])) if paths else None
+    def __len__(self): return len(self.items)
+    def name(self,
+             i:int, # the item's position among the inputs
+            ) -> str: # its name in the catalogue
+        "Item `i`'s file name relative to the common folder, or an in-memory spectrum's own file name (else its position)."
+        return _item_name(self.items[i], i, self.root)
+    def key(self):
+        h = hashlib.sha1()
+        for it in self.items:
+            h.update(it.flux.tobytes() + str(it.meta.get('obsid')).encode() if isinstance(it, LamostSpectrum) else os.path.abspath(it).encode())
+        return 'files:' + h.hexdigest()
+    def describe(self):
+        n_mem = sum(isinstance(i, LamostSpectrum) for i in self.items)
+        return (f"{len(self) - n_mem} files in {self.root.name or self.root}" if self.root else '') + \
+               (' and ' if self.root and n_mem else '') + (f"{n_mem} spectra in memory" if n_mem else '')
+    def batch(self,
+              i0:int, # the first item
+              i1:int, # one past the last item
+              preprocess_cfg=None, # the model's preprocessing config (None: the defaults)
+             ) -> tuple: # metadata rows, continuum and normalised-flux tensors (B, 1, P), rejects
+        "Metadata rows, the network's input tensors and the rejects of items `i0:i1`."
+        return _as_batch(*_read_items(self.items[i0:i1], i0, self.root, preprocess_cfg))
+
+# %% ../nbs/06_predict.ipynb #c19d436-open_source
+def open_source(inputs, # a dataset directory, LAMOST files, directories, globs, `LamostSpectrum`s, or a list
+               ): # a `DatasetSource` or a `FileSource`
     "A `DatasetSource` for a dataset directory, else a `FileSource` (directory, glob, paths, `LamostSpectrum`s, or a list)."
     if isinstance(inputs, (str, Path)) and (Path(inputs) / 'continuum.npy').exists(): return DatasetSource(inputs)
     return FileSource(inputs)
@@ -345,18 +387,22 @@ def _spectral_type(subclass) -> str:
     s = str(subclass or '').strip().upper()
     return s[0] if s and s[0] in 'OBAFGKMLTDW' else ''
 
+# %% ../nbs/06_predict.ipynb #c95fbe2-novelty_scor
 def novelty_score(features, # (B, D) head features
-                  trust: dict) -> np.ndarray: # `fit_trust`'s output
+                  trust: dict, # `fit_trust`'s output
+                 ) -> np.ndarray: # (B,) novelty scores
     "Mean squared standardised distance of each spectrum's head features from the training spectra's."
     f = np.asarray(features, np.float64)
     return np.mean(((f - np.asarray(trust['feature_mean'])) / np.asarray(trust['feature_std'])) ** 2, axis=1)
 
+# %% ../nbs/06_predict.ipynb #c95fbe2-fit_trust
 @torch.no_grad()
 def fit_trust(net, # the trained network
               data, # the dataset it was trained on (from `load_dataset`)
               rows, # its training rows
               labels, # the labels the network predicts
-              bs=256) -> dict: # spectra per forward pass
+              bs=256, # spectra per forward pass
+             ) -> dict: # label ranges, feature statistics and novelty threshold, classes and spectral types
     "What the trust flags compare with: training label ranges, head-feature statistics and the novelty threshold, classes."
     src = SpectraDataset(data, rows)
     feats = torch.cat([head_features(net, *src.batch(np.arange(a, min(a + bs, len(rows)))))[1].float().cpu()
@@ -373,9 +419,11 @@ def fit_trust(net, # the trained network
     trust['spectral_types'] = sorted({t for t in map(_spectral_type, col('subclass')) if t})
     return trust
 
+# %% ../nbs/06_predict.ipynb #c95fbe2-trust_flags
 def trust_flags(t: Table, # predictions: label columns, `class`, `subclass`, `sanity`
                 trust: dict, # `fit_trust`'s output (empty: only the checks that need no training statistics)
-                novelty=None) -> dict: # novelty scores (None: no novelty flag)
+                novelty=None, # novelty scores (None: no novelty flag)
+               ) -> dict: # a boolean array per flag of `FLAGS`, and `flagged`
     "The boolean flag columns of `FLAGS`, and `flagged` (any of them)."
     n = len(t); out = {f: np.zeros(n, bool) for f in FLAGS}
     val = lambda l: np.ma.filled(np.ma.asarray(t[l], dtype=float), np.nan)
@@ -415,33 +463,41 @@ def _chunk_table(rows, summ: dict, labels, flags: dict) -> Table:
     for f, v in flags.items(): t[f] = np.asarray(v, bool)
     return t
 
+# %% ../nbs/06_predict.ipynb #c8dae56-rejects_tabl
 def _rejects_table(rejects) -> Table:
     return Table(rows=rejects, names=('file', 'reason'), dtype=(str, str)) if rejects else Table(names=('file', 'reason'), dtype=(str, str))
 
+# %% ../nbs/06_predict.ipynb #c8dae56-write_part
 def _write_part(t, rejects, path, job=None):
     "One finished chunk: its predictions and its rejects in one FITS file, written atomically; `job`: the run's `job_id`."
     hdr = fits.Header({'JOBID': job} if job else {})
     with atomic_path(path) as tmp: fits.HDUList([fits.PrimaryHDU(header=hdr), fits.table_to_hdu(t), fits.table_to_hdu(rejects)]).writeto(tmp, overwrite=True)
 
+# %% ../nbs/06_predict.ipynb #c8dae56-part_jobs
 def _part_jobs(folder) -> list:
     "The `job_id` each finished chunk file in `folder` recorded (None for one that records none)."
     return [fits.getheader(p, 0).get('JOBID') for p in sorted(Path(folder).glob('part-*.fits'))]
 
+# %% ../nbs/06_predict.ipynb #c8dae56-read_part
 def _read_part(path):
     "A chunk's predictions and rejects, text as str (as in a run held in memory), not FITS's bytes."
     return Table.read(path, hdu=1, character_as_bytes=False), Table.read(path, hdu=2, character_as_bytes=False)
 
+# %% ../nbs/06_predict.ipynb #c8dae56-pcemp_note
 def _pcemp_note(labels, crit) -> str:
     "Why P(CEMP) is masked, or '' when it is computed."
     missing = sorted(needs(crit, 'cemp', base=True) - set(labels))
     return f"not computed: the model does not predict {missing}, which the CEMP criteria need" if missing else ''
 
+# %% ../nbs/06_predict.ipynb #c8dae56-label_batch
 def label_batch(model: HFSModel, # the model
                 rows, # metadata rows of the batch (from a source)
-                c, n, # the network's input tensors
+                c, # continuum tensor (B, 1, P)
+                n, # normalised-flux tensor (B, 1, P)
                 mc_samples=16, # Monte-Carlo dropout draws
                 criteria='paper', # criteria for P(CEMP)
-                seed=0) -> dict: # the run's base seed
+                seed=0, # the run's base seed
+               ) -> dict: # per spectrum: labels, errors, `p_cemp`, `novelty`
     "Labels, errors, P(CEMP) and novelty of one batch; every spectrum with its own random stream."
     seeds = [spectrum_seed(_spectrum_key(r), seed) for r in rows]
     point, draws, feats = predictive_samples(model.net, c, n, model.scaler, mc_samples, model.heteroscedastic, seeds)
@@ -450,6 +506,7 @@ def label_batch(model: HFSModel, # the model
     if 'feature_mean' in model.trust: summ['novelty'] = novelty_score(feats.float().cpu().numpy(), model.trust)
     return summ
 
+# %% ../nbs/06_predict.ipynb #c8dae56-label_chunk
 def _label_chunk(m, src, i0, i1, bs, mc_samples, crit, seed, device, done=None, batches=None):
     "Predictions (with trust flags) and rejects of items `i0:i1` of `src`, `bs` at a time; `done(n)` after each batch."
     spans = [(a, min(a + bs, i1)) for a in range(i0, i1, bs)]
@@ -466,7 +523,7 @@ def _label_chunk(m, src, i0, i1, bs, mc_samples, crit, seed, device, done=None, 
     return t, _rejects_table(rejects)
 
 # %% ../nbs/06_predict.ipynb #cio1
-IO_MIN_SPECTRA = 1024  # fewer files to read than this: no reader processes by default (starting one costs seconds)
+IO_MIN_SPECTRA = 256  # fewer files to read than this (four batches of 64): no reader process by default, little to overlap
 
 def _io_worker_init(parent: int):
     "In a reader process: Ctrl-C is the parent's to handle, and the process ends when its parent is gone (no orphans)."
@@ -478,6 +535,7 @@ def _io_worker_init(parent: int):
         os._exit(1)
     threading.Thread(target=watch, daemon=True).start()
 
+# %% ../nbs/06_predict.ipynb #cio1-sigint_block
 @contextlib.contextmanager
 def _sigint_blocked():
     "Ctrl-C held back while reader processes start, so that they start with it blocked (then ignored)."
@@ -487,11 +545,13 @@ def _sigint_blocked():
     try: yield
     finally: signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
+# %% ../nbs/06_predict.ipynb #cio1-package_fn
 def _package_fn(f):
     "The package's own `f`: a spawned process finds a function by module and name, and in a notebook `f` lives in `__main__`."
     import importlib
     return getattr(importlib.import_module('cemp_hfs.predict'), f.__name__)
 
+# %% ../nbs/06_predict.ipynb #cio1-in_order
 def _in_order(pool, src, spans, preprocess_cfg, ahead):
     "The batches of `spans` in order, each read by `pool` while the ones before it are labelled; at most `ahead` waiting."
     waiting, todo, read = collections.deque(), iter(spans), _package_fn(_read_items)
@@ -505,6 +565,7 @@ def _in_order(pool, src, spans, preprocess_cfg, ahead):
         submit()
         yield _as_batch(*res)
 
+# %% ../nbs/06_predict.ipynb #cio1-prefetched_b
 @contextlib.contextmanager
 def _prefetched_batches(src, spans, preprocess_cfg=None, io_workers=0):
     "An iterator of `src.batch(a, b)` for `spans`; with `io_workers`, a `FileSource`'s files read and preprocessed ahead in processes."
@@ -512,10 +573,13 @@ def _prefetched_batches(src, spans, preprocess_cfg=None, io_workers=0):
         yield (src.batch(a, b, preprocess_cfg) for a, b in spans); return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-    pool = ProcessPoolExecutor(io_workers, multiprocessing.get_context('spawn'), initializer=_package_fn(_io_worker_init), initargs=(os.getpid(),))
+    # fork where it is safe (Linux; the readers use no torch): a spawned reader imports the package, seconds on a busy machine
+    ctx = multiprocessing.get_context('fork' if sys.platform.startswith('linux') else 'spawn')
+    pool = ProcessPoolExecutor(io_workers, ctx, initializer=_package_fn(_io_worker_init), initargs=(os.getpid(),))
     try: yield _in_order(pool, src, spans, preprocess_cfg, 2 * io_workers)
     finally: pool.shutdown(wait=True, cancel_futures=True)
 
+# %% ../nbs/06_predict.ipynb #cio1-io_workers
 def _io_workers(io_workers, src, n) -> int:
     "Reader processes for `n` spectra to label from `src`: as asked, or (None) one per spare core, up to 2, from `IO_MIN_SPECTRA` files on."
     if not isinstance(src, FileSource): return 0  # a dataset is read from its memory maps, already preprocessed
@@ -533,12 +597,40 @@ def check_count(name, # the argument's name, for the message
         raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
     return int(value)
 
+# %% ../nbs/06_predict.ipynb #c369f6b-clear_run
 def _clear_run(out):
     "Remove what a previous run left in `out` (its chunks, manifest and products), nothing else."
     import shutil
     shutil.rmtree(out / 'chunks', ignore_errors=True)
     for f in ['manifest.json', 'rejects.csv', *(f'predictions.{x}' for x in ('fits', 'ecsv', 'csv'))]: (out / f).unlink(missing_ok=True)
 
+# %% ../nbs/06_predict.ipynb #casm1
+def _assemble(parts, src, m, crit, mc_samples, seed, out) -> Table:
+    "The predictions table of all chunks, with units, descriptions and provenance; written to `out` when given."
+    tables = [parts[k][0] for k in sorted(parts) if len(parts[k][0])]
+    result = vstack(tables) if tables else _chunk_table([], {}, m.labels, trust_flags(Table(), {}))
+    if not isinstance(result['obsid'], MaskedColumn): result['obsid'] = MaskedColumn(result['obsid'], mask=np.zeros(len(result), bool))
+    result['obsid'].fill_value = -1
+    rejects = vstack([_rejects_table(src.skipped)] + [parts[k][1] for k in sorted(parts)])
+    note = _pcemp_note(m.labels, crit)
+    p = np.ma.filled(np.ma.asarray(result['p_cemp'], dtype=float), np.nan)
+    result['p_cemp'] = MaskedColumn(p, mask=bool(note) | ~np.isfinite(p))
+    tr = m.trained_on
+    result.meta.update(provenance())
+    result.meta.update(  # FITS cards: at most 8 characters
+        MODEL=m.name or 'in memory', MODELSHA=m.weights_hash(), MODELCFG=str(tr['config'] or ''), LABELS=' '.join(m.labels),
+        TRAINSET=tr['dataset'] or '', INPUTS=src.describe(), NINPUT=len(src) + len(src.skipped), NREJECT=len(rejects),
+        NFLAGGED=int(np.sum(result['flagged'])), MCSAMPLE=int(mc_samples), SEED=int(seed),
+        PCRIT=crit['name'], PCRULE=rule_text(crit), PCEMP=note or 'fraction of the Monte-Carlo draws inside the CEMP region (PCRULE)')
+    result.meta.update(_uncertainty_cards(m, mc_samples, note))
+    annotate(result)
+    if out is not None:
+        write_tables(result, out / 'predictions')
+        write_tables(annotate(rejects), out / 'rejects', formats=('csv',))
+    result.meta['rejects'], result.meta['root'] = rejects, src.root  # in memory only (lower case: not written)
+    return result
+
+# %% ../nbs/06_predict.ipynb #c369f6b-predict
 @one_writer('out', 'predict', 'predictions', 'wait for it to finish, or use another output directory')
 def predict(model, # model file, shipped model name or None (the shipped model), `HFSModel`, `load_model` pair, or a Learner
             inputs, # `LamostSpectrum`(s), LAMOST files, directories, globs (or a list of them), or a dataset directory
@@ -600,32 +692,6 @@ def predict(model, # model file, shipped model name or None (the shipped model),
         if pending_chunks([part(k) for k in range(len(plan))]): return None
         parts = {k: _read_part(part(k)) for k in range(len(plan))}
     return _assemble(parts, src, m, crit, mc_samples, seed, out)
-
-# %% ../nbs/06_predict.ipynb #casm1
-def _assemble(parts, src, m, crit, mc_samples, seed, out) -> Table:
-    "The predictions table of all chunks, with units, descriptions and provenance; written to `out` when given."
-    tables = [parts[k][0] for k in sorted(parts) if len(parts[k][0])]
-    result = vstack(tables) if tables else _chunk_table([], {}, m.labels, trust_flags(Table(), {}))
-    if not isinstance(result['obsid'], MaskedColumn): result['obsid'] = MaskedColumn(result['obsid'], mask=np.zeros(len(result), bool))
-    result['obsid'].fill_value = -1
-    rejects = vstack([_rejects_table(src.skipped)] + [parts[k][1] for k in sorted(parts)])
-    note = _pcemp_note(m.labels, crit)
-    p = np.ma.filled(np.ma.asarray(result['p_cemp'], dtype=float), np.nan)
-    result['p_cemp'] = MaskedColumn(p, mask=bool(note) | ~np.isfinite(p))
-    tr = m.trained_on
-    result.meta.update(provenance())
-    result.meta.update(  # FITS cards: at most 8 characters
-        MODEL=m.name or 'in memory', MODELSHA=m.weights_hash(), MODELCFG=str(tr['config'] or ''), LABELS=' '.join(m.labels),
-        TRAINSET=tr['dataset'] or '', INPUTS=src.describe(), NINPUT=len(src) + len(src.skipped), NREJECT=len(rejects),
-        NFLAGGED=int(np.sum(result['flagged'])), MCSAMPLE=int(mc_samples), SEED=int(seed),
-        PCRIT=crit['name'], PCRULE=rule_text(crit), PCEMP=note or 'fraction of the Monte-Carlo draws inside the CEMP region (PCRULE)')
-    result.meta.update(_uncertainty_cards(m, mc_samples, note))
-    annotate(result)
-    if out is not None:
-        write_tables(result, out / 'predictions')
-        write_tables(annotate(rejects), out / 'rejects', formats=('csv',))
-    result.meta['rejects'], result.meta['root'] = rejects, src.root  # in memory only (lower case: not written)
-    return result
 
 # %% ../nbs/06_predict.ipynb #ccall1
 class _CallableModule(types.ModuleType):

@@ -15,8 +15,10 @@ from cemp_hfs.predict import predict
 pytestmark = pytest.mark.skipif(not Path('/proc/self/stat').exists(), reason='needs /proc to find the worker processes')
 
 KW = dict(bs=4, chunk_size=8, mc_samples=8)
-CHILD = ("import sys; from cemp_hfs.predict import predict; "
-         "predict(sys.argv[1], sys.argv[2], out=sys.argv[3], bs=4, chunk_size=8, mc_samples=8, progress=False, io_workers=2)")
+# each chunk file is followed by a pause, so that the run is surely still going when it is interrupted
+CHILD = ("import sys, time; import cemp_hfs.predict as P; w = P._write_part; "
+         "P._write_part = lambda *a, **k: (w(*a, **k), time.sleep(0.5)); "
+         "P.predict(sys.argv[1], sys.argv[2], out=sys.argv[3], bs=4, chunk_size=8, mc_samples=8, progress=False, io_workers=2)")
 
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
