@@ -74,12 +74,18 @@ def stages(files, m, bs=64) -> dict:
 def one_process(files, chunk, io_workers=None) -> dict:
     "predict in one process; `io_workers`: its reader processes (None: predict's default, 0: read as it goes)."
     from cemp_hfs.predict import _io_workers, FileSource
+    import resource
+    cpu = lambda: sum(getattr(resource.getrusage(w), a) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) for a in ('ru_utime', 'ru_stime'))
     out = Path(tempfile.mkdtemp()) / 'pred'
-    before = load()
+    before, c0 = load(), cpu()
     _, t = timed(predict, None, [str(f) for f in files], out=out, chunk_size=chunk, bs=64, mc_samples=MC, progress=False, io_workers=io_workers)
+    c = cpu() - c0  # the readers are counted once they have ended (predict waits for them)
     shutil.rmtree(out.parent)
+    # cores this run obtained (CPU seconds of the process and its readers per wall second): on a machine shared with other
+    # jobs (Linux shares the CPU between sessions, not processes) a run that gets under one core cannot gain from overlap
     return dict(io_workers=_io_workers(io_workers, FileSource([str(f) for f in files]), len(files)), seconds=round(t, 2),
-                spectra_per_s=round(len(files) / t, 2), load_before=before, load_after=load())
+                spectra_per_s=round(len(files) / t, 2), cores_obtained=round(c / t, 2), cpu_ms_per_spectrum=round(1e3 * c / len(files), 2),
+                load_before=before, load_after=load())
 
 def _noop(x): return x
 
@@ -150,7 +156,8 @@ def main():
         res['contaminated'] = bool(busy > 2.5)  # more than the two workers (and a little) were running
     op = res['one_process']
     # the process and its reader(s) want 1 + io_workers cores: a higher load means other jobs shared them
-    res['one_process_contaminated'] = bool(max(op['load_before'][0], op['load_after'][0]) > 1.5 + op['io_workers'])
+    res['one_process_contaminated'] = bool(max(op['load_before'][0], op['load_after'][0]) > 1.5 + op['io_workers']
+                                           or op['cores_obtained'] < 0.9 * (1 + op['io_workers']))
     st = res['stages']
     per_spec = 1 / res['cluster'][0]['labelling_spectra_per_s']
     # per chunk: the scheduler's round trip, plus (an upper bound of the fixed part) writing a chunk file of 64 spectra and
@@ -198,8 +205,12 @@ def report(r) -> str:
              f"reading + preprocessing alone, one after the other in one thread ({r['read_plus_preprocess']} spectra/s; target >= 0.7x, "
              f"issue 13 item 1); reading as it goes, {r['sequential_vs_read_preprocess']}x. The readers read and preprocess the next "
              "batches while the network labels the current one; a cluster's workers read as they go (each worker is one core)." +
-             (" -- **contaminated**: the load average was above the cores this run wants (the process and its readers), so other "
-              "jobs shared the cores and every rate here is lower than on a free machine." if r.get('one_process_contaminated') else ''),
+             f" CPU obtained: {sq['cores_obtained']} cores reading as it goes ({sq['cpu_ms_per_spectrum']} ms CPU per spectrum), "
+             f"{op['cores_obtained']} cores with the reader(s) ({op['cpu_ms_per_spectrum']} ms CPU per spectrum); the overlap can only "
+             f"pay where the run gets more than one core." +
+             (" -- **contaminated**: the load average was above the cores this run wants (the process and its readers) and the run "
+              "got fewer cores than it has processes, so other jobs shared the cores and the overlapped rate measures them, not the "
+              "code." if r.get('one_process_contaminated') else ''),
              '', f"The LocalCluster rows and the ratio below are from the full run of {r.get('cluster_date', r['date'])}."
              if r.get('cluster_date', r['date']) != r['date'] else '',
              '', f"2 workers / 1 worker (the workers' rates): **{r['speedup_2_vs_1']}x** (target >= 1.6x)" +
