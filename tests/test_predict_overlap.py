@@ -16,7 +16,8 @@ pytestmark = pytest.mark.skipif(not Path('/proc/self/stat').exists(), reason='ne
 
 KW = dict(bs=4, chunk_size=8, mc_samples=8)
 # each chunk file is followed by a pause, so that the run is surely still going when it is interrupted
-CHILD = ("import sys, time; import cemp_hfs.predict as P; w = P._write_part; "
+# and torch runs with this process's thread count (another count changes the network's float sums in the last bit)
+CHILD = ("import sys, time, torch; import cemp_hfs.predict as P; w = P._write_part; torch.set_num_threads(int(sys.argv[4])); "
          "P._write_part = lambda *a, **k: (w(*a, **k), time.sleep(0.5)); "
          "P.predict(sys.argv[1], sys.argv[2], out=sys.argv[3], bs=4, chunk_size=8, mc_samples=8, progress=False, io_workers=2)")
 
@@ -60,7 +61,8 @@ def _alive(pid) -> bool:
 
 def _start_and_wait_for_first_chunk(d, out, timeout=180):
     "predict with reader processes in a child of its own process group; returns it and its reader processes once a chunk is written."
-    p = subprocess.Popen([sys.executable, '-c', CHILD, str(d / 'model.pt'), str(d / 'survey' / 'spectra'), str(out)],
+    import torch
+    p = subprocess.Popen([sys.executable, '-c', CHILD, str(d / 'model.pt'), str(d / 'survey' / 'spectra'), str(out), str(torch.get_num_threads())],
                          stderr=subprocess.PIPE, text=True, start_new_session=True)
     t0, kids = time.time(), set()
     while time.time() - t0 < timeout and p.poll() is None:
