@@ -16,13 +16,17 @@ Reproducible (seeded) and resumable (stages cached under benchmarks/cache/pretra
    stars (the validation split holds too few of them: ~150 below [Fe/H] = -1; `draw_population` seed 31,
    `mp_tail=0.2`, every star below [Fe/H] = -1.5 of 10,000 drawn, never trained on, other seeds than the uncertainty
    benchmark's test stars), stored in the model file (cached as `*_cal.pt`);
-6. the calibrated weights copied to cemp_hfs/models/ (package data, loaded with weights_only=True) with its entry in
-   cemp_hfs/models/models.yaml, and the numbers in benchmarks/results/pretrained.md/.json (the model card's source).
+6. with `--ship` (`make pretrained SHIP=1`) only: the calibrated weights copied to cemp_hfs/models/ (package data,
+   loaded with weights_only=True) with its entry in cemp_hfs/models/models.yaml, and the numbers written to
+   benchmarks/results/pretrained.md/.json (the model card's source). Without it (the default) the run is a candidate:
+   the model stays in the cache and its numbers go to benchmarks/results/pretrained_candidate.md/.json (and
+   pseudo_lamost_candidate.*), to be compared with the shipped model's before anyone ships it.
 
 The shipped file was made by this script at package commit 765626b, before the mock's line strengths were calibrated
 on real stars. Run now, the script trains on the calibrated mock and gives the model of
 benchmarks/results/pretrained_calibrated_mock.md, which was measured and not shipped (worse on real stars: see that
-file and docs/model_card.md); it overwrites the shipped file, so check its numbers before committing the result.
+file and docs/model_card.md). So the shipped file is NOT reproducible from the current mock: that is why shipping
+needs `--ship`, and a plain run only writes a candidate.
 The shipped file's calibration (step 5) was fitted later, on that 765626b model with the caches of its run (mock
 datasets and the calibration-only metal-poor set made with the mock before its calibration); to calibrate another
 model file alone: `cemp-hfs calibrate MODEL DATASET [CALIB_DATASET] --out MODEL2` (see docs/model_card.md).
@@ -101,7 +105,9 @@ def calibration_mock(path):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--epochs', type=int, default=SETTINGS['epochs'])
+    ap.add_argument('--ship', action='store_true', help='replace the shipped model and its numbers (default: write a candidate)')
     args = ap.parse_args(argv)
+    stem = 'pretrained' if args.ship else 'pretrained_candidate'
     s = dict(SETTINGS, epochs=args.epochs)
     t0 = time.time(); CACHE.mkdir(parents=True, exist_ok=True)
     model, cal_model = CACHE / f"{NAME}_e{s['epochs']}.pt", CACHE / f"{NAME}_e{s['epochs']}_cal.pt"
@@ -144,8 +150,9 @@ def main(argv=None):
     res['seconds'] = secs
     # the pseudo-LAMOST benchmark stars
     import pseudo_lamost
-    pseudo_lamost.main(['--model', str(model)])
-    res['pseudo'] = json.loads((OUT / 'pseudo_lamost.json').read_text()).get('predictions')
+    pseudo_out = 'pseudo_lamost' if args.ship else 'pseudo_lamost_candidate'
+    pseudo_lamost.main(['--model', str(model), '--out', pseudo_out])
+    res['pseudo'] = json.loads((OUT / f'{pseudo_out}.json').read_text()).get('predictions')
     # last step: the calibration of the uncertainties, fitted on the validation split (mock and real), stored in the model
     if not cal_model.exists():
         log('calibrating the uncertainties on the validation split')
@@ -157,15 +164,17 @@ def main(argv=None):
     res['calibration'] = dict(summary=calibration_summary(cal), settings=CALIB, **{k: cal.get(k) for k in ('method', 'fitted_on', 'snr_edges', 'feh_edges')},
                               params={l: {k: p.get(k) for k in ('a', 'b', 'c', 'factors', 'feh_factors', 'k95', 'n')} for l, p in cal['params'].items()},
                               p_cemp=cal.get('p_cemp'))
-    prev = json.loads((OUT / 'pretrained.json').read_text()) if (OUT / 'pretrained.json').exists() else {}
+    prev = json.loads((OUT / f'{stem}.json').read_text()) if (OUT / f'{stem}.json').exists() else {}
     if prev.get('settings') == s:  # a stage this run found cached keeps the time it took when it ran
         for k, was in cached.items():
             if was and k in prev.get('seconds', {}): secs[k] = prev['seconds'][k]
     res['seconds'] = {k: secs[k] for k in ('data', 'train', 'measure', 'calibrate') if k in secs}
-    MODELS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(cal_model, MODELS / f'{NAME}.pt')
-    (OUT / 'pretrained.json').write_text(json.dumps(res, indent=1, default=float))
-    (OUT / 'pretrained.md').write_text(markdown(res))
+    if args.ship:
+        MODELS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cal_model, MODELS / f'{NAME}.pt')
+    else: log(f'candidate model {cal_model} (not shipped; `make pretrained SHIP=1` ships it); numbers in {OUT / stem}.md')
+    (OUT / f'{stem}.json').write_text(json.dumps(res, indent=1, default=float))
+    (OUT / f'{stem}.md').write_text(markdown(res))
     print(markdown(res))
 
 

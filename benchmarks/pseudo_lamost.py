@@ -52,6 +52,7 @@ def donor_for(teff, logg, lasp, folder):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--model', help='model file to evaluate (default: demo_out/model.pt if it exists)')
+    ap.add_argument('--out', default='pseudo_lamost', help='results file stem in benchmarks/results/ (.json and .md)')
     args = ap.parse_args(argv)
     t0 = time.time()
     stars = Table.read(DATA / 'hires_benchmarks' / 'stars.csv', format='ascii.csv')
@@ -91,8 +92,8 @@ def main(argv=None):
                                'flagged': bool(by[r['filename']]['flagged']) if 'flagged' in pred.colnames else None}
                               for r in rows if r['filename'] in by]
     res['seconds'] = round(time.time() - t0, 1)
-    (OUT / 'pseudo_lamost.json').write_text(json.dumps(res, indent=1, default=float))
-    (OUT / 'pseudo_lamost.md').write_text(markdown(res))
+    (OUT / f'{args.out}.json').write_text(json.dumps(res, indent=1, default=float))
+    (OUT / f'{args.out}.md').write_text(markdown(res))
     print(markdown(res))
 
 
