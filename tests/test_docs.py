@@ -40,3 +40,50 @@ def test_build_pages():
     local = [u for u in refs if not re.match(r'[a-z]+:', u)]
     assert any(u.endswith('.png') for u in local)  # the demo figures are shown
     assert [u for u in local if not (docs / u).is_file()] == []
+
+
+import execute_nbs
+
+
+def _nb(*cells):
+    return dict(cells=[dict(cell_type=t, source=s, metadata={}, **({'outputs': []} if t == 'code' else {})) for t, s in cells], metadata={})
+
+
+def test_outputs_stamp_follows_code_not_prose():
+    nb = _nb(('markdown', '# A title'), ('code', 'x = 1\nx'))
+    s = execute_nbs.stamp(nb, 'pkg')
+    nb['cells'][0]['source'] = '# Another title'
+    assert execute_nbs.stamp(nb, 'pkg') == s  # prose does not make the outputs stale
+    nb['cells'][1]['source'] = 'x = 2\nx'
+    assert execute_nbs.stamp(nb, 'pkg') != s  # code does
+    assert execute_nbs.stamp(_nb(('markdown', '# A title'), ('code', 'x = 1\nx')), 'pkg2') != s  # so does the package
+
+
+def test_outputs_skip_like_nbdev_test():
+    assert execute_nbs._skip('#| eval: false\nx = 1', set())
+    assert execute_nbs._skip('#| slow\nx = 1', {'slow', 'notest'}) and not execute_nbs._skip('#| slow\nx = 1', set())
+    assert not execute_nbs._skip('x = 1\n#| eval: false', set())  # a directive counts only at the top of the cell
+
+
+def test_outputs_compare_numbers_within_tolerance():
+    assert execute_nbs.same_text('MAE 81.23 K, 0.0871 dex', 'MAE 81.24 K, 0.0871 dex')  # last-digit noise
+    assert not execute_nbs.same_text('MAE 81.2 K', 'MAE 91.2 K')
+    assert not execute_nbs.same_text('CEMP: 12', 'CEMP: 13 ')  # the text around the numbers must agree
+    assert not execute_nbs.same_text('48', '49')
+    assert execute_nbs._texts(_nb(('code', 'x')))[0] == ''
+    nb = _nb(('code', 'f()'))
+    nb['cells'][0]['outputs'] = [dict(output_type='stream', name='stdout', text=['took 3.2 s, 512 spectra/s\n'])]
+    assert execute_nbs._texts(nb) == ['took <time>, <time>\n']  # elapsed times and rates are not compared
+
+
+def test_saved_outputs_are_current():
+    "Every notebook with code was saved with its outputs after its last change (what `make test` checks first)."
+    nbs = sorted((ROOT / 'nbs').glob('*.ipynb'))
+    assert execute_nbs.check(nbs) == []
+
+
+def test_outputs_compare_ignores_scratch_paths():
+    a, b = _nb(('code', 'p')), _nb(('code', 'p'))
+    a['cells'][0]['outputs'] = [dict(output_type='execute_result', data={'text/plain': ["Path('/tmp/tmpumkwnl2g/ds')"]}, metadata={})]
+    b['cells'][0]['outputs'] = [dict(output_type='execute_result', data={'text/plain': ["Path('/tmp/tmpe8fa43v_/ds')"]}, metadata={})]
+    assert execute_nbs._texts(a) == execute_nbs._texts(b) == ["Path('<tmp>/ds')"]

@@ -3,8 +3,9 @@
 
 `make docs` runs `nbdev-docs` where Quarto is installed and this script otherwise. The steps are nbdev's own as far
 as they go without Quarto:
-1. each notebook is executed in a copy (`_exec/`, beside `nbs/` so that relative paths such as `../../shared` hold),
-   so that the pages show outputs and figures (`--no-execute`: use the outputs stored in the notebooks);
+1. the notebooks are copied into `_exec/` (beside `nbs/` so that relative paths such as `../../shared` hold); the
+   outputs and figures saved in them are used where they are current (`tools/execute_nbs.py --check`), and a notebook
+   whose outputs are stale or missing is executed there first (`--execute`: every notebook; `--no-execute`: none);
 2. nbdev's processing (`nbdev.serve.proc_nbs`, what `nbdev-docs` runs before Quarto) turns them into `_proc/`:
    `show_doc` cells for every exported function, export cells hidden, the front matter (title, description and
    `output-file`, e.g. `select.html` for `06a_select.ipynb`);
@@ -81,13 +82,11 @@ def execute(names, timeout=1200, workers=2):
 
 
 def _execute_one(name, timeout):
-    import os, nbformat
-    from nbclient import NotebookClient
-    os.environ.setdefault('MPLBACKEND', 'Agg')
+    "Execute one staged notebook as tools/execute_nbs.py does (inline PNG figures, one torch thread) and save it."
+    sys.path.insert(0, str(ROOT / 'tools'))
+    from execute_nbs import execute as run_nb
     t0, path = time.perf_counter(), EXEC / name
-    nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(EXEC)}}).execute()
-    nbformat.write(nb, path)
+    path.write_text(json.dumps(run_nb(path, timeout), indent=1, ensure_ascii=False))
     return name, time.perf_counter() - t0
 
 
@@ -242,10 +241,20 @@ def render(page: Page, pages: list, outs: dict, copied: dict):
     (DOCS / (page.out + '.md')).write_text('\n\n'.join(md) + '\n')
 
 
-def build(execute_nbs=True, names=None):
+def stale(names) -> list:
+    "The notebooks among `names` whose saved outputs are missing or not current (tools/execute_nbs.py --check)."
+    sys.path.insert(0, str(ROOT / 'tools'))
+    from execute_nbs import check
+    return [n for n in names if check([NBS / n])]
+
+
+def build(execute_nbs=None, names=None):
+    "Build `_docs/` from the notebooks `names` (all by default), executing all (True), none (False) or the stale (None)."
     names = names or sorted(p.name for p in NBS.glob('*.ipynb'))
     stage(names)
-    if execute_nbs: execute(names)
+    run = names if execute_nbs else [] if execute_nbs is False else stale(names)
+    if run: print(f"executing {len(run)} notebooks whose saved outputs are not current: {', '.join(run)}", file=sys.stderr)
+    if run: execute(run)
     process(EXEC)
     if DOCS.exists(): shutil.rmtree(DOCS)
     DOCS.mkdir()
@@ -262,7 +271,9 @@ def build(execute_nbs=True, names=None):
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--no-execute', action='store_true', help="use the outputs stored in the notebooks")
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument('--no-execute', action='store_true', help="use the outputs saved in the notebooks, current or not")
+    g.add_argument('--execute', action='store_true', help="execute every notebook (default: only those whose saved outputs are stale)")
     ap.add_argument('notebooks', nargs='*', help="only these notebooks (names in nbs/; default: all)")
     a = ap.parse_args()
-    build(not a.no_execute, a.notebooks or None)
+    build(True if a.execute else False if a.no_execute else None, a.notebooks or None)
