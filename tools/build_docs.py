@@ -244,8 +244,9 @@ def render(page: Page, pages: list, outs: dict, copied: dict):
 def stale(names) -> list:
     "The notebooks among `names` whose saved outputs are missing or not current (tools/execute_nbs.py --check)."
     sys.path.insert(0, str(ROOT / 'tools'))
-    from execute_nbs import check
-    return [n for n in names if check([NBS / n])]
+    from execute_nbs import check, package_stamp
+    pkg = package_stamp()  # hashed once, not once per notebook
+    return [n for n in names if check([NBS / n], pkg)]
 
 
 def build(execute_nbs=None, names=None):

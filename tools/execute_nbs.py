@@ -123,9 +123,9 @@ def has_outputs(nb: dict) -> bool:
     return any(c.get('outputs') for c in nb['cells'] if c['cell_type'] == 'code')
 
 
-def check(paths) -> list:
-    "The notebooks whose saved outputs are not current, with the reason."
-    pkg, bad = package_stamp(), []
+def check(paths, pkg: str | None = None) -> list:
+    "The notebooks whose saved outputs are not current, with the reason (`pkg`: `package_stamp()`, if already known)."
+    pkg, bad = pkg or package_stamp(), []
     flags = _tst_flags()
     for p in paths:
         nb = json.loads(p.read_text())
