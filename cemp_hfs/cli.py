@@ -6,7 +6,7 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/cli.html.md"""
 
 # %% ../nbs/90_cli.ipynb #c002
 from __future__ import annotations
-import argparse, inspect, math, os, re, shutil, sys, time, warnings
+import argparse, inspect, math, os, re, shutil, signal, sys, threading, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +31,12 @@ class LogStream:
     "Text stream over `stream` (stderr): as it is on a terminal; elsewhere carriage-return updates become a line per tenth of a bar or per `seconds`."
     def __init__(self,
                  stream, # the stream to write to (stderr)
-                 seconds=60.): # off a terminal, a progress update that stays in the same tenth is written at most this often
-        self.stream, self.seconds, self.buf, self._step, self._t = stream, seconds, '', None, 0.
+                 seconds=60., # off a terminal, a progress update that stays in the same tenth is written at most this often
+                 check=None): # called before each write (`_CtrlC.check`: a swallowed Ctrl-C is raised at the next line of progress)
+        self.stream, self.seconds, self.check, self.buf, self._step, self._t = stream, seconds, check, '', None, 0.
     def isatty(self): return bool(getattr(self.stream, 'isatty', lambda: False)())
     def write(self, s): # text, possibly with carriage returns (progress bars) and newlines
+        if self.check: self.check()
         if self.isatty(): return self.stream.write(s)
         for part in re.split(r'(\r|\n)', s):
             if part == '\n': self.stream.write(self.buf + '\n'); self.buf = ''
@@ -469,6 +471,24 @@ def _message(e) -> str:
     else: msg = str(e)
     return ' '.join(msg.replace('overwrite=True', '--overwrite').split())
 
+# %% ../nbs/90_cli.ipynb #cctrlc
+class _CtrlC:
+    "While a command runs: Ctrl-C raises `KeyboardInterrupt`, and `check` raises it again if something swallowed it."
+    current = None  # the one a command runs under
+    def __init__(self): self.pending, self.old, self.prev = False, None, None
+    def __enter__(self):
+        self.prev, _CtrlC.current = _CtrlC.current, self
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.old = signal.signal(signal.SIGINT, self._handler)
+        return self
+    def _handler(self, signum, frame): self.pending = True; raise KeyboardInterrupt
+    def check(self):
+        "Raise the Ctrl-C that arrived, if it has not reached the command yet."
+        if self.pending: raise KeyboardInterrupt
+    def __exit__(self, *exc):
+        if self.old is not None: signal.signal(signal.SIGINT, self.old)
+        _CtrlC.current = self.prev
+
 # %% ../nbs/90_cli.ipynb #cmain2
 def main(
     argv=None, # the arguments after `cemp-hfs` (default: `sys.argv[1:]`)
@@ -480,19 +500,27 @@ def main(
     os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if a in COMMANDS), None)
-    args = _parser(command).parse_args(argv)
-    out, err, fmt = sys.stdout, sys.stderr, warnings.formatwarning
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"cemp-hfs: warning: {msg}\n"  # one line, not a source listing
-    _RESULT[0], log = out, LogStream(err)
-    sys.stdout = sys.stderr = log  # what the libraries print is progress and log: stderr, line by line in a file
-    try: return args.func(args)
-    except KeyboardInterrupt:
-        print(f"cemp-hfs {args.command}: interrupted; {COMMANDS[args.command][3]}", file=err); return 130
-    except USER_ERRORS as e:
-        print(f"cemp-hfs {args.command}: error: {_message(e)}", file=err); return 2
-    except Exception as e:  # a bug, or a user error not foreseen: one line all the same, the traceback on request
-        if os.environ.get('CEMP_HFS_DEBUG'): raise
-        print(f"cemp-hfs {args.command}: error: {type(e).__name__}: {_message(e)} "
-              f"(unexpected; CEMP_HFS_DEBUG=1 shows where, please report it)", file=err); return 1
-    finally:
-        log.close(); sys.stdout, sys.stderr, _RESULT[0], warnings.formatwarning = out, err, None, fmt
+    out, err, fmt, log, name = sys.stdout, sys.stderr, warnings.formatwarning, None, 'cemp-hfs' + (f' {command}' if command else '')
+    with _CtrlC() as ctrl_c:
+        try:
+            args = _parser(command).parse_args(argv)  # a command's options come from its function: this may import torch
+            name = f"cemp-hfs {args.command}"
+            warnings.formatwarning = lambda msg, cat, *a, **k: f"cemp-hfs: warning: {msg}\n"  # one line, not a source listing
+            _RESULT[0], log = out, LogStream(err, check=ctrl_c.check)
+            sys.stdout = sys.stderr = log  # what the libraries print is progress and log: stderr, line by line in a file
+            status = args.func(args)
+            ctrl_c.check()  # a Ctrl-C that a finalizer swallowed still ends the command as one
+            return status
+        except KeyboardInterrupt:
+            how = COMMANDS[args.command][3] if log else 'nothing was started'
+            print(f"{name}: interrupted; {how}", file=err); return 130
+        except USER_ERRORS as e:
+            print(f"{name}: error: {_message(e)}", file=err); return 2
+        except Exception as e:  # a bug, or a user error not foreseen: one line all the same, the traceback on request
+            if os.environ.get('CEMP_HFS_DEBUG'): raise
+            print(f"{name}: error: {type(e).__name__}: {_message(e)} "
+                  f"(unexpected; CEMP_HFS_DEBUG=1 shows where, please report it)", file=err); return 1
+        finally:
+            if log: log.close()
+            sys.stdout, sys.stderr, _RESULT[0], warnings.formatwarning = out, err, None, fmt
+
