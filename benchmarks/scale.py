@@ -154,11 +154,16 @@ def main():
         busy = max(max(c['load_before'][0], c['load_after'][0]) for c in res['cluster'])
         res['speedup_2_vs_1'] = round(r2 / r1, 2)
         res['contaminated'] = bool(busy > 2.5)  # more than the two workers (and a little) were running
-    op = res['one_process']
-    # the process and its reader(s) want 1 + io_workers cores: a higher load means other jobs shared them
+    op, st = res['one_process'], res['stages']
+    # The cores an unshared machine gives the overlapped run: the readers (read + preprocess) and the network side (the
+    # network, the MC draws, the summaries, the chunk files) each busy for the share of the time the slower side allows.
+    t_rp = 1 / st['read'] + 1 / st['preprocess']
+    t_net = 1 / st['network_deterministic'] + 1 / st['mc_draws'] + 1 / st['summarize'] + 1 / st['write_chunks']
+    rate = min(op['io_workers'] / t_rp, 1 / t_net) if op['io_workers'] else 1 / (t_rp + t_net)
+    op['cores_expected'] = round(min(1 + op['io_workers'], rate * (t_rp + t_net)), 2)
+    # a load above the cores this run wants, or fewer cores than the pipeline's balance gives: other jobs shared them
     res['one_process_contaminated'] = bool(max(op['load_before'][0], op['load_after'][0]) > 1.5 + op['io_workers']
-                                           or op['cores_obtained'] < 0.9 * (1 + op['io_workers']))
-    st = res['stages']
+                                           or op['cores_obtained'] < 0.85 * op['cores_expected'])
     per_spec = 1 / res['cluster'][0]['labelling_spectra_per_s']
     # per chunk: the scheduler's round trip, plus (an upper bound of the fixed part) writing a chunk file of 64 spectra and
     # reading it twice when the catalogue is assembled
@@ -206,11 +211,12 @@ def report(r) -> str:
              f"issue 13 item 1); reading as it goes, {r['sequential_vs_read_preprocess']}x. The readers read and preprocess the next "
              "batches while the network labels the current one; a cluster's workers read as they go (each worker is one core)." +
              f" CPU obtained: {sq['cores_obtained']} cores reading as it goes ({sq['cpu_ms_per_spectrum']} ms CPU per spectrum), "
-             f"{op['cores_obtained']} cores with the reader(s) ({op['cpu_ms_per_spectrum']} ms CPU per spectrum); the overlap can only "
-             f"pay where the run gets more than one core." +
-             (" -- **contaminated**: the load average was above the cores this run wants (the process and its readers) and the run "
-              "got fewer cores than it has processes, so other jobs shared the cores and the overlapped rate measures them, not the "
-              "code." if r.get('one_process_contaminated') else ''),
+             f"{op['cores_obtained']} cores with the reader(s) ({op['cpu_ms_per_spectrum']} ms CPU per spectrum), where the stages "
+             f"above give {op.get('cores_expected', '-')} on an unshared machine (the slower side busy all the time, the other "
+             f"for its share); the overlap can only pay where the run gets more than one core." +
+             (" -- **contaminated**: the load average was above the cores this run wants (the process and its readers), or the run "
+              "got fewer cores than the stages' balance gives, so other jobs shared the cores and the overlapped rate measures "
+              "them, not the code." if r.get('one_process_contaminated') else ''),
              '', f"The LocalCluster rows and the ratio below are from the full run of {r.get('cluster_date', r['date'])}."
              if r.get('cluster_date', r['date']) != r['date'] else '',
              '', f"2 workers / 1 worker (the workers' rates): **{r['speedup_2_vs_1']}x** (target >= 1.6x)" +
