@@ -154,7 +154,7 @@ def cmd_predict(
                     overwrite=args.overwrite, client=client, io_workers=args.io_workers)
     if t is None: say(f"predict: stopped after {args.max_chunks} chunk(s); rerun the same command to continue"); return 0
     say(f"predict: {len(t)} of {t.meta['NINPUT']} spectra labelled ({t.meta['NFLAGGED']} with a trust flag), {t.meta['NREJECT']} rejected "
-        f"(see {Path(args.out) / 'rejects.csv'}); P(CEMP) for criteria '{t.meta['PCRIT']}' -> {Path(args.out) / 'predictions.fits'} (.ecsv, .csv); "
+        f"(see {Path(args.out) / 'rejects.csv'}); P(CEMP) for criteria '{t.meta['PCRIT']}' -> {Path(args.out) / 'predictions.fits'} (.ecsv, .csv, .parquet); "
         f"uncertainties {t.meta.get('ERRCAL', '').split(' (')[0]}")
     return 0
 

@@ -15,10 +15,10 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['LABELS', 'DERIVED', 'UNITS', 'PLAIN', 'TEX', 'LABEL_NAMES', 'LABEL_LIMITS', 'WINDOWS', 'GBAND', 'COLUMNS',
-           'IN_MEMORY', 'LABEL_FORMATS', 'LOCK', 'DISK_FULL', 'column_info', 'annotate', 'provenance', 'header_meta',
-           'atomic_path', 'write_table', 'write_tables', 'job_id', 'check_manifest', 'chunk_plan', 'pending_chunks',
-           'remove_stale', 'FolderBusy', 'folder_lock', 'DiskFull', 'disk_full_guard', 'one_writer', 'read_yaml',
-           'Progress', 'find_inputs']
+           'IN_MEMORY', 'LABEL_FORMATS', 'CATALOGUE_FORMATS', 'LOCK', 'DISK_FULL', 'column_info', 'annotate',
+           'provenance', 'header_meta', 'atomic_path', 'write_table', 'write_tables', 'job_id', 'check_manifest',
+           'chunk_plan', 'pending_chunks', 'remove_stale', 'FolderBusy', 'folder_lock', 'DiskFull', 'disk_full_guard',
+           'one_writer', 'read_yaml', 'Progress', 'find_inputs']
 
 # %% ../nbs/00_core.ipynb #ca0ffd6
 LABELS = ('teff', 'logg', 'feh', 'cfe')  # the labels HFS-Net regresses, in the order of its outputs
@@ -173,19 +173,21 @@ def _fits_hdu(w):
     return hdu
 
 # %% ../nbs/00_core.ipynb #cwt1d
+CATALOGUE_FORMATS = ('fits', 'ecsv', 'csv', 'parquet')  # a catalogue of predictions: every format a user may want
+
 def write_tables(t, # an astropy `Table`
                  stem, # path without suffix: `<stem>.fits`, `<stem>.ecsv` and `<stem>.csv` are written
                  columns=None, # the columns to write, in order (None: all but `IN_MEMORY`)
-                 formats=('fits', 'ecsv', 'csv'), # which files, by suffix
+                 formats=('fits', 'ecsv', 'csv'), # which files, by suffix (also 'parquet')
                 )->list[Path]: # the files written, in the order of `formats`
-    "Write `t` as FITS (TUNIT, TCOMM, TNULL, provenance cards), ECSV (exact units, masks, metadata) and CSV (display precision), atomically."
+    "Write `t` as FITS (TUNIT, TCOMM, TNULL, provenance cards), ECSV (exact units, masks, metadata), CSV (display precision) or Parquet, atomically."
     from astropy.io import fits
     w, stem, out = _as_written(t, columns), Path(stem), []
     for fmt in formats:
         path = stem.with_name(stem.name + '.' + fmt)
         with atomic_path(path) as tmp:
             if fmt == 'fits': fits.HDUList([fits.PrimaryHDU(), _fits_hdu(w)]).writeto(tmp, overwrite=True)
-            else: w.write(tmp, format='ascii.' + fmt, overwrite=True)
+            else: w.write(tmp, format=fmt if fmt == 'parquet' else 'ascii.' + fmt, overwrite=True)
         out.append(path)
     return out
 

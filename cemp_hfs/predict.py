@@ -16,7 +16,7 @@ import torch.nn as nn
 from astropy.io import fits
 from astropy.table import Table, MaskedColumn, vstack
 
-from .core import (LABELS, LABEL_LIMITS, atomic_path, annotate, provenance, write_tables, check_manifest, chunk_plan,
+from .core import (LABELS, CATALOGUE_FORMATS, LABEL_LIMITS, atomic_path, annotate, provenance, write_tables, check_manifest, chunk_plan,
                            pending_chunks, remove_stale, Progress, find_inputs, job_id, one_writer)
 from .io import read_lamost, LamostSpectrum, LamostFormatError
 from .preprocess import preprocess
@@ -602,7 +602,7 @@ def _clear_run(out):
     "Remove what a previous run left in `out` (its chunks, manifest and products), nothing else."
     import shutil
     shutil.rmtree(out / 'chunks', ignore_errors=True)
-    for f in ['manifest.json', 'rejects.csv', *(f'predictions.{x}' for x in ('fits', 'ecsv', 'csv'))]: (out / f).unlink(missing_ok=True)
+    for f in ['manifest.json', 'rejects.csv', *(f'predictions.{x}' for x in CATALOGUE_FORMATS)]: (out / f).unlink(missing_ok=True)
 
 # %% ../nbs/06_predict.ipynb #casm1
 def _assemble(parts, src, m, crit, mc_samples, seed, out) -> Table:
@@ -625,7 +625,7 @@ def _assemble(parts, src, m, crit, mc_samples, seed, out) -> Table:
     result.meta.update(_uncertainty_cards(m, mc_samples, note))
     annotate(result)
     if out is not None:
-        write_tables(result, out / 'predictions')
+        write_tables(result, out / 'predictions', formats=CATALOGUE_FORMATS)
         write_tables(annotate(rejects), out / 'rejects', formats=('csv',))
     result.meta['rejects'], result.meta['root'] = rejects, src.root  # in memory only (lower case: not written)
     return result
@@ -634,7 +634,7 @@ def _assemble(parts, src, m, crit, mc_samples, seed, out) -> Table:
 @one_writer('out', 'predict', 'predictions', 'wait for it to finish, or use another output directory')
 def predict(model, # model file, shipped model name or None (the shipped model), `HFSModel`, `load_model` pair, or a Learner
             inputs, # `LamostSpectrum`(s), LAMOST files, directories, globs (or a list of them), or a dataset directory
-            out=None, # output directory (chunks, predictions.fits/.ecsv/.csv, rejects.csv); None: in memory only
+            out=None, # output directory (chunks, predictions.fits/.ecsv/.csv/.parquet, rejects.csv); None: in memory only
             bs=64, # spectra per forward pass
             chunk_size=1024, # spectra per chunk file (the unit of resumption)
             mc_samples=16, # Monte-Carlo dropout draws per spectrum (1: no uncertainty)

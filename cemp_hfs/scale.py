@@ -195,6 +195,24 @@ def _text_rows(w, fmt, first) -> str:
     head = next(i for i, l in enumerate(lines) if not l.startswith('#'))  # the line of column names
     return ''.join(lines[head + 1:])
 
+# %% ../nbs/06b_scale.ipynb #cs41e2
+def _arrow_rows(w, # a chunk of the catalogue, as written (`_as_written`), with at least one row
+                masked, # the columns masked anywhere in the catalogue: each gets its `<name>.mask` column
+                widths, # the catalogue's text widths (`_widths`), kept in the metadata as astropy does
+               ):
+    "`w` as an Arrow table in astropy's Parquet layout, the same columns in every chunk (astropy writes a mask only where one is set)."
+    import pyarrow as pa
+    from astropy.table import MaskedColumn, meta, serialize
+    from astropy.utils.data_info import serialize_context_as
+    probe = w[:1].copy()  # astropy's description of the columns (units, descriptions, metadata), every mask in it
+    for c in masked: probe[c] = MaskedColumn(probe[c], mask=[True])
+    with serialize_context_as('parquet'): enc = serialize.represent_mixins_as_columns(probe)
+    md = {'table_meta_yaml': '\n'.join(meta.get_yaml_from_table(enc)), **{f'table::len::{c}': str(n) for c, n in widths.items()}}
+    cols = [np.ma.getmaskarray(w[n[:-5]]) if n.endswith('.mask') and n[:-5] in masked else np.ma.getdata(w[n]) for n in enc.colnames]
+    arrays = [pa.array(np.asarray(v).astype(np.asarray(v).dtype.newbyteorder('<'), copy=False)) for v in cols]  # FITS: big-endian
+    schema = pa.schema([pa.field(n, a.type) for n, a in zip(enc.colnames, arrays)], metadata={k.encode(): v.encode() for k, v in md.items()})
+    return pa.Table.from_arrays(arrays, schema=schema)
+
 # %% ../nbs/06b_scale.ipynb #cs41f
 def assemble_parts(paths, # the chunk files, in order
                    src, # the run's source (`FileSource` or `DatasetSource`)
@@ -204,16 +222,20 @@ def assemble_parts(paths, # the chunk files, in order
                    seed, # its base seed
                    out, # the output folder
                   ) -> Table: # the catalogue, memory-mapped from predictions.fits
-    "Write predictions.fits/.ecsv/.csv and rejects.csv from the chunk files, a chunk at a time; the catalogue, memory-mapped."
+    "Write predictions.fits/.ecsv/.csv/.parquet and rejects.csv from the chunk files, a chunk at a time; the catalogue, memory-mapped."
     from cemp_hfs.predict import _rejects_table
-    n, flagged, widths, rejects = 0, 0, {}, [_rejects_table(src.skipped)]
+    import pyarrow.parquet as pq
+    n, flagged, widths, masked, rejects = 0, 0, {}, set(), [_rejects_table(src.skipped)]
     for p in paths:  # pass 1: sizes
         t, rej = _chunk_catalogue(p, src, m, crit, mc_samples, seed)
-        n += len(t); flagged += int(np.sum(t['flagged'])); widths = _widths(_as_written(t), widths); rejects.append(rej)
+        w = _as_written(t)
+        n += len(t); flagged += int(np.sum(t['flagged'])); widths = _widths(w, widths); rejects.append(rej)
+        masked |= {c for c in w.colnames if np.ma.getmaskarray(w[c]).any()}
     rejects = annotate(vstack(rejects))
     with contextlib.ExitStack() as stack:  # pass 2: the files, each replacing the old one when complete
         fh = {}
         for x in ('fits', 'ecsv', 'csv'): fh[x] = stack.enter_context(open(stack.enter_context(atomic_path(out / f'predictions.{x}')), 'wb' if x == 'fits' else 'w'))
+        parquet = stack.enter_context(atomic_path(out / 'predictions.parquet'))
         for i, p in enumerate(paths):
             t, _ = _chunk_catalogue(p, src, m, crit, mc_samples, seed)
             t.meta.update(NREJECT=len(rejects), NFLAGGED=flagged)
@@ -226,7 +248,12 @@ def assemble_parts(paths, # the chunk files, in order
                 raise RuntimeError(f"{p}: its columns differ from the catalogue's")
             fh['fits'].write(rows)
             for x in ('ecsv', 'csv'): fh[x].write(_text_rows(w, x, i == 0))
+            if len(w):  # a row group per chunk (a chunk whose spectra were all rejected has none)
+                rows = _arrow_rows(w, masked, widths)
+                if 'parquet' not in fh: fh['parquet'] = stack.enter_context(pq.ParquetWriter(parquet, rows.schema))
+                fh['parquet'].write_table(rows)
         fh['fits'].write(b'\0' * (-head['NAXIS1'] * n % 2880))  # FITS data end on a 2880-byte block
+        if 'parquet' not in fh: w.write(parquet, format='parquet', overwrite=True)  # no rows at all: the columns alone
     write_tables(rejects, out / 'rejects', formats=('csv',))
     with warnings.catch_warnings():  # astropy's note that 'dex' is no FITS unit (the unit is kept all the same)
         warnings.simplefilter('ignore', UnitsWarning)

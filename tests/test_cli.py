@@ -46,7 +46,7 @@ def test_every_stage_writes_its_products(chain):
     d = chain
     for f in ['survey/truth.csv', 'survey/hires_labels.csv', 'ds/continuum.npy', 'ds/labels.fits', 'model.pt',
               'model.history.csv', 'model_figures/training.png', 'model_figures/one_to_one.png', 'model_figures/residuals_snr.png',
-              'pred/predictions.fits', 'pred/predictions.ecsv', 'pred/predictions.csv', 'pred/rejects.csv',
+              'pred/predictions.fits', 'pred/predictions.ecsv', 'pred/predictions.csv', 'pred/predictions.parquet', 'pred/rejects.csv',
               'sel/cemp_candidates.fits', 'sel/cemp_candidates.ecsv', 'sel/cemp_candidates.csv', 'sel/cfe_feh.png',
               'sel/kiel.png', 'sel/top_candidates.png']:
         assert (d / f).exists(), f

@@ -55,6 +55,10 @@ def test_cluster_gives_every_spectrum_once_with_the_same_numbers(release, refere
     w = Table.read(out / 'predictions.fits', character_as_bytes=False)
     assert list(w['filename']) == list(reference['filename']) and w.meta['NREJECT'] == 1
     assert len(list((out / 'chunks').glob('part-*.fits'))) == 11 and not list(out.rglob('*.tmp*'))
+    import dask.dataframe as dd  # the Parquet copy, as a Dask user reads it: a row group per chunk, the same rows
+    df = dd.read_parquet(out / 'predictions.parquet', split_row_groups=True).compute()
+    assert list(df['filename']) == list(reference['filename'])
+    np.testing.assert_array_equal(df['feh'].to_numpy(), np.ma.filled(w['feh'], np.nan))
 
 def test_a_worker_killed_mid_run(release, reference, client, tmp_path):
     out = tmp_path / 'pred'
