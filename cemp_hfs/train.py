@@ -35,7 +35,7 @@ from .hfsnet import HFSNet, load_config, save_model, load_model
 from .predict import HFSModel, fit_trust, check_count
 
 # %% auto #0
-__all__ = ['SpectraDL', 'hfs_dataloaders', 'masked_mse', 'masked_gaussian_nll', 'hfs_loss', 'MoEBalanceCallback',
+__all__ = ['SpectraDL', 'hfs_dataloaders', 'masked_mse', 'masked_l1', 'masked_gaussian_nll', 'hfs_loss', 'MoEBalanceCallback',
            'ExpertUsageCallback', 'LabelMAE', 'SaveBestModel', 'TrainingLog', 'FinishTraining', 'history_table',
            'training_labels', 'hfs_learner', 'train_hfsnet', 'train_summary', 'split_predictions', 'plot_training',
            'plot_expert_usage', 'plot_one_to_one', 'plot_residuals_snr']
@@ -86,6 +86,15 @@ def masked_mse(pred:torch.Tensor, # network output, (B, >= L); only the first L 
     pred = pred[:, :target.shape[1]].float()
     return _masked_mean((pred - torch.nan_to_num(target)) ** 2, present)
 
+# %% ../nbs/05_train.ipynb #c016b-l1
+def masked_l1(pred:torch.Tensor, # network output, (B, >= L); only the first L columns are used
+              target:torch.Tensor, # standardised labels, (B, L), NaN where unknown
+             ) -> torch.Tensor: # the loss, a scalar
+    "Mean absolute error over the known labels, normalised per star like `masked_mse`: a few stars far off (hot stars, poor spectra) weigh less."
+    present = ~torch.isnan(target)
+    pred = pred[:, :target.shape[1]].float()
+    return _masked_mean((pred - torch.nan_to_num(target)).abs(), present)
+
 # %% ../nbs/05_train.ipynb #c016c
 def masked_gaussian_nll(pred:torch.Tensor, # network output, (B, 2 L): means, then log-variances
                         target:torch.Tensor, # standardised labels, (B, L), NaN where unknown
@@ -97,9 +106,10 @@ def masked_gaussian_nll(pred:torch.Tensor, # network output, (B, 2 L): means, th
 
 # %% ../nbs/05_train.ipynb #c016d
 def hfs_loss(cfg: dict, # an HFS-Net config (see `load_config`)
-            ): # `masked_gaussian_nll` or `masked_mse`
-    "The loss the config asks for: `masked_gaussian_nll` when `heteroscedastic: true`, else `masked_mse`."
-    return masked_gaussian_nll if cfg.get('heteroscedastic', False) else masked_mse
+            ): # `masked_gaussian_nll`, `masked_l1` or `masked_mse`
+    "The loss the config asks for: `masked_gaussian_nll` when `heteroscedastic: true`, else its `loss` (`mse`, the paper's, by default)."
+    if cfg.get('heteroscedastic', False): return masked_gaussian_nll
+    return {'mse': masked_mse, 'l1': masked_l1}[cfg.get('loss', 'mse')]
 
 # %% ../nbs/05_train.ipynb #c019
 class MoEBalanceCallback(Callback):
