@@ -36,7 +36,7 @@ CONFIG_KEYS = {
     'n_pixels': 'pixels of the input grid (must match the preprocessing grid; 4000 by default)',
     'labels': 'labels predicted, in output order',
     'heteroscedastic': 'if true, output mean and log-variance per label (2 x n_labels outputs)',
-    'loss': "training loss of the labels: 'mse' (the paper's, the default) or 'l1' (mean absolute error); ignored with heteroscedastic (Gaussian NLL)",
+    'loss': "training loss: 'mse' (the paper's, the default) or 'l1' (mean absolute error) for every label, or per label ({teff: l1, ...}; a label not named: mse); ignored with heteroscedastic (Gaussian NLL)",
     'aux_loss_weight': 'weight of the MoE load-balancing loss in the training loss',
     'continuum_branch': 'component for the continuum (type moe or pyramid), or null to switch it off',
     'normalized_branch': 'component for the normalised spectrum (type pyramid or moe), or null',
@@ -199,7 +199,9 @@ def check_config(cfg:dict, # a config mapping (for example read from YAML)
     if cfg.get('continuum_branch') is None and cfg.get('normalized_branch') is None:
         raise ConfigError('continuum_branch', "both branches are off (null); at least one is needed")
     if not isinstance(cfg.get('heteroscedastic', False), bool): raise ConfigError('heteroscedastic', f"must be true or false, got {cfg['heteroscedastic']!r}")
-    if cfg.get('loss', 'mse') not in ('mse', 'l1'): raise ConfigError('loss', f"must be mse or l1, got {cfg['loss']!r}")
+    loss = cfg.get('loss', 'mse')
+    if not (loss in ('mse', 'l1') if isinstance(loss, str) else isinstance(loss, dict) and all(isinstance(k, str) and v in ('mse', 'l1') for k, v in loss.items())):
+        raise ConfigError('loss', f"must be mse or l1, or a mapping of labels to mse or l1, got {loss!r}")
     for k in ('name', 'description'):
         if not isinstance(cfg.get(k, ''), str): raise ConfigError(k, f"must be text, got {cfg[k]!r}")
     w = cfg.get('aux_loss_weight', 0.0)

@@ -6,7 +6,7 @@ Docs: https://cemp-hfs.github.io/cemp-hfs/train.html.md"""
 
 # %% ../nbs/05_train.ipynb #c002
 from __future__ import annotations
-import copy, sys, warnings
+import copy, functools, sys, warnings
 from pathlib import Path
 
 import numpy as np
@@ -89,11 +89,13 @@ def masked_mse(pred:torch.Tensor, # network output, (B, >= L); only the first L 
 # %% ../nbs/05_train.ipynb #c016b-l1
 def masked_l1(pred:torch.Tensor, # network output, (B, >= L); only the first L columns are used
               target:torch.Tensor, # standardised labels, (B, L), NaN where unknown
+              l1=None, # (L,) booleans: the labels that take the absolute error, the others the squared one (None: all)
              ) -> torch.Tensor: # the loss, a scalar
-    "Mean absolute error over the known labels, normalised per star like `masked_mse`: a few stars far off (hot stars, poor spectra) weigh less."
+    "Mean absolute error over the known labels (or only over the `l1` ones, MSE for the others), normalised per star like `masked_mse`."
     present = ~torch.isnan(target)
-    pred = pred[:, :target.shape[1]].float()
-    return _masked_mean((pred - torch.nan_to_num(target)).abs(), present)
+    d = pred[:, :target.shape[1]].float() - torch.nan_to_num(target)
+    per = d.abs() if l1 is None else torch.where(torch.as_tensor(l1, dtype=torch.bool, device=d.device), d.abs(), d ** 2)
+    return _masked_mean(per, present)
 
 # %% ../nbs/05_train.ipynb #c016c
 def masked_gaussian_nll(pred:torch.Tensor, # network output, (B, 2 L): means, then log-variances
@@ -105,11 +107,13 @@ def masked_gaussian_nll(pred:torch.Tensor, # network output, (B, 2 L): means, th
     return _masked_mean(0.5 * (logvar + (mu - torch.nan_to_num(target)) ** 2 * torch.exp(-logvar)), present)
 
 # %% ../nbs/05_train.ipynb #c016d
-def hfs_loss(cfg: dict, # an HFS-Net config (see `load_config`)
-            ): # `masked_gaussian_nll`, `masked_l1` or `masked_mse`
+def hfs_loss(cfg: dict, # an HFS-Net config (see `load_config`), its `labels` those trained on
+            ): # `masked_gaussian_nll`, `masked_mse`, `masked_l1`, or `masked_l1` with L1 for some labels only
     "The loss the config asks for: `masked_gaussian_nll` when `heteroscedastic: true`, else its `loss` (`mse`, the paper's, by default)."
     if cfg.get('heteroscedastic', False): return masked_gaussian_nll
-    return {'mse': masked_mse, 'l1': masked_l1}[cfg.get('loss', 'mse')]
+    loss = cfg.get('loss', 'mse')
+    if isinstance(loss, str): return {'mse': masked_mse, 'l1': masked_l1}[loss]
+    return functools.partial(masked_l1, l1=[loss.get(l, 'mse') == 'l1' for l in cfg['labels']])
 
 # %% ../nbs/05_train.ipynb #c019
 class MoEBalanceCallback(Callback):
