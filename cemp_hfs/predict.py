@@ -506,10 +506,15 @@ def label_batch(model: HFSModel, # the model
     if 'feature_mean' in model.trust: summ['novelty'] = novelty_score(feats.float().cpu().numpy(), model.trust)
     return summ
 
+# %% ../nbs/06_predict.ipynb #c8dae56-spans
+def _spans(i0, i1, bs) -> list:
+    "The batches of items `i0:i1`, `bs` at a time, as (start, stop) pairs; the last may be shorter."
+    return [(a, min(a + bs, i1)) for a in range(i0, i1, bs)]
+
 # %% ../nbs/06_predict.ipynb #c8dae56-label_chunk
 def _label_chunk(m, src, i0, i1, bs, mc_samples, crit, seed, device, done=None, batches=None):
     "Predictions (with trust flags) and rejects of items `i0:i1` of `src`, `bs` at a time; `done(n)` after each batch."
-    spans = [(a, min(a + bs, i1)) for a in range(i0, i1, bs)]
+    spans = _spans(i0, i1, bs)
     # `batches`: an iterator (shared by the run's chunks) that yields `src.batch(a, b)` of these spans, read ahead
     batches = (src.batch(a, b, m.preprocess) for a, b in spans) if batches is None else batches
     rows, summs, rejects = [], [], []
@@ -680,7 +685,7 @@ def predict(model, # model file, shipped model name or None (the shipped model),
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     m.net.to(device)
     parts = {}
-    spans = [(a, min(a + bs, plan[k][1])) for k in todo for a in range(plan[k][0], plan[k][1], bs)]
+    spans = [s for k in todo for s in _spans(plan[k][0], plan[k][1], bs)]
     workers = _io_workers(io_workers, src, sum(b - a for a, b in spans))
     with Progress(sum(plan[k][1] - plan[k][0] for k in todo), 'spectra', 'predict', enabled=progress) as bar, \
          _prefetched_batches(src, spans, m.preprocess, workers) as batches:  # read ahead across the chunks
