@@ -323,6 +323,9 @@ def folder_lock(folder, # the job's folder (made if missing)
             if got: break
             if time.time() - t0 >= wait:
                 o = _read_owner(path)
+                for _ in range(40):  # the holder writes its name just after taking the lock: give it a moment to appear
+                    if o.get('pid'): break
+                    time.sleep(0.025); o = _read_owner(path)
                 raise FolderBusy(f"{folder}: another {o.get('what') or what} is working in this folder ({_who(o)}); {hint}")
             time.sleep(min(0.5, max(wait, 0.01)))
         os.ftruncate(fd, 0); os.pwrite(fd, json.dumps(dict(_owner(), what=what)).encode(), 0)
