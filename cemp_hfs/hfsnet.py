@@ -202,6 +202,8 @@ def check_config(cfg:dict, # a config mapping (for example read from YAML)
     loss = cfg.get('loss', 'mse')
     if not (loss in ('mse', 'l1') if isinstance(loss, str) else isinstance(loss, dict) and all(isinstance(k, str) and v in ('mse', 'l1') for k, v in loss.items())):
         raise ConfigError('loss', f"must be mse or l1, or a mapping of labels to mse or l1, got {loss!r}")
+    if isinstance(loss, dict) and set(loss) - set(labels):
+        raise ConfigError('loss', f"names {sorted(set(loss) - set(labels))}, not among the labels {list(labels)}")
     for k in ('name', 'description'):
         if not isinstance(cfg.get(k, ''), str): raise ConfigError(k, f"must be text, got {cfg[k]!r}")
     w = cfg.get('aux_loss_weight', 0.0)

@@ -313,6 +313,7 @@ def hfs_learner(dataset_dir, # directory written by `build_dataset`
     cfg = load_config(config) if not isinstance(config, dict) else load_config(dict(config))
     labels = training_labels(data, labels, tuple(cfg.get('labels', LABELS)))
     cfg['labels'] = list(labels)  # the network has one output per label it learns
+    if isinstance(cfg.get('loss'), dict): cfg['loss'] = {l: v for l, v in cfg['loss'].items() if l in labels}  # and a loss for those
     _check_pixels(cfg, data)
     set_seed(seed, reproducible=True)
     train_rows = split_rows(data, 'train')
