@@ -1,4 +1,4 @@
-"""A post-hoc calibration of the predictive uncertainty, fitted on a model's validation split and stored in the model file: errors that include the spectrum's noise, scaled per S/N bin so that 68% of the stars fall within 1 sigma, label correlations, and P(CEMP) from the calibrated distribution; reliability diagrams and the Brier score to check it.
+"""A post-hoc calibration of the predictive uncertainty, fitted on a model's validation split and stored in the model file: errors that include the spectrum's noise, scaled per S/N bin so that about 68% of the stars fall within 1 sigma and the pulls have unit robust width, label correlations, and P(CEMP) from the calibrated distribution; reliability diagrams and the Brier score to check it.
 
 Docs: https://cemp-hfs.github.io/cemp-hfs/calibrate.html.md"""
 
@@ -18,12 +18,12 @@ from .core import LABELS
 from .select import load_criteria, satisfies, resolver, needs, rule_text
 
 # %% auto #0
-__all__ = ['SNR_EDGES', 'SNR_UNKNOWN', 'Q68', 'MIN_STARS', 'MIN_BIN', 'FEH_EDGES', 'N_DRAWS', 'P_BINS', 'MIN_CEMP', 'noise_sigma',
-           'fit_noise_model', 'snr_bins', 'bin_factors', 'pull_correlation', 'feh_bins', 'fit_calibration',
-           'calibrated_sigma', 'standard_draws', 'gaussian_draws', 'calibrated_p_cemp', 'apply_calibration',
-           'calibration_hash', 'reliability', 'brier_score', 'plot_reliability', 'map_p_cemp', 'fit_p_cemp_map',
-           'add_p_cemp_map', 'calibration_data', 'calibrate_uncertainties', 'write_calibration', 'calibrate_model',
-           'calibration_summary']
+__all__ = ['SNR_EDGES', 'SNR_UNKNOWN', 'Q68', 'MIN_STARS', 'MIN_BIN', 'FEH_EDGES', 'WIDTH_WEIGHT', 'N_DRAWS', 'P_BINS',
+           'MIN_CEMP', 'noise_sigma', 'fit_noise_model', 'snr_bins', 'bin_factors', 'pull_correlation', 'feh_bins',
+           'fit_calibration', 'calibrated_sigma', 'standard_draws', 'gaussian_draws', 'calibrated_p_cemp',
+           'apply_calibration', 'calibration_hash', 'reliability', 'brier_score', 'plot_reliability', 'map_p_cemp',
+           'fit_p_cemp_map', 'add_p_cemp_map', 'calibration_data', 'calibrate_uncertainties', 'write_calibration',
+           'calibrate_model', 'calibration_summary']
 
 # %% ../nbs/06b_calibrate.ipynb #cal005
 SNR_EDGES = (10., 20., 40., 80.)  # S/N_g edges of the calibration bins (below 10, 10-20, 20-40, 40-80, above 80)
@@ -32,6 +32,7 @@ Q68 = math.erf(1 / math.sqrt(2))  # 0.6827: the fraction of a Gaussian within 1 
 MIN_STARS = 30  # the fewest validation stars a label is calibrated with
 MIN_BIN = 20  # the fewest stars a S/N bin's own factor is fitted with (else 1)
 FEH_EDGES = (-2., -1.)  # predicted [Fe/H] edges of the metallicity factors (below -2, -2 to -1, above -1)
+WIDTH_WEIGHT = 0.75  # the bins' factors: weighted geometric mean of the 68%-coverage (0.25) and robust-width (0.75) factors (benchmarks/results/calibration_choice.md)
 
 # %% ../nbs/06b_calibrate.ipynb #cal005b
 def noise_sigma(p: dict, # noise-model parameters `a`, `b`, `c`
@@ -84,10 +85,14 @@ def bin_factors(pull, # pulls of the stars
                 n_bins, # number of bins
                 q=Q68, # the fraction of |pull| that must fall below 1
                 min_n=MIN_BIN, # fewer stars than this: factor 1
+                width_weight=0., # 0: the coverage factor alone; 1: the robust-width factor (`mad_std`); between: their weighted geometric mean
                ) -> list: # one factor per bin
-    "Per bin, the factor by which the errors must grow so that a fraction `q` of the |pulls| falls below 1."
-    a = np.abs(np.asarray(pull, float))
-    return [float(np.quantile(a[bins == k], q)) if (bins == k).sum() >= min_n else 1. for k in range(n_bins)]
+    "Per bin, the factor by which the errors must grow so that a fraction `q` of the |pulls| falls below 1 (and/or their robust width is 1)."
+    p = np.asarray(pull, float); a = np.abs(p)
+    def one(k):
+        cover, width = float(np.quantile(a[bins == k], q)), float(mad_std(p[bins == k]))
+        return cover ** (1 - width_weight) * width ** width_weight
+    return [one(k) if (bins == k).sum() >= min_n else 1. for k in range(n_bins)]
 
 # %% ../nbs/06b_calibrate.ipynb #cal009d
 def pull_correlation(pulls, # (N, L) pulls, NaN where a label is unknown
@@ -122,6 +127,7 @@ def fit_calibration(point, # (N, L) predicted labels (the deterministic answer)
                     edges=SNR_EDGES, # S/N bin edges
                     bins=True, # fit a factor per S/N bin (False: the noise model alone)
                     feh_edges=FEH_EDGES, # predicted-[Fe/H] edges of a second set of factors (None: none)
+                    width_weight=WIDTH_WEIGHT, # the bins' factors between 68% coverage (0) and unit robust width (1) (see `bin_factors`)
                    ) -> dict: # the calibration, plain data (JSON)
     "The calibration (plain data): per label the noise model, S/N- and [Fe/H]-bin factors, k95; the pulls' correlation."
     point, err_mc, truth = (np.asarray(v, float) for v in (point, err_mc, truth))
@@ -132,6 +138,7 @@ def fit_calibration(point, # (N, L) predicted labels (the deterministic answer)
     nf = len(feh_edges) + 1 if use_feh else 1
     cal = dict(version=1, method='noise model' + (' + S/N-bin factors' if bins else '') + (' + [Fe/H]-bin factors' if use_feh else ''),
                labels=list(labels), snr_edges=[float(x) for x in edges], snr_unknown=SNR_UNKNOWN, params={})
+    if bins: cal['width_weight'] = float(width_weight)
     if use_feh: cal['feh_edges'] = [float(x) for x in feh_edges]
     pulls = np.full(point.shape, np.nan)
     for j, l in enumerate(labels):
@@ -143,8 +150,8 @@ def fit_calibration(point, # (N, L) predicted labels (the deterministic answer)
         f, g = np.ones(nb), np.ones(nf)
         if bins:
             for _ in range(3):  # S/N and metallicity factors in turn: each fitted on the pulls the other leaves
-                f = np.asarray(bin_factors(r[ok] / (sig[ok] * g[fb[ok]]), b[ok], nb)) if bins else f
-                if use_feh: g = np.asarray(bin_factors(r[ok] / (sig[ok] * f[b[ok]]), fb[ok], nf))
+                f = np.asarray(bin_factors(r[ok] / (sig[ok] * g[fb[ok]]), b[ok], nb, width_weight=width_weight))
+                if use_feh: g = np.asarray(bin_factors(r[ok] / (sig[ok] * f[b[ok]]), fb[ok], nf, width_weight=width_weight))
         pulls[:, j] = r / (sig * f[b] * g[fb])
         a = np.abs(pulls[ok, j])
         cal['params'][l] = dict(**nm, factors=f.tolist(), k95=float(np.quantile(a, 0.95)), n=int(ok.sum()),
