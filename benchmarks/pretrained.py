@@ -20,16 +20,17 @@ Reproducible (seeded) and resumable (stages cached under benchmarks/cache/pretra
    loaded with weights_only=True) with its entry in cemp_hfs/models/models.yaml, and the numbers written to
    benchmarks/results/pretrained.md/.json (the model card's source). Without it (the default) the run is a candidate:
    the model stays in the cache and its numbers go to benchmarks/results/pretrained_candidate.md/.json (and
-   pseudo_lamost_candidate.*), to be compared with the shipped model's before anyone ships it.
+   pseudo_lamost_candidate.*), to be compared with the shipped model's before anyone ships it. Settings other than
+   the defaults (`--n-mock`, `--mp-tail`, `--epochs`) need their own `--cache`.
 
-The shipped file was made by this script at package commit 765626b, before the mock's line strengths were calibrated
-on real stars. Run now, the script trains on the calibrated mock and gives the model of
-benchmarks/results/pretrained_calibrated_mock.md, which was measured and not shipped (worse on real stars: see that
-file and docs/model_card.md). So the shipped file is NOT reproducible from the current mock: that is why shipping
-needs `--ship`, and a plain run only writes a candidate.
-The shipped file's calibration (step 5) was fitted later, on that 765626b model with the caches of its run (mock
-datasets and the calibration-only metal-poor set made with the mock before its calibration); to calibrate another
-model file alone: `cemp-hfs calibrate MODEL DATASET [CALIB_DATASET] --out MODEL2` (see docs/model_card.md).
+The shipped file is this script's output: `make pretrained SHIP=1` on a fresh clone trains, calibrates and measures
+the same model (same seeds; torch's CPU kernels may differ in the last digits between machines).
+The mock population (`mp_tail`, the weight of the metal-poor tail of `cemp_hfs.mock.draw_population`) was chosen on
+the validation split among three candidates, each run as `benchmarks/pretrained.py --n-mock N --mp-tail X --cache DIR`
+(the table is in docs/model_card.md): 6,000 stars with mp_tail 0.06 (the survey's default), 12,000 with 0.2, and
+6,000 with 0.2, which was best on the DR10 validation stars and keeps the mock's CEMP stars (several times more of
+them, and of metal-poor giants, than at 0.06).
+To calibrate another model file alone: `cemp-hfs calibrate MODEL DATASET [CALIB_DATASET] --out MODEL2`.
 """
 from __future__ import annotations
 import argparse, json, os, shutil, sys, time
@@ -52,7 +53,7 @@ from cemp_hfs.calibrate import calibrate_model, calibration_summary  # noqa: E40
 DATA = Path(os.environ.get('CEMP_HFS_DATA', ROOT.parent / 'shared' / 'data'))
 CACHE, OUT, MODELS = ROOT / 'benchmarks' / 'cache' / 'pretrained', ROOT / 'benchmarks' / 'results', ROOT / 'cemp_hfs' / 'models'
 NAME = 'hfsnet-small-mock-dr10'
-SETTINGS = dict(n_mock=6000, mock_seed=11, config='small', epochs=24, bs=64, lr=3e-3, seed=0)
+SETTINGS = dict(n_mock=6000, mock_seed=11, mp_tail=0.2, config='small', epochs=24, bs=64, lr=3e-3, seed=0)
 CALIB = dict(n_draw=10000, pop_seed=31, mp_tail=0.2, feh_max=-1.5, synth_seed=32)  # the metal-poor calibration-only mock set
 
 
@@ -65,7 +66,7 @@ def datasets(s):
     if not (both / 'done.json').exists() and not (both / 'labels.fits').exists():
         if not (mock / 'done.json').exists():
             log(f"mock survey of {s['n_mock']} stars")
-            truth = make_survey(s['n_mock'], CACHE / 'mock_survey', seed=s['mock_seed'], progress=False)
+            truth = make_survey(s['n_mock'], CACHE / 'mock_survey', seed=s['mock_seed'], mp_tail=s['mp_tail'], progress=False)
             truth = truth[[c for c in truth.colnames if c not in ('ch',)]]
             build_dataset(truth, mock, root=CACHE / 'mock_survey', seed=s['seed'], n_workers=2, progress=False)
         if not (real / 'done.json').exists():
@@ -102,14 +103,30 @@ def calibration_mock(path):
     return path
 
 
+def real_scores(pr, lab) -> dict:
+    "MAE and median bias against LASP of predictions `pr` for dataset rows `lab`: the target stars (4000-6500 K, S/N_g > 30) and all."
+    sel = ((np.asarray(lab['teff'], float) > 4000) & (np.asarray(lab['teff'], float) < 6500) & (np.asarray(lab['snrg'], float) > 30))
+    d = lambda l, m: np.asarray(pr[l], float)[m] - np.asarray(lab[l], float)[m]
+    return {name: {l: dict(mae=float(np.nanmean(np.abs(d(l, m)))), bias=float(np.nanmedian(d(l, m))), n=int(m.sum())) for l in ('teff', 'logg', 'feh')}
+            for name, m in (('target', sel), ('all', np.ones(len(lab), bool)))}
+
+
 def main(argv=None):
+    global CACHE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--epochs', type=int, default=SETTINGS['epochs'])
+    ap.add_argument('--n-mock', type=int, default=SETTINGS['n_mock'], help='mock stars (a candidate with other settings needs its own --cache)')
+    ap.add_argument('--mp-tail', type=float, default=SETTINGS['mp_tail'], help="weight of the mock population's metal-poor tail (cemp_hfs.mock.draw_population)")
+    ap.add_argument('--cache', type=Path, default=None, help='stage cache (default benchmarks/cache/pretrained)')
     ap.add_argument('--ship', action='store_true', help='replace the shipped model and its numbers (default: write a candidate)')
     args = ap.parse_args(argv)
     stem = 'pretrained' if args.ship else 'pretrained_candidate'
-    s = dict(SETTINGS, epochs=args.epochs)
+    s = dict(SETTINGS, epochs=args.epochs, n_mock=args.n_mock, mp_tail=args.mp_tail)
+    CACHE = args.cache or CACHE
+    if (CACHE / 'settings.json').exists() and {k: v for k, v in json.loads((CACHE / 'settings.json').read_text()).items() if k != 'epochs'} != {k: v for k, v in s.items() if k != 'epochs'}:
+        raise SystemExit(f"{CACHE}: cached with other settings ({(CACHE / 'settings.json').read_text().strip()}); give another --cache or remove it")
     t0 = time.time(); CACHE.mkdir(parents=True, exist_ok=True)
+    (CACHE / 'settings.json').write_text(json.dumps(s))
     model, cal_model = CACHE / f"{NAME}_e{s['epochs']}.pt", CACHE / f"{NAME}_e{s['epochs']}_cal.pt"
     cached = {'data': (CACHE / 'both_ds' / 'labels.fits').exists(), 'train': model.exists(), 'calibrate': cal_model.exists()}
     mock, real, both = datasets(s)
@@ -124,14 +141,11 @@ def main(argv=None):
     log('measuring')
     # real test split against LASP
     rt = real.indices('test')
-    pr = predict(model, real.path, mc_samples=16, progress=False)[rt]  # dataset rows in order
-    lab = real.labels[rt]
-    sel = ((np.asarray(lab['teff'], float) > 4000) & (np.asarray(lab['teff'], float) < 6500) & (np.asarray(lab['snrg'], float) > 30))
-    res['real_test'] = {name: {l: dict(mae=float(np.nanmean(np.abs(np.asarray(pr[l], float)[m] - np.asarray(lab[l], float)[m]))),
-                                       bias=float(np.nanmedian(np.asarray(pr[l], float)[m] - np.asarray(lab[l], float)[m])), n=int(m.sum()))
-                               for l in ('teff', 'logg', 'feh')} for name, m in (('target', sel), ('all', np.ones(len(rt), bool)))}
+    pall = predict(model, real.path, mc_samples=16, progress=False)  # dataset rows in order
+    res['real_test'] = real_scores(pall[rt], real.labels[rt])
+    rv = real.indices('valid')  # the validation split: what settings are chosen on (never the test split)
+    res['real_valid'] = real_scores(pall[rv], real.labels[rv])
     # false CEMP on every real star with LASP [Fe/H] > -1.5 (test split and all)
-    pall = predict(model, real.path, mc_samples=16, progress=False)
     rich = np.asarray(real.labels['feh'], float) > -1.5
     cl = classify(pall)
     for name, m in (('test', np.isin(np.arange(len(real)), rt) & rich), ('all', rich)):
@@ -146,6 +160,8 @@ def main(argv=None):
     hi = np.asarray(truth['snrg'], float) >= 20
     res['mock_test'] = {k: evaluate(pm[np.isin(np.arange(len(mock)), mt) & m], truth[np.isin(np.arange(len(mock)), mt) & m])
                         for k, m in (('all', np.ones(len(mock), bool)), ('snr20', hi))}
+    mv = np.isin(np.arange(len(mock)), mock.indices('valid')) & hi
+    res['mock_valid'] = {'snr20': evaluate(pm[mv], truth[mv])}
     secs['measure'] = round(time.time() - t0 - sum(secs.values()), 1)
     res['seconds'] = secs
     # the pseudo-LAMOST benchmark stars
@@ -164,10 +180,11 @@ def main(argv=None):
     res['calibration'] = dict(summary=calibration_summary(cal), settings=CALIB, **{k: cal.get(k) for k in ('method', 'fitted_on', 'snr_edges', 'feh_edges')},
                               params={l: {k: p.get(k) for k in ('a', 'b', 'c', 'factors', 'feh_factors', 'k95', 'n')} for l, p in cal['params'].items()},
                               p_cemp=cal.get('p_cemp'))
-    prev = json.loads((OUT / f'{stem}.json').read_text()) if (OUT / f'{stem}.json').exists() else {}
-    if prev.get('settings') == s:  # a stage this run found cached keeps the time it took when it ran
-        for k, was in cached.items():
-            if was and k in prev.get('seconds', {}): secs[k] = prev['seconds'][k]
+    # a stage this run found cached keeps the time it took when it ran (recorded by this run's earlier shipped or candidate run)
+    prevs = [json.loads(f.read_text()) for f in (OUT / f'{stem}.json', OUT / 'pretrained_candidate.json') if f.exists()]
+    prev = next((p for p in prevs if p.get('settings') == s), {})
+    for k, was in cached.items():
+        if was and k in prev.get('seconds', {}): secs[k] = prev['seconds'][k]
     res['seconds'] = {k: secs[k] for k in ('data', 'train', 'measure', 'calibrate') if k in secs}
     if args.ship:
         MODELS.mkdir(parents=True, exist_ok=True)
@@ -183,7 +200,8 @@ def markdown(r) -> str:
          f"HFS-Net `{r['settings']['config']}` trained {r['settings']['epochs']} epochs (seed {r['settings']['seed']}, batch "
          f"{r['settings']['bs']}, lr {r['settings']['lr']}) on {r['n_train']['mock']} mock and {r['n_train']['real']} real DR10 "
          f"training spectra at once, by `make pretrained` (`benchmarks/pretrained.py`) on {r['hardware']}; "
-         f"stages: {', '.join(f'{k} {v:.0f} s' for k, v in r['seconds'].items())}.", '',
+         f"stages: {', '.join(f'{k} {v:.0f} s' for k, v in r['seconds'].items())}. Mock population: {r['settings']['n_mock']} stars, "
+         f"`mp_tail` {r['settings'].get('mp_tail', 0.06)} (the weight of the metal-poor tail, `cemp_hfs.mock.draw_population`).", '',
          '## Real LAMOST DR10 test stars against the LAMOST pipeline (LASP)', '',
          '| subset | label | N | MAE | bias (median) |', '| --- | --- | ---: | ---: | ---: |']
     for name, d in r['real_test'].items():
@@ -198,6 +216,12 @@ def markdown(r) -> str:
           '| subset | N | [C/Fe] MAE | [Fe/H] MAE | CEMP completeness | purity |', '| --- | ---: | ---: | ---: | ---: | ---: |']
     for k, e in r['mock_test'].items():
         L.append(f"| {k} | {e['n_matched']} | {e['mae_cfe']:.3f} | {e['mae_feh']:.3f} | {e['completeness']:.2f} | {e['purity']:.2f} |")
+    if r.get('real_valid'):
+        v, e = r['real_valid']['target'], r['mock_valid']['snr20']
+        L += ['', '## Validation split (what settings are chosen on)', '',
+              f"DR10 validation stars, 4000-6500 K and S/N_g > 30 ({v['teff']['n']}): MAE {v['teff']['mae']:.0f} K, {v['logg']['mae']:.3f} dex, "
+              f"{v['feh']['mae']:.3f} dex. Mock validation split, S/N_g >= 20 ({e['n_matched']}, {e['n_true_cemp']} CEMP): [C/Fe] MAE "
+              f"{e['mae_cfe']:.3f}, CEMP completeness {e['completeness']:.2f} at purity {e['purity']:.2f}."]
     if r.get('pseudo'):
         L += ['', '## Pseudo-LAMOST benchmark stars (S/N 50)', '', '| star | Teff (lit.) | log g (lit.) | [Fe/H] (lit.) | [C/Fe] (lit.) | CEMP called |',
               '| --- | --- | --- | --- | --- | --- |']
