@@ -378,7 +378,8 @@ def markdown(r) -> str:
          f"Every real subset carries the whole real validation split ({info['real_valid_spectra']} spectra), which picks the best "
          f"epoch (this flatters the small subsets a little: a survey with 30 labelled stars would not have 141 more to validate on).",
          f"* mock sample: {info['mock_sample_spectra']} training spectra ({info['mock_sample_stars']} stars, seed {s['mock_seed']}) and "
-         f"{info['mock_valid_spectra']} validation spectra, the same for (b), (c) and (d) (the shipped model used all 5,506).",
+         f"{info['mock_valid_spectra']} validation spectra, the same for (b), (c) and (d) (the shipped model used all "
+         f"{r['shipped']['n_train']['mock'] if r.get('shipped') else 'its'} mock training spectra).",
          f"* (a) real-only: labels Teff, log g, [Fe/H]; lr {s['lr']}, at least {s['epochs_real']} epochs and {s['min_steps_real']} "
          f"optimiser steps (small subsets need many epochs).",
          f"* (b) mock-only: all four labels, lr {s['lr']}, {s['epochs']} epochs.",
@@ -422,8 +423,8 @@ def markdown(r) -> str:
     nt = get(r, 'mock', None)['real_test']['target']['teff']['n']
     L += ['', f"Target subset: {nt} test spectra; all: {get(r, 'mock', None)['real_test']['all']['teff']['n']}. score = mean of "
           "MAE/target over the three labels on the target subset (targets 100 K, 0.15 dex, 0.10 dex; below 1 meets them on average). "
-          + ("*The shipped model (`make pretrained`, numbers from benchmarks/results/pretrained.json) trained on all 5,506 mock "
-             f"training spectra and all real ones for {sh['settings']['epochs']} epochs, MC-dropout mean of 16 draws: a reference, "
+          + (f"*The shipped model (`make pretrained`, numbers from benchmarks/results/pretrained.json) trained on all {sh['n_train']['mock']} mock "
+             f"training spectra and all real ones for {sh['settings']['epochs']} epochs: a reference, "
              "not one of the four ways." if sh else ''), '',
           '## Carbon skill on mock stars (S/N_g >= 20)', '',
           '| way | N real stars | [C/Fe] MAE test | CEMP completeness test | purity test | [C/Fe] MAE held-out | completeness held-out | purity held-out | [Fe/H] MAE held-out | CEMP stars: [Fe/H] bias | [C/Fe] bias | pred. [Fe/H] < -2 |',
