@@ -362,7 +362,7 @@ def dr1_eval(p: Table, lasp: Table, common=None) -> dict:
     sels = {'all': np.ones(len(lab), bool), 'labelled by every model': common, 'target': in_target(T[:, 0], snr), 'unflagged': ~fl,
             'target, unflagged': in_target(T[:, 0], snr) & ~fl}
     return dict(n_labelled=len(lasp), n_predicted=int(ok.sum()), n_files_predicted=len(p),
-                stats={k: label_stats(P, T, s) for k, s in sels.items()}, flags=flag_counts(q),
+                stats={k: label_stats(P, T, s, LABELS) for k, s in sels.items()}, flags=flag_counts(q),
                 flags_all_files=flag_counts(p), pred=P, truth=T, snrg=snr, flagged=fl)
 
 
@@ -724,11 +724,11 @@ def main(argv=None):
     for m, (P, rows) in test_preds.items():
         tr = truth[rows]; T = T_all[rows]
         bins = bins_of(tr)
-        r = dict(n=len(rows), bins={k: label_stats(P, T, s) for k, s in bins.items()},
+        r = dict(n=len(rows), bins={k: label_stats(P, T, s, LABELS) for k, s in bins.items()},
                  mae_ci_target=mae_bootstrap(P[bins['target']], T[bins['target']], seed=args.seed))
         if m not in CANNONS:
             fl = np.asarray(preds[(m, 'dr10')][np.argsort(np.asarray(preds[(m, 'dr10')]['index']))]['flagged'], bool)[rows]
-            r['bins_unflagged'] = {k: label_stats(P, T, s & ~fl) for k, s in bins.items() if k in ('all', 'target')}
+            r['bins_unflagged'] = {k: label_stats(P, T, s & ~fl, LABELS) for k, s in bins.items() if k in ('all', 'target')}
         res_test[m] = r
     # targets: each real-trained HFS-Net against both Cannons on the target subset
     tsel = bins_of(truth[test])['target']
