@@ -15,11 +15,11 @@ import json, sys, time
 from pathlib import Path
 
 import numpy as np
-from astropy.stats import mad_std
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 from hardware import cpu_model  # noqa: E402
+from uncertainty import pull_stats  # noqa: E402
 from cemp_hfs.core import LABELS  # noqa: E402
 from cemp_hfs.calibrate import calibration_data, fit_calibration, calibrated_sigma, snr_bins, Q68, SNR_EDGES  # noqa: E402
 
@@ -52,7 +52,7 @@ def main():
                 for k in range(len(SNR_EDGES) + 1):
                     m = np.isfinite(p) & (b == k)
                     if m.sum() < 30: continue
-                    width, cover = float(mad_std(p[m])), float(np.mean(np.abs(p[m]) < 1))
+                    ps = pull_stats(p[m]); width, cover = ps['width'], ps['cover68']
                     scores.append(max(abs(np.log(width)) / np.log(WIDTH[1]), abs(cover - Q68) / (COVER[1] - Q68)))
                     bins.append(dict(label=l, bin=k, n=int(m.sum()), width=width, cover=cover))
         s = np.array(scores)

@@ -42,6 +42,7 @@ from astropy.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 from hardware import cpu_model  # noqa: E402
+from metrics import label_stats  # noqa: E402
 from cemp_hfs.core import LABELS, UNITS  # noqa: E402
 from cemp_hfs.mock import make_survey  # noqa: E402
 from cemp_hfs.dataset import build_dataset, load_dataset, merge_datasets, split_rows  # noqa: E402
@@ -53,6 +54,7 @@ from cemp_hfs.calibrate import calibrate_model, calibration_summary  # noqa: E40
 DATA = Path(os.environ.get('CEMP_HFS_DATA', ROOT.parent / 'shared' / 'data'))
 CACHE, OUT, MODELS = ROOT / 'benchmarks' / 'cache' / 'pretrained', ROOT / 'benchmarks' / 'results', ROOT / 'cemp_hfs' / 'models'
 NAME = 'hfsnet-small-mock-dr10'
+REAL_LABELS = ('teff', 'logg', 'feh')  # what LASP gives
 SETTINGS = dict(n_mock=6000, mock_seed=11, mp_tail=0.2, config='small', epochs=24, bs=64, lr=3e-3, seed=0)
 CALIB = dict(n_draw=10000, pop_seed=31, mp_tail=0.2, feh_max=-1.5, synth_seed=32)  # the metal-poor calibration-only mock set
 
@@ -104,11 +106,10 @@ def calibration_mock(path):
 
 
 def real_scores(pr, lab) -> dict:
-    "MAE and median bias against LASP of predictions `pr` for dataset rows `lab`: the target stars (4000-6500 K, S/N_g > 30) and all."
-    sel = ((np.asarray(lab['teff'], float) > 4000) & (np.asarray(lab['teff'], float) < 6500) & (np.asarray(lab['snrg'], float) > 30))
-    d = lambda l, m: np.asarray(pr[l], float)[m] - np.asarray(lab[l], float)[m]
-    return {name: {l: dict(mae=float(np.nanmean(np.abs(d(l, m)))), bias=float(np.nanmedian(d(l, m))), n=int(m.sum())) for l in ('teff', 'logg', 'feh')}
-            for name, m in (('target', sel), ('all', np.ones(len(lab), bool)))}
+    "MAE, bias and scatter against LASP (`metrics.label_stats`) of predictions `pr` for dataset rows `lab`: the target stars (4000-6500 K, S/N_g > 30) and all."
+    P, T = (np.column_stack([np.asarray(t[l], float) for l in REAL_LABELS]) for t in (pr, lab))
+    sel = (T[:, 0] > 4000) & (T[:, 0] < 6500) & (np.asarray(lab['snrg'], float) > 30)
+    return {name: label_stats(P, T, m, REAL_LABELS) for name, m in (('target', sel), ('all', np.ones(len(lab), bool)))}
 
 
 def main(argv=None):

@@ -231,11 +231,9 @@ def main(argv=None):
             if name.endswith('(shipped)') or name.startswith('MC spread'): res['pulls'].setdefault(name, {})[sname] = pb
             if sname == 'mock test (unseen)': v['p_cemp'] = c['p_cemp']
         c8 = calibrated(D8, cal)
-        v['dr8_total'] = {l: {k: x for k, x in d.items() if k != 'pulls'} for l, d in dr8_pairs(dr8, groups, c8['sigma']).items() if isinstance(d, dict)}
-        v['dr8_stat'] = {l: {k: x for k, x in d.items() if k != 'pulls'} for l, d in dr8_pairs(dr8, groups, c8['stat']).items() if isinstance(d, dict)}
-        if name.endswith('(shipped)'):
-            res['dr8'] = dict(total=dr8_pairs(dr8, groups, c8['sigma']), stat=dr8_pairs(dr8, groups, c8['stat']),
-                              stat_unflagged=dr8_pairs(dr8, groups, c8['stat'], unflagged=True))
+        d8 = dict(total=dr8_pairs(dr8, groups, c8['sigma']), stat=dr8_pairs(dr8, groups, c8['stat']))
+        for kind in ('total', 'stat'): v[f'dr8_{kind}'] = {l: {k: x for k, x in d.items() if k != 'pulls'} for l, d in d8[kind].items() if isinstance(d, dict)}
+        if name.endswith('(shipped)'): res['dr8'] = dict(d8, stat_unflagged=dr8_pairs(dr8, groups, c8['stat'], unflagged=True))
     # P(CEMP): reliability and Brier score on the unseen mock stars, raw and calibrated, as drawn and reweighted
     U = sets['mock test (unseen)']; y = is_cemp(U['truth']); w = np.asarray(mock['weight'], float)
     rel = {}

@@ -199,19 +199,25 @@ def _text_rows(w, fmt, first) -> str:
 def _arrow_rows(w, # a chunk of the catalogue, as written (`_as_written`), with at least one row
                 masked, # the columns masked anywhere in the catalogue: each gets its `<name>.mask` column
                 widths, # the catalogue's text widths (`_widths`), kept in the metadata as astropy does
+                layout=None, # a dict shared by a catalogue's chunks: the column names and schema, worked out for the first chunk only
                ):
     "`w` as an Arrow table in astropy's Parquet layout, the same columns in every chunk (astropy writes a mask only where one is set)."
     import pyarrow as pa
-    from astropy.table import MaskedColumn, meta, serialize
-    from astropy.utils.data_info import serialize_context_as
-    probe = w[:1].copy()  # astropy's description of the columns (units, descriptions, metadata), every mask in it
-    for c in masked: probe[c] = MaskedColumn(probe[c], mask=[True])
-    with serialize_context_as('parquet'): enc = serialize.represent_mixins_as_columns(probe)
-    md = {'table_meta_yaml': '\n'.join(meta.get_yaml_from_table(enc)), **{f'table::len::{c}': str(n) for c, n in widths.items()}}
-    cols = [np.ma.getmaskarray(w[n[:-5]]) if n.endswith('.mask') and n[:-5] in masked else np.ma.getdata(w[n]) for n in enc.colnames]
+    layout = {} if layout is None else layout
+    if 'names' not in layout:  # astropy's description of the columns (units, descriptions, metadata), every mask in it
+        from astropy.table import MaskedColumn, meta, serialize
+        from astropy.utils.data_info import serialize_context_as
+        probe = w[:1].copy()
+        for c in masked: probe[c] = MaskedColumn(probe[c], mask=[True])
+        with serialize_context_as('parquet'): enc = serialize.represent_mixins_as_columns(probe)
+        layout['names'] = enc.colnames
+        layout['meta'] = {'table_meta_yaml': '\n'.join(meta.get_yaml_from_table(enc)), **{f'table::len::{c}': str(n) for c, n in widths.items()}}
+    cols = [np.ma.getmaskarray(w[n[:-5]]) if n.endswith('.mask') and n[:-5] in masked else np.ma.getdata(w[n]) for n in layout['names']]
     arrays = [pa.array(np.asarray(v).astype(np.asarray(v).dtype.newbyteorder('<'), copy=False)) for v in cols]  # FITS: big-endian
-    schema = pa.schema([pa.field(n, a.type) for n, a in zip(enc.colnames, arrays)], metadata={k.encode(): v.encode() for k, v in md.items()})
-    return pa.Table.from_arrays(arrays, schema=schema)
+    if 'schema' not in layout:
+        layout['schema'] = pa.schema([pa.field(n, a.type) for n, a in zip(layout['names'], arrays)],
+                                     metadata={k.encode(): v.encode() for k, v in layout['meta'].items()})
+    return pa.Table.from_arrays(arrays, schema=layout['schema'])
 
 # %% ../nbs/06b_scale.ipynb #cs41f
 def assemble_parts(paths, # the chunk files, in order
@@ -236,6 +242,7 @@ def assemble_parts(paths, # the chunk files, in order
         fh = {}
         for x in ('fits', 'ecsv', 'csv'): fh[x] = stack.enter_context(open(stack.enter_context(atomic_path(out / f'predictions.{x}')), 'wb' if x == 'fits' else 'w'))
         parquet = stack.enter_context(atomic_path(out / 'predictions.parquet'))
+        layout = {}  # the Parquet columns and schema, worked out for the first chunk
         for i, p in enumerate(paths):
             t, _ = _chunk_catalogue(p, src, m, crit, mc_samples, seed)
             t.meta.update(NREJECT=len(rejects), NFLAGGED=flagged)
@@ -249,7 +256,7 @@ def assemble_parts(paths, # the chunk files, in order
             fh['fits'].write(rows)
             for x in ('ecsv', 'csv'): fh[x].write(_text_rows(w, x, i == 0))
             if len(w):  # a row group per chunk (a chunk whose spectra were all rejected has none)
-                rows = _arrow_rows(w, masked, widths)
+                rows = _arrow_rows(w, masked, widths, layout)
                 if 'parquet' not in fh: fh['parquet'] = stack.enter_context(pq.ParquetWriter(parquet, rows.schema))
                 fh['parquet'].write_table(rows)
         fh['fits'].write(b'\0' * (-head['NAXIS1'] * n % 2880))  # FITS data end on a 2880-byte block

@@ -77,14 +77,17 @@ def _masked_mean(per_label, present):
     n = present.sum(1).clamp_min(1)
     return (per_label.sum(1) / n).mean()
 
+def _residual(pred, target):
+    "(prediction - target) over the first L outputs (0 where the target is unknown), and where the target is known."
+    return pred[:, :target.shape[1]].float() - torch.nan_to_num(target), ~torch.isnan(target)
+
 # %% ../nbs/05_train.ipynb #c016b
 def masked_mse(pred:torch.Tensor, # network output, (B, >= L); only the first L columns are used
                target:torch.Tensor, # standardised labels, (B, L), NaN where unknown
               ) -> torch.Tensor: # the loss, a scalar
     "MSE over the known (non-NaN) labels, each star normalised by its number of known labels."
-    present = ~torch.isnan(target)
-    pred = pred[:, :target.shape[1]].float()
-    return _masked_mean((pred - torch.nan_to_num(target)) ** 2, present)
+    d, present = _residual(pred, target)
+    return _masked_mean(d ** 2, present)
 
 # %% ../nbs/05_train.ipynb #c016b-l1
 def masked_l1(pred:torch.Tensor, # network output, (B, >= L); only the first L columns are used
@@ -92,8 +95,7 @@ def masked_l1(pred:torch.Tensor, # network output, (B, >= L); only the first L c
               l1=None, # (L,) booleans: the labels that take the absolute error, the others the squared one (None: all)
              ) -> torch.Tensor: # the loss, a scalar
     "Mean absolute error over the known labels (or only over the `l1` ones, MSE for the others), normalised per star like `masked_mse`."
-    present = ~torch.isnan(target)
-    d = pred[:, :target.shape[1]].float() - torch.nan_to_num(target)
+    d, present = _residual(pred, target)
     per = d.abs() if l1 is None else torch.where(torch.as_tensor(l1, dtype=torch.bool, device=d.device), d.abs(), d ** 2)
     return _masked_mean(per, present)
 
@@ -102,9 +104,9 @@ def masked_gaussian_nll(pred:torch.Tensor, # network output, (B, 2 L): means, th
                         target:torch.Tensor, # standardised labels, (B, L), NaN where unknown
                        ) -> torch.Tensor: # the loss, a scalar
     "Gaussian NLL for (mean, log-variance) outputs over the known labels, normalised per star like `masked_mse`."
-    L = target.shape[1]; present = ~torch.isnan(target)
-    mu, logvar = pred[:, :L].float(), pred[:, L:2 * L].float().clamp(-10, 10)
-    return _masked_mean(0.5 * (logvar + (mu - torch.nan_to_num(target)) ** 2 * torch.exp(-logvar)), present)
+    L = target.shape[1]; d, present = _residual(pred, target)
+    logvar = pred[:, L:2 * L].float().clamp(-10, 10)
+    return _masked_mean(0.5 * (logvar + d ** 2 * torch.exp(-logvar)), present)
 
 # %% ../nbs/05_train.ipynb #c016d
 def hfs_loss(cfg: dict, # an HFS-Net config (see `load_config`), its `labels` those trained on
