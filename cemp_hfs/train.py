@@ -77,6 +77,7 @@ def _masked_mean(per_label, present):
     n = present.sum(1).clamp_min(1)
     return (per_label.sum(1) / n).mean()
 
+# %% ../nbs/05_train.ipynb #c016-res
 def _residual(pred, target):
     "(prediction - target) over the first L outputs (0 where the target is unknown), and where the target is known."
     return pred[:, :target.shape[1]].float() - torch.nan_to_num(target), ~torch.isnan(target)
