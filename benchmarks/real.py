@@ -78,6 +78,7 @@ MC_SAMPLES = 16
 NAMES = dict(hfs_small='HFS-Net small (real)', hfs_paper='HFS-Net paper (real)', cannon_all='The Cannon (all train)',
              cannon_fgk='The Cannon (4000-6500 K train)', demo='demo model (mock-trained)', shipped='shipped model (mock + real)')
 HFS = ('hfs_small', 'hfs_paper')
+SEEDS = (0, 1, 2, 3, 4)  # the chosen small setting trained with each: the seed spread and the average of the five
 SHIPPED = ROOT / 'cemp_hfs' / 'models' / 'hfsnet-small-mock-dr10.pt'  # `make pretrained`: mock + DR10 training split at once
 CANNONS = ('cannon_all', 'cannon_fgk')
 
@@ -226,6 +227,21 @@ def train_trial(cache: Path, dataset: Path, config: str, kw: dict, seed: int) ->
     info['score'] = float(np.mean([info['valid_target'][l]['mae'] / TARGET_MAE[l] for l in LABELS]))
     info['valid_predict_s'] = c.wall
     info['wall_s'], info['cpu_s'] = info['train_s'] + c.wall, info['train_cpu_s'] + c.cpu
+    info_path.write_text(jdump(info))
+    return info
+
+
+def train_seed(cache: Path, dataset: Path, config: str, kw: dict, seed: int) -> dict:
+    "The chosen setting retrained with another seed (cached): its deterministic labels for every dataset row."
+    name = f"{trial_name(config, kw)}_seed{seed}"
+    path, info_path = cache / 'models' / f'{name}.pt', cache / 'models' / f'{name}.json'
+    if path.exists() and info_path.exists(): return json.loads(info_path.read_text())
+    log(f"train {name}")
+    with Clock() as c:
+        train_hfsnet(dataset, config=config, labels=LABELS, out=path, seed=seed, progress=False, **kw)
+        p = predict(path, dataset, mc_samples=1, progress=False)
+    info = dict(name=name, seed=seed, model=str(path), wall_s=c.wall, cpu_s=c.cpu,
+                pred=pred_matrix(p)[np.argsort(np.asarray(p['index']))].tolist())
     info_path.write_text(jdump(info))
     return info
 
@@ -551,6 +567,25 @@ def markdown(res) -> str:
         L.append('')
     L += ['"P(HFS <= Cannon)" is the bootstrap fraction of resampled target subsets in which HFS-Net\'s MAE is not larger than The Cannon\'s '
           '(same stars); the "at least as good" targets compare the MAEs themselves.', '']
+    sd = res.get('seeds')
+    if sd:
+        cf = res['test']['cannon_fgk']['bins']['target']
+        L += ['## Seed spread, and the average of five seeds', '',
+              f"The chosen setting ({sd['setting']}) trained again with seeds {', '.join(str(k) for k in sd['seeds'][1:])} "
+              f"(seed {sd['seeds'][0]} is the model above), on the same training split. Test target subset, MAE / bias / scatter "
+              "(deterministic labels). The last row averages the five models' labels per star, a deep ensemble: it shows what "
+              "averaging would give, but `cemp-hfs` trains and ships single models, so it is not a package result.", '',
+              '| model | ' + ' | '.join(f'{l} MAE / bias / scatter' for l in LABELS) + ' |', '| --- | ' + ' | '.join('---:' for _ in LABELS) + ' |']
+        for k, st in sd['each'].items():
+            L.append(f"| seed {k} | " + ' | '.join(f"{fmt(st[l]['mae'], l)} / {fmt(st[l]['bias'], l)} / {fmt(st[l]['scatter'], l)}" for l in LABELS) + ' |')
+        a = sd['average']
+        L.append('| **average of the five** | ' + ' | '.join(f"**{fmt(a[l]['mae'], l)}** [{fmt(a['mae_ci_target'][l][0], l)}-{fmt(a['mae_ci_target'][l][1], l)}] / "
+                                                         f"{fmt(a[l]['bias'], l)} / {fmt(a[l]['scatter'], l)}" for l in LABELS) + ' |')
+        L.append(f"| {NAMES['cannon_fgk']} | " + ' | '.join(f"{fmt(cf[l]['mae'], l)} / {fmt(cf[l]['bias'], l)} / {fmt(cf[l]['scatter'], l)}" for l in LABELS) + ' |')
+        L += ['', 'Seed range of the MAE: ' + ', '.join(f"{l} {fmt(min(st[l]['mae'] for st in sd['each'].values()), l)}-"
+                                                      f"{fmt(max(st[l]['mae'] for st in sd['each'].values()), l)}" for l in LABELS)
+              + '. P(average <= The Cannon (4000-6500 K train)), bootstrap over the target stars: '
+              + ', '.join(f"{l} {a['p_better_than_cannon_fgk'][l]:.2f}" for l in LABELS) + '.', '']
     # per bin tables
     L += ['## All bins of the test split: MAE / bias / scatter', '']
     for l in LABELS:
@@ -679,6 +714,9 @@ def main(argv=None):
             if cfg not in best or t['score'] < trials[best[cfg]]['score']: best[cfg] = t['name']
     for cfg, name in best.items(): trials[name]['chosen'] = True
     models = {f'hfs_{cfg}': trials[name]['model'] for cfg, name in best.items()}
+    # the chosen small setting with other seeds: how much of a difference between models is the seed's (not a package feature)
+    seed_runs = [] if args.quick else [stage(f"train {best['small']} seed {k}", lambda: train_seed(cache, dset, 'small', {key: trials[best['small']][key] for key in ('epochs', 'lr', 'bs', 'balanced')}, k),
+                                             cache / 'models' / f"{best['small']}_seed{k}.json") for k in SEEDS if k != args.seed]
 
     # demo model
     dm = stage('demo model (run_demo)', lambda: demo_model(cache, args.quick), cache / 'demo.json')
@@ -730,6 +768,17 @@ def main(argv=None):
             fl = np.asarray(preds[(m, 'dr10')][np.argsort(np.asarray(preds[(m, 'dr10')]['index']))]['flagged'], bool)[rows]
             r['bins_unflagged'] = {k: label_stats(P, T, s & ~fl, LABELS) for k, s in bins.items() if k in ('all', 'target')}
         res_test[m] = r
+    # the seed spread of the chosen small setting, and the average of its five seeds' labels (a deep ensemble; not a package feature)
+    res_seeds = None
+    if seed_runs:
+        tsel_ = bins_of(truth[test])['target']
+        Tt = T_all[test]
+        runs = [(args.seed, test_preds['hfs_small'][0])] + [(r['seed'], np.asarray(r['pred'], float)[test]) for r in seed_runs]
+        avg = np.mean([P for _, P in runs], 0)
+        res_seeds = dict(setting=best['small'], seeds=[k for k, _ in runs],
+                         each={str(k): label_stats(P, Tt, tsel_, LABELS) for k, P in runs},
+                         average=dict(label_stats(avg, Tt, tsel_, LABELS), mae_ci_target=mae_bootstrap(avg[tsel_], Tt[tsel_], seed=args.seed),
+                                      p_better_than_cannon_fgk=paired_better(avg[tsel_], test_preds['cannon_fgk'][0][tsel_], Tt[tsel_], seed=args.seed)))
     # targets: each real-trained HFS-Net against both Cannons on the target subset
     tsel = bins_of(truth[test])['target']
     verdict = {}
@@ -830,7 +879,7 @@ def main(argv=None):
                demo=dm, cannon={k: dict(n_train=int(v['n_train']), train_range=v['train_range'], train_s=float(v['train_s']),
                                        predict_s=float(v['predict_s']), median_scatter=float(v['median_scatter'])) for k, v in cannons.items()},
                targets=dict(mae=TARGET_MAE, false_cemp=TARGET_FALSE_CEMP, teff=TARGET_TEFF, snrg=TARGET_SNR),
-               test=res_test, verdict=verdict, false_cemp=res_fc, flags=res_flags,
+               test=res_test, seeds=res_seeds, verdict=verdict, false_cemp=res_fc, flags=res_flags,
                dr1={m: {k: v for k, v in d.items() if k not in ('pred', 'truth', 'snrg', 'flagged')} for m, d in dr1.items()},
                dr8=dr8, stages=stages, notes=notes)
     res['wall_s'], res['cpu_s'] = time.perf_counter() - t_start, cpu_s() - c_start
