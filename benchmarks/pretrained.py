@@ -19,9 +19,9 @@ Reproducible (seeded) and resumable (stages cached under benchmarks/cache/pretra
 6. with `--ship` (`make pretrained SHIP=1`) only: the calibrated weights copied to cemp_hfs/models/ (package data,
    loaded with weights_only=True) with its entry in cemp_hfs/models/models.yaml, and the numbers written to
    benchmarks/results/pretrained.md/.json (the model card's source). Without it (the default) the run is a candidate:
-   the model stays in the cache and its numbers go to benchmarks/results/pretrained_candidate.md/.json (and
-   pseudo_lamost_candidate.*), to be compared with the shipped model's before anyone ships it. Settings other than
-   the defaults (`--n-mock`, `--mp-tail`, `--epochs`) need their own `--cache`.
+   the model stays in the cache and its numbers go to benchmarks/results/pretrained_TAG.md/.json (and
+   pseudo_lamost_TAG.*; `--tag`, default `candidate`), to be compared with the shipped model's before anyone ships it.
+   Settings other than the defaults (`--n-mock`, `--mp-tail`, `--mp-boost`, `--config`, `--epochs`) need their own `--cache`.
 
 The shipped file is this script's output: `make pretrained SHIP=1` on a fresh clone trains, calibrates and measures
 the same model (same seeds; torch's CPU kernels may differ in the last digits between machines).
@@ -30,6 +30,9 @@ the validation split among three candidates, each run as `benchmarks/pretrained.
 (the table is in docs/model_card.md): 6,000 stars with mp_tail 0.06 (the survey's default), 12,000 with 0.2, and
 6,000 with 0.2, which was best on the DR10 validation stars and keeps the mock's CEMP stars (several times more of
 them, and of metal-poor giants, than at 0.06).
+Two later candidates were not shipped (numbers in pretrained_mp_boost.* and pretrained_hetero.*, and the model card):
+`--mp-boost 2000` (2,000 extra mock stars below [Fe/H] = -2, for the network's bias on metal-poor mock giants) and
+`--config benchmarks/configs/small_hetero.yaml` (a heteroscedastic head trained with the Gaussian NLL).
 To calibrate another model file alone: `cemp-hfs calibrate MODEL DATASET [CALIB_DATASET] --out MODEL2`.
 """
 from __future__ import annotations
@@ -48,14 +51,16 @@ from cemp_hfs.mock import make_survey  # noqa: E402
 from cemp_hfs.dataset import build_dataset, load_dataset, merge_datasets, split_rows  # noqa: E402
 from cemp_hfs.train import train_hfsnet  # noqa: E402
 from cemp_hfs.predict import predict  # noqa: E402
-from cemp_hfs.select import classify, candidates, evaluate  # noqa: E402
+from cemp_hfs.select import classify, candidates, evaluate, purity_threshold  # noqa: E402
 from cemp_hfs.calibrate import calibrate_model, calibration_summary  # noqa: E402
 
 DATA = Path(os.environ.get('CEMP_HFS_DATA', ROOT.parent / 'shared' / 'data'))
 CACHE, OUT, MODELS = ROOT / 'benchmarks' / 'cache' / 'pretrained', ROOT / 'benchmarks' / 'results', ROOT / 'cemp_hfs' / 'models'
 NAME = 'hfsnet-small-mock-dr10'
 REAL_LABELS = ('teff', 'logg', 'feh')  # what LASP gives
-SETTINGS = dict(n_mock=6000, mock_seed=11, mp_tail=0.2, config='small', epochs=24, bs=64, lr=3e-3, seed=0)
+SETTINGS = dict(n_mock=6000, mock_seed=11, mp_tail=0.2, mp_boost=0, config='small', epochs=24, bs=64, lr=3e-3, seed=0)
+# the metal-poor boost (`--mp-boost N`): N extra mock stars below [Fe/H] = BOOST['feh_max'], 90% train / 10% valid, own seeds
+BOOST = dict(pop_seed=41, mp_tail=0.2, feh_max=-2.0, synth_seed=42, valid_frac=0.1, obsid0=810_000_001)
 CALIB = dict(n_draw=10000, pop_seed=31, mp_tail=0.2, feh_max=-1.5, synth_seed=32)  # the metal-poor calibration-only mock set
 
 
@@ -63,7 +68,7 @@ def log(*a): print(time.strftime('%H:%M:%S'), *a, file=sys.stderr, flush=True)
 
 
 def datasets(s):
-    "The mock and the real dataset, and their merge (cached)."
+    "The mock and the real dataset, and their merge with the metal-poor boost set when `s['mp_boost']` (cached)."
     mock, real, both = CACHE / 'mock_ds', CACHE / 'real_ds', CACHE / 'both_ds'
     if not (both / 'done.json').exists() and not (both / 'labels.fits').exists():
         if not (mock / 'done.json').exists():
@@ -76,33 +81,49 @@ def datasets(s):
             lasp = Table.read(DATA / 'lamost' / 'dr10_labeled' / 'lasp_labels.csv', format='ascii.csv')
             lasp['star_id'] = [f"dr10-{v}" for v in lasp['star']]
             build_dataset(lasp, real, root=DATA / 'lamost' / 'dr10_labeled', seed=s['seed'], n_workers=2, progress=False)
-        merge_datasets([mock, real], both, names=['mock', 'dr10'])
+        parts, names = [mock, real], ['mock', 'dr10']
+        if s.get('mp_boost'):
+            b = BOOST
+            parts.insert(1, metal_poor_mock(CACHE / 'boost_ds', 10 * s['mp_boost'], b['pop_seed'], b['mp_tail'], b['feh_max'], b['synth_seed'],
+                                            b['obsid0'], 'boost', n_keep=s['mp_boost'], valid_frac=b['valid_frac']))
+            names.insert(1, 'mock-mp')
+        merge_datasets(parts, both, names=names)
     return load_dataset(mock), load_dataset(real), both
 
 
-def calibration_mock(path):
-    "The calibration-only mock set of metal-poor stars, as a dataset whose every row is in the 'valid' split (cached)."
+def metal_poor_mock(path, n_draw, pop_seed, mp_tail, feh_max, synth_seed, obsid0, tag, n_keep=None, valid_frac=1.0):
+    """Mock stars below `feh_max` of `draw_population(n_draw, pop_seed, mp_tail)` (the first `n_keep` of them), synthesised
+    (`synth_spectrum`) and preprocessed straight into a dataset (cached); a `valid_frac` share of them, drawn with
+    `synth_seed`, in the 'valid' split and the rest in 'train'."""
     from cemp_hfs.mock import draw_population, synth_spectrum
     from cemp_hfs.preprocess import preprocess
     from cemp_hfs.dataset import write_dataset
     if (path / 'labels.fits').exists(): return path
-    c = CALIB
-    pop = draw_population(c['n_draw'], seed=c['pop_seed'], mp_tail=c['mp_tail'])
-    keep = np.flatnonzero(pop['feh'] < c['feh_max'])
-    log(f"calibration mock set: {len(keep)} metal-poor stars")
+    pop = draw_population(n_draw, seed=pop_seed, mp_tail=mp_tail)
+    keep = np.flatnonzero(pop['feh'] < feh_max)[:n_keep]
+    if n_keep and len(keep) < n_keep: raise ValueError(f"{n_draw} drawn stars hold only {len(keep)} below [Fe/H] = {feh_max}")
+    split = np.where(np.random.default_rng(synth_seed).random(len(keep)) < valid_frac, 'valid', 'train')
+    log(f"{tag} mock set: {len(keep)} stars below [Fe/H] = {feh_max}")
     blocks, rows = [], []
     for a in range(0, len(keep), 250):
         k = keep[a:a + 250]
-        meta = [dict(obsid=int(800_000_001 + i), filename=f'calib-{i}.fits') for i in k]
+        meta = [dict(obsid=int(obsid0 + i), filename=f'{tag}-{i}.fits') for i in k]
         sp = synth_spectrum(*(pop[l][k] for l in ('teff', 'logg', 'feh', 'cfe')), snrg=pop['snrg'][k], rv=pop['rv'][k], ebv=pop['ebv'][k],
-                            seed=c['synth_seed'] + a, meta=meta)
+                            seed=synth_seed + a, meta=meta)
         pre = preprocess(sp, None, errors='collect')
         blocks.append(dict(continuum=pre.continuum, normalized=pre.normalized, mask=pre.mask))
         for j in pre.index: rows.append(dict(obsid=meta[j]['obsid'], filename=meta[j]['filename'], snrg=float(sp[j].meta['snrg']),
-                                             **{l: float(pop[l][k[j]]) for l in ('teff', 'logg', 'feh', 'cfe')}, split='valid', source='calib-mock'))
+                                             **{l: float(pop[l][k[j]]) for l in ('teff', 'logg', 'feh', 'cfe')}, split=str(split[a + j]),
+                                             source=f'{tag}-mock'))
         wave = pre.wave
     write_dataset(path, wave, blocks, Table(rows=rows), pre.config)
     return path
+
+
+def calibration_mock(path):
+    "The calibration-only mock set of metal-poor stars, as a dataset whose every row is in the 'valid' split (cached)."
+    c = CALIB
+    return metal_poor_mock(path, c['n_draw'], c['pop_seed'], c['mp_tail'], c['feh_max'], c['synth_seed'], 800_000_001, 'calib')
 
 
 def real_scores(pr, lab) -> dict:
@@ -118,13 +139,17 @@ def main(argv=None):
     ap.add_argument('--epochs', type=int, default=SETTINGS['epochs'])
     ap.add_argument('--n-mock', type=int, default=SETTINGS['n_mock'], help='mock stars (a candidate with other settings needs its own --cache)')
     ap.add_argument('--mp-tail', type=float, default=SETTINGS['mp_tail'], help="weight of the mock population's metal-poor tail (cemp_hfs.mock.draw_population)")
+    ap.add_argument('--config', default=SETTINGS['config'], help="network config: a shipped name or a YAML file (e.g. benchmarks/configs/small_hetero.yaml)")
+    ap.add_argument('--mp-boost', type=int, default=SETTINGS['mp_boost'], help=f"extra mock stars below [Fe/H] = {BOOST['feh_max']} (train and valid only)")
     ap.add_argument('--cache', type=Path, default=None, help='stage cache (default benchmarks/cache/pretrained)')
+    ap.add_argument('--tag', default='candidate', help="a candidate's results: benchmarks/results/pretrained_TAG.* and pseudo_lamost_TAG.*")
     ap.add_argument('--ship', action='store_true', help='replace the shipped model and its numbers (default: write a candidate)')
     args = ap.parse_args(argv)
-    stem = 'pretrained' if args.ship else 'pretrained_candidate'
-    s = dict(SETTINGS, epochs=args.epochs, n_mock=args.n_mock, mp_tail=args.mp_tail)
+    stem = 'pretrained' if args.ship else f'pretrained_{args.tag}'
+    s = dict(SETTINGS, epochs=args.epochs, n_mock=args.n_mock, mp_tail=args.mp_tail, mp_boost=args.mp_boost, config=args.config)
     CACHE = args.cache or CACHE
-    if (CACHE / 'settings.json').exists() and {k: v for k, v in json.loads((CACHE / 'settings.json').read_text()).items() if k != 'epochs'} != {k: v for k, v in s.items() if k != 'epochs'}:
+    was = {**SETTINGS, **json.loads((CACHE / 'settings.json').read_text())} if (CACHE / 'settings.json').exists() else None  # keys added later: defaults
+    if was and {k: v for k, v in was.items() if k != 'epochs'} != {k: v for k, v in s.items() if k != 'epochs'}:
         raise SystemExit(f"{CACHE}: cached with other settings ({(CACHE / 'settings.json').read_text().strip()}); give another --cache or remove it")
     t0 = time.time(); CACHE.mkdir(parents=True, exist_ok=True)
     (CACHE / 'settings.json').write_text(json.dumps(s))
@@ -137,8 +162,11 @@ def main(argv=None):
         t1 = time.time()
         train_hfsnet(both, s['config'], epochs=s['epochs'], bs=s['bs'], lr=s['lr'], seed=s['seed'], out=model, progress=False)
         secs['train'] = round(time.time() - t1, 1)
-    res = dict(name=NAME, settings=s, hardware=cpu_model(), n_mock=len(mock), n_real=len(real),
+    res = dict(name=NAME, shipped=bool(args.ship), settings=s, hardware=cpu_model(), n_mock=len(mock), n_real=len(real),
                n_train={k: int(len(d.indices('train'))) for k, d in (('mock', mock), ('real', real))})
+    if s.get('mp_boost'):
+        bl = load_dataset(both).labels
+        res['n_train']['mock_mp'] = int(np.sum((np.asarray(bl['source']) == 'mock-mp') & (np.asarray(bl['split']) == 'train')))
     log('measuring')
     # real test split against LASP
     rt = real.indices('test')
@@ -161,13 +189,19 @@ def main(argv=None):
     hi = np.asarray(truth['snrg'], float) >= 20
     res['mock_test'] = {k: evaluate(pm[np.isin(np.arange(len(mock)), mt) & m], truth[np.isin(np.arange(len(mock)), mt) & m])
                         for k, m in (('all', np.ones(len(mock), bool)), ('snr20', hi))}
+    # as `cemp-hfs select --purity 0.9` would choose: the P(CEMP) threshold whose expected purity (from the calibrated
+    # P(CEMP) of these stars alone, no truth) is 0.9, then scored against the truth
+    tm = np.isin(np.arange(len(mock)), mt) & hi
+    th = purity_threshold(np.ma.filled(np.ma.asarray(pm['p_cemp'][tm], dtype=float), np.nan), 0.9)
+    res['mock_test']['snr20, select --purity 0.9'] = dict(evaluate(pm[tm], truth[tm], p_min=min(th['p_min'], 1.)), p_min=th['p_min'],
+                                                          expected_purity=th['purity'], expected_completeness=th['completeness'])
     mv = np.isin(np.arange(len(mock)), mock.indices('valid')) & hi
     res['mock_valid'] = {'snr20': evaluate(pm[mv], truth[mv])}
     secs['measure'] = round(time.time() - t0 - sum(secs.values()), 1)
     res['seconds'] = secs
     # the pseudo-LAMOST benchmark stars
     import pseudo_lamost
-    pseudo_out = 'pseudo_lamost' if args.ship else 'pseudo_lamost_candidate'
+    pseudo_out = 'pseudo_lamost' if args.ship else f'pseudo_lamost_{args.tag}'
     pseudo_lamost.main(['--model', str(model), '--out', pseudo_out])
     res['pseudo'] = json.loads((OUT / f'{pseudo_out}.json').read_text()).get('predictions')
     # last step: the calibration of the uncertainties, fitted on the validation split (mock and real), stored in the model
@@ -182,11 +216,14 @@ def main(argv=None):
                               params={l: {k: p.get(k) for k in ('a', 'b', 'c', 'factors', 'feh_factors', 'k95', 'n')} for l, p in cal['params'].items()},
                               p_cemp=cal.get('p_cemp'))
     # a stage this run found cached keeps the time it took when it ran (recorded by this run's earlier shipped or candidate run)
-    prevs = [json.loads(f.read_text()) for f in (OUT / f'{stem}.json', OUT / 'pretrained_candidate.json') if f.exists()]
-    prev = next((p for p in prevs if p.get('settings') == s), {})
+    prevs = [json.loads(f.read_text()) for f in (OUT / f'{stem}.json', OUT / f'pretrained_{args.tag}.json') if f.exists()]
+    prev = next((p for p in prevs if {**SETTINGS, **p.get('settings', {})} == s), {})  # settings added later: their defaults
+    reused = []
     for k, was in cached.items():
-        if was and k in prev.get('seconds', {}): secs[k] = prev['seconds'][k]
+        if was and prev.get('seconds', {}).get(k, 0) >= 1 and k not in prev.get('reused', []): secs[k] = prev['seconds'][k]  # under 1 s: it was cached then too
+        elif was: reused.append(k); secs.pop(k, None)  # cached by a run whose time is not on record
     res['seconds'] = {k: secs[k] for k in ('data', 'train', 'measure', 'calibrate') if k in secs}
+    res['reused'] = reused
     if args.ship:
         MODELS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(cal_model, MODELS / f'{NAME}.pt')
@@ -197,11 +234,13 @@ def main(argv=None):
 
 
 def markdown(r) -> str:
-    L = [f"# The shipped model `{r['name']}`", '',
+    boost = f" (and {r['n_train']['mock_mp']} metal-poor boost)" if r['n_train'].get('mock_mp') else ''
+    reused = f" ({', '.join(r['reused'])}: reused from a cache, time not on record)" if r.get('reused') else ''
+    L = [f"# The shipped model `{r['name']}`" if r.get('shipped', True) else f"# A candidate for the shipped model (`{r['name']}`, not shipped)", '',
          f"HFS-Net `{r['settings']['config']}` trained {r['settings']['epochs']} epochs (seed {r['settings']['seed']}, batch "
-         f"{r['settings']['bs']}, lr {r['settings']['lr']}) on {r['n_train']['mock']} mock and {r['n_train']['real']} real DR10 "
+         f"{r['settings']['bs']}, lr {r['settings']['lr']}) on {r['n_train']['mock']} mock{boost} and {r['n_train']['real']} real DR10 "
          f"training spectra at once, by `make pretrained` (`benchmarks/pretrained.py`) on {r['hardware']}; "
-         f"stages: {', '.join(f'{k} {v:.0f} s' for k, v in r['seconds'].items())}. Mock population: {r['settings']['n_mock']} stars, "
+         f"stages: {', '.join(f'{k} {v:.0f} s' for k, v in r['seconds'].items())}{reused}. Mock population: {r['settings']['n_mock']} stars, "
          f"`mp_tail` {r['settings'].get('mp_tail', 0.06)} (the weight of the metal-poor tail, `cemp_hfs.mock.draw_population`).", '',
          '## Real LAMOST DR10 test stars against the LAMOST pipeline (LASP)', '',
          '| subset | label | N | MAE | bias (median) |', '| --- | --- | ---: | ---: | ---: |']
@@ -217,6 +256,11 @@ def markdown(r) -> str:
           '| subset | N | [C/Fe] MAE | [Fe/H] MAE | CEMP completeness | purity |', '| --- | ---: | ---: | ---: | ---: | ---: |']
     for k, e in r['mock_test'].items():
         L.append(f"| {k} | {e['n_matched']} | {e['mae_cfe']:.3f} | {e['mae_feh']:.3f} | {e['completeness']:.2f} | {e['purity']:.2f} |")
+    sp = r['mock_test'].get('snr20, select --purity 0.9')
+    if sp: L += ['', f"Rows 'all' and 'snr20' select by the `paper` criteria on the point labels. The last row selects as `cemp-hfs select "
+                 f"--purity 0.9` would: P(CEMP) >= {sp['p_min']:.3f}, the threshold whose expected purity from the calibrated P(CEMP) of "
+                 f"these stars is 0.9 (expected completeness {sp['expected_completeness']:.2f}); {sp['n_true_positive']} of "
+                 f"{sp['n_true_cemp']} CEMP stars found among {sp['n_selected']} selected."]
     if r.get('real_valid'):
         v, e = r['real_valid']['target'], r['mock_valid']['snr20']
         L += ['', '## Validation split (what settings are chosen on)', '',
