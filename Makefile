@@ -123,6 +123,12 @@ bench-real-cli: $(STAMP)
 pretrained: $(STAMP)
 	MPLBACKEND=Agg nice -n 5 $(BIN)/python benchmarks/pretrained.py $(if $(SHIP),--ship)
 
+# Why the shipped model reads the pseudo-LAMOST benchmark stars too metal-rich: the same star on six real donor continua,
+# and regions swapped between the real star and the mock (~2 min on 2 CPUs; writes benchmarks/results/pseudo_diagnostics.md)
+.PHONY: bench-pseudo-diagnostics
+bench-pseudo-diagnostics: $(STAMP)
+	nice -n 10 $(BIN)/python benchmarks/pseudo_diagnostics.py
+
 # Real-star MAE against the number of real training stars (30, 100, 300, all) for HFS-Net small trained real-only,
 # mock-only, mock-pretrained then fine-tuned, and co-trained, with the mock carbon skill of each (~20 min of CPU on
 # 2 CPUs, 1 torch thread); needs the cached datasets of `make pretrained`; resumable: benchmarks/cache/learning_curve/
@@ -130,15 +136,15 @@ pretrained: $(STAMP)
 bench-learning: $(STAMP)
 	MPLBACKEND=Agg OMP_NUM_THREADS=1 nice -n 10 $(BIN)/python benchmarks/learning_curve.py
 
-# Are the uncertainties calibrated? The shipped model's *_err and P(CEMP) against unseen mock stars (pulls per S/N bin,
-# coverage, reliability diagram, Brier score), real DR10 test stars against LASP and real DR8 repeats (~10 min of CPU on
-# 2 CPUs); needs the cached datasets of `make pretrained`; resumable: benchmarks/cache/uncertainty/
 # How the calibration's bin factors weigh 68% coverage against unit robust width (WIDTH_WEIGHT in cemp_hfs.calibrate),
 # chosen on the calibration stars of `make pretrained` alone (2-fold; ~3 min on 2 CPUs); needs its cache
 .PHONY: bench-calibration-choice
 bench-calibration-choice: $(STAMP)
 	nice -n 10 $(BIN)/python benchmarks/calibration_choice.py
 
+# Are the uncertainties calibrated? The shipped model's *_err and P(CEMP) against unseen mock stars (pulls per S/N bin,
+# coverage, reliability diagram, Brier score), real DR10 test stars against LASP and real DR8 repeats (~10 min of CPU on
+# 2 CPUs); needs the cached datasets of `make pretrained`; resumable: benchmarks/cache/uncertainty/
 .PHONY: bench-uncertainty
 bench-uncertainty: $(STAMP)
 	MPLBACKEND=Agg nice -n 10 $(BIN)/python benchmarks/uncertainty.py
