@@ -174,6 +174,7 @@ def is_cemp(truth):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--model', default=None, help='calibrated model file (default: the shipped model)')
+    ap.add_argument('--tag', default=None, help="a candidate's results: benchmarks/results/uncertainty_TAG.* (default: uncertainty.*, the shipped model's)")
     args = ap.parse_args(argv)
     global CACHE
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 2)))
@@ -270,12 +271,13 @@ def main(argv=None):
     secs['measure'] = round(time.time() - t0 - sum(secs.values()), 1)
     res['seconds'] = secs
     res['verdict'] = verdict(res)
-    figures(res, sets, cals, mock, OUT)
+    stem = f'uncertainty_{args.tag}' if args.tag else 'uncertainty'
+    figures(res, sets, cals, mock, OUT, stem)
     OUT.mkdir(parents=True, exist_ok=True)
     js = {k: v for k, v in res.items() if k != 'dr8'}
     js['dr8'] = {k: {l: ({kk: vv for kk, vv in d.items() if kk != 'pulls'} if isinstance(d, dict) else d) for l, d in v.items()} for k, v in res['dr8'].items()}
-    (OUT / 'uncertainty.json').write_text(json.dumps(js, indent=1, default=float))
-    (OUT / 'uncertainty.md').write_text(markdown(res))
+    (OUT / f'{stem}.json').write_text(json.dumps(js, indent=1, default=float))
+    (OUT / f'{stem}.md').write_text(markdown(res))
     print(markdown(res))
 
 
@@ -302,7 +304,7 @@ def verdict(r) -> dict:
 
 
 # ------------------------------------------------------------------ figures
-def figures(r, sets, cals, mock, out):
+def figures(r, sets, cals, mock, out, stem='uncertainty'):
     out.mkdir(parents=True, exist_ok=True)
     # pull width per S/N bin, raw against calibrated, on the unseen mock stars
     fig, axs = plt.subplots(1, 4, figsize=(14, 3.4))
@@ -315,7 +317,7 @@ def figures(r, sets, cals, mock, out):
         ax.set(xticks=range(5), xticklabels=BIN_NAMES, xlabel='S/N$_g$', title=TEX.get(l, l), yscale='log', ylim=(0.5, 8))
     axs[0].set_ylabel('pull width'); axs[0].legend(fontsize=6)
     fig.suptitle('Pulls (prediction - truth) / error on unseen mock stars, per S/N bin (shaded: target 0.85-1.15)')
-    fig.tight_layout(); fig.savefig(out / 'uncertainty_pull_width.png', dpi=110); plt.close(fig)
+    fig.tight_layout(); fig.savefig(out / f'{stem}_pull_width.png', dpi=110); plt.close(fig)
     # pull histograms: mock (unseen), DR10 against LASP, DR8 pairs
     fig, axs = plt.subplots(3, 4, figsize=(14, 8.5))
     x = np.linspace(-5, 5, 200); g = np.exp(-x ** 2 / 2) / np.sqrt(2 * np.pi)
@@ -337,7 +339,7 @@ def figures(r, sets, cals, mock, out):
         ax.plot(x, g, 'k:', lw=0.8); ax.set_title(f'DR8 repeat pairs: {TEX.get(l, l)}', fontsize=9); ax.legend(fontsize=6)
     axs[2, 3].axis('off')
     for ax in axs[:, 0]: ax.set_ylabel('density')
-    fig.tight_layout(); fig.savefig(out / 'uncertainty_pulls.png', dpi=110); plt.close(fig)
+    fig.tight_layout(); fig.savefig(out / f'{stem}_pulls.png', dpi=110); plt.close(fig)
     # reliability diagram
     fig, axs = plt.subplots(1, 2, figsize=(10, 4.5))
     for ax, wname in zip(axs, ('as drawn', 'reweighted')):
@@ -345,8 +347,8 @@ def figures(r, sets, cals, mock, out):
         curves = {f"{short(n.rsplit(', ', 1)[0])} (Brier {v['brier']:.3f})": v['bins'] for n, v in r['reliability'].items() if n.endswith(wname)}
         plot_reliability(curves, ax=ax, min_n=TARGETS['min_bin'])
         ax.set_title(f"P(CEMP) reliability, unseen mock stars, {wname}", fontsize=9)
-    fig.tight_layout(); fig.savefig(out / 'uncertainty_reliability.png', dpi=110); plt.close(fig)
-    r['figures'] = ['uncertainty_pull_width.png', 'uncertainty_pulls.png', 'uncertainty_reliability.png']
+    fig.tight_layout(); fig.savefig(out / f'{stem}_reliability.png', dpi=110); plt.close(fig)
+    r['figures'] = [f'{stem}_pull_width.png', f'{stem}_pulls.png', f'{stem}_reliability.png']
 
 
 # ------------------------------------------------------------------ report
@@ -440,7 +442,7 @@ def markdown(r) -> str:
     c = r['check_predict']
     L += ['', f"`predict` with the stored calibration gives the same errors as this benchmark's offline application "
           f"(largest relative difference {c['max_rel_err_diff']:.1e}, P(CEMP) {c['max_p_cemp_diff']:.1e}, on 60 stars).", '',
-          '![pull widths](uncertainty_pull_width.png)', '', '![pulls](uncertainty_pulls.png)', '', '![reliability](uncertainty_reliability.png)']
+          f"![pull widths]({r['figures'][0]})", '', f"![pulls]({r['figures'][1]})", '', f"![reliability]({r['figures'][2]})"]
     return '\n'.join(L) + '\n'
 
 
