@@ -21,7 +21,7 @@ Reproducible (seeded) and resumable (stages cached under benchmarks/cache/pretra
    benchmarks/results/pretrained.md/.json (the model card's source). Without it (the default) the run is a candidate:
    the model stays in the cache and its numbers go to benchmarks/results/pretrained_TAG.md/.json (and
    pseudo_lamost_TAG.*; `--tag`, default `candidate`), to be compared with the shipped model's before anyone ships it.
-   Settings other than the defaults (`--n-mock`, `--mp-tail`, `--mp-boost`, `--config`, `--epochs`) need their own `--cache`.
+   Settings other than the defaults (`--n-mock`, `--mp-tail`, `--mp-boost`, `--real-weight`, `--config`, `--epochs`) need their own `--cache`.
 
 The shipped file is this script's output: `make pretrained SHIP=1` on a fresh clone trains, calibrates and measures
 the same model (same seeds; torch's CPU kernels may differ in the last digits between machines).
@@ -30,9 +30,10 @@ the validation split among three candidates, each run as `benchmarks/pretrained.
 (the table is in docs/model_card.md): 6,000 stars with mp_tail 0.06 (the survey's default), 12,000 with 0.2, and
 6,000 with 0.2, which was best on the DR10 validation stars and keeps the mock's CEMP stars (several times more of
 them, and of metal-poor giants, than at 0.06).
-Two later candidates were not shipped (numbers in pretrained_mp_boost.* and pretrained_hetero.*, and the model card):
-`--mp-boost 2000` (2,000 extra mock stars below [Fe/H] = -2, for the network's bias on metal-poor mock giants) and
-`--config benchmarks/configs/small_hetero.yaml` (a heteroscedastic head trained with the Gaussian NLL).
+Three later candidates were not shipped (numbers in pretrained_mp_boost.*, pretrained_hetero.* and pretrained_real2.*,
+and the model card): `--mp-boost 2000` (2,000 extra mock stars below [Fe/H] = -2, for the network's bias on metal-poor
+mock giants), `--config benchmarks/configs/small_hetero.yaml` (a heteroscedastic head trained with the Gaussian NLL)
+and `--real-weight 2` (each real training spectrum twice).
 To calibrate another model file alone: `cemp-hfs calibrate MODEL DATASET [CALIB_DATASET] --out MODEL2`.
 """
 from __future__ import annotations
@@ -58,7 +59,7 @@ DATA = Path(os.environ.get('CEMP_HFS_DATA', ROOT.parent / 'shared' / 'data'))
 CACHE, OUT, MODELS = ROOT / 'benchmarks' / 'cache' / 'pretrained', ROOT / 'benchmarks' / 'results', ROOT / 'cemp_hfs' / 'models'
 NAME = 'hfsnet-small-mock-dr10'
 REAL_LABELS = ('teff', 'logg', 'feh')  # what LASP gives
-SETTINGS = dict(n_mock=6000, mock_seed=11, mp_tail=0.2, mp_boost=0, config='small', epochs=24, bs=64, lr=3e-3, seed=0)
+SETTINGS = dict(n_mock=6000, mock_seed=11, mp_tail=0.2, mp_boost=0, real_weight=1, config='small', epochs=24, bs=64, lr=3e-3, seed=0)
 # the metal-poor boost (`--mp-boost N`): N extra mock stars below [Fe/H] = BOOST['feh_max'], 90% train / 10% valid, own seeds
 BOOST = dict(pop_seed=41, mp_tail=0.2, feh_max=-2.0, synth_seed=42, valid_frac=0.1, obsid0=810_000_001)
 CALIB = dict(n_draw=10000, pop_seed=31, mp_tail=0.2, feh_max=-1.5, synth_seed=32)  # the metal-poor calibration-only mock set
@@ -87,8 +88,19 @@ def datasets(s):
             parts.insert(1, metal_poor_mock(CACHE / 'boost_ds', 10 * s['mp_boost'], b['pop_seed'], b['mp_tail'], b['feh_max'], b['synth_seed'],
                                             b['obsid0'], 'boost', n_keep=s['mp_boost'], valid_frac=b['valid_frac']))
             names.insert(1, 'mock-mp')
+        for k in range(2, s.get('real_weight', 1) + 1):  # the real training spectra k times (validation and test once)
+            parts.append(train_copy(real, CACHE / 'real_train_ds')); names.append(f'dr10-copy{k}')
         merge_datasets(parts, both, names=names)
     return load_dataset(mock), load_dataset(real), both
+
+
+def train_copy(src, path):
+    "The training rows of dataset `src` alone (cached): a second copy weighs them more in training, never in validation."
+    from cemp_hfs.dataset import write_dataset
+    if (path / 'labels.fits').exists(): return path
+    d = load_dataset(src); r = split_rows(d, 'train')
+    return write_dataset(path, d.wave, dict(continuum=np.asarray(d.continuum)[r], normalized=np.asarray(d.normalized)[r], mask=np.asarray(d.mask)[r]),
+                         d.labels[r], d.config)
 
 
 def metal_poor_mock(path, n_draw, pop_seed, mp_tail, feh_max, synth_seed, obsid0, tag, n_keep=None, valid_frac=1.0):
@@ -140,13 +152,14 @@ def main(argv=None):
     ap.add_argument('--n-mock', type=int, default=SETTINGS['n_mock'], help='mock stars (a candidate with other settings needs its own --cache)')
     ap.add_argument('--mp-tail', type=float, default=SETTINGS['mp_tail'], help="weight of the mock population's metal-poor tail (cemp_hfs.mock.draw_population)")
     ap.add_argument('--config', default=SETTINGS['config'], help="network config: a shipped name or a YAML file (e.g. benchmarks/configs/small_hetero.yaml)")
+    ap.add_argument('--real-weight', type=int, default=SETTINGS['real_weight'], help='each real DR10 training spectrum this many times in training (validation once)')
     ap.add_argument('--mp-boost', type=int, default=SETTINGS['mp_boost'], help=f"extra mock stars below [Fe/H] = {BOOST['feh_max']} (train and valid only)")
     ap.add_argument('--cache', type=Path, default=None, help='stage cache (default benchmarks/cache/pretrained)')
     ap.add_argument('--tag', default='candidate', help="a candidate's results: benchmarks/results/pretrained_TAG.* and pseudo_lamost_TAG.*")
     ap.add_argument('--ship', action='store_true', help='replace the shipped model and its numbers (default: write a candidate)')
     args = ap.parse_args(argv)
     stem = 'pretrained' if args.ship else f'pretrained_{args.tag}'
-    s = dict(SETTINGS, epochs=args.epochs, n_mock=args.n_mock, mp_tail=args.mp_tail, mp_boost=args.mp_boost, config=args.config)
+    s = dict(SETTINGS, epochs=args.epochs, n_mock=args.n_mock, mp_tail=args.mp_tail, mp_boost=args.mp_boost, real_weight=args.real_weight, config=args.config)
     CACHE = args.cache or CACHE
     was = {**SETTINGS, **json.loads((CACHE / 'settings.json').read_text())} if (CACHE / 'settings.json').exists() else None  # keys added later: defaults
     if was and {k: v for k, v in was.items() if k != 'epochs'} != {k: v for k, v in s.items() if k != 'epochs'}:
@@ -236,9 +249,10 @@ def main(argv=None):
 def markdown(r) -> str:
     boost = f" (and {r['n_train']['mock_mp']} metal-poor boost)" if r['n_train'].get('mock_mp') else ''
     reused = f" ({', '.join(r['reused'])}: reused from a cache, time not on record)" if r.get('reused') else ''
+    weight = f"(each {r['settings']['real_weight']} times) " if r['settings'].get('real_weight', 1) > 1 else ''
     L = [f"# The shipped model `{r['name']}`" if r.get('shipped', True) else f"# A candidate for the shipped model (`{r['name']}`, not shipped)", '',
          f"HFS-Net `{r['settings']['config']}` trained {r['settings']['epochs']} epochs (seed {r['settings']['seed']}, batch "
-         f"{r['settings']['bs']}, lr {r['settings']['lr']}) on {r['n_train']['mock']} mock{boost} and {r['n_train']['real']} real DR10 "
+         f"{r['settings']['bs']}, lr {r['settings']['lr']}) on {r['n_train']['mock']} mock{boost} and {r['n_train']['real']} real DR10 {weight}"
          f"training spectra at once, by `make pretrained` (`benchmarks/pretrained.py`) on {r['hardware']}; "
          f"stages: {', '.join(f'{k} {v:.0f} s' for k, v in r['seconds'].items())}{reused}. Mock population: {r['settings']['n_mock']} stars, "
          f"`mp_tail` {r['settings'].get('mp_tail', 0.06)} (the weight of the metal-poor tail, `cemp_hfs.mock.draw_population`).", '',
