@@ -195,14 +195,20 @@ def test_info_on_nothing_fails(tmp_path):
 
 def test_ctrl_c_is_one_line_with_how_to_resume(chain, tmp_path):
     "SIGINT in the middle of a run: status 130, one line saying how to go on, no traceback; the rerun resumes."
-    p = subprocess.Popen(_cli() + ['predict', str(chain / 'model.pt'), str(chain / 'survey' / 'spectra'), '--out', str(tmp_path / 'p'),
-                                   '--mc', '64', '--chunk-size', '4', '--bs', '4'],
+    # the command as the console script runs it (`cli.main`), with a pause after each chunk file: the whole run takes
+    # under a second here, so without it a busy machine may let it finish before the signal arrives
+    child = ("import sys, time; import cemp_hfs.predict as P; w = P._write_part; "
+             "P._write_part = lambda *a, **k: (w(*a, **k), time.sleep(2)); from cemp_hfs.cli import main; sys.exit(main())")
+    p = subprocess.Popen([sys.executable, '-c', child, 'predict', str(chain / 'model.pt'), str(chain / 'survey' / 'spectra'), '--out', str(tmp_path / 'p'),
+                          '--mc', '64', '--chunk-size', '4', '--bs', '4'],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
     t0 = time.time()
     while time.time() - t0 < 120 and not list((tmp_path / 'p' / 'chunks').glob('part-*.fits')) and p.poll() is None: time.sleep(0.05)
+    assert p.poll() is None, "the run ended before it could be interrupted"
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130, (p.returncode, err)
+    assert 1 <= len(list((tmp_path / 'p' / 'chunks').glob('part-*.fits'))) < 13 and not (tmp_path / 'p' / 'predictions.fits').exists()
     assert 'Traceback' not in err and err.strip().splitlines()[-1] == 'cemp-hfs predict: interrupted; rerun the same command to resume (finished chunks are kept)'
     r = run('predict', chain / 'model.pt', chain / 'survey' / 'spectra', '--out', tmp_path / 'p', '--mc', '64', '--chunk-size', '4', '--bs', '4')
     assert 'resuming' in r.stderr

@@ -18,7 +18,7 @@ KW = dict(bs=4, chunk_size=8, mc_samples=8)
 # each chunk file is followed by a pause, so that the run is surely still going when it is interrupted
 # and torch runs with this process's thread count (another count changes the network's float sums in the last bit)
 CHILD = ("import sys, time, torch; import cemp_hfs.predict as P; w = P._write_part; torch.set_num_threads(int(sys.argv[4])); "
-         "P._write_part = lambda *a, **k: (w(*a, **k), time.sleep(0.5)); "
+         "P._write_part = lambda *a, **k: (w(*a, **k), time.sleep(2)); "
          "P.predict(sys.argv[1], sys.argv[2], out=sys.argv[3], bs=4, chunk_size=8, mc_samples=8, progress=False, io_workers=2)")
 
 @pytest.fixture(scope='module')
