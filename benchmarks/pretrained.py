@@ -11,9 +11,10 @@ Reproducible (seeded) and resumable (stages cached under benchmarks/cache/pretra
 4. measured: against LASP on the real test split (4000-6500 K, S/N_g > 30, and all), against the truth on the mock
    test split ([C/Fe] MAE, CEMP completeness and purity for S/N_g >= 20), the false-CEMP rate on real stars with
    LASP [Fe/H] > -1.5, and the five pseudo-LAMOST benchmark stars (benchmarks/pseudo_lamost.py);
-5. the calibration of its uncertainties (cemp_hfs.calibrate.calibrate_uncertainties) fitted on the merged dataset's
-   validation split (mock and real; never the test split) together with a calibration-only mock set of metal-poor
-   stars (the validation split holds too few of them: ~150 below [Fe/H] = -1; `draw_population` seed 31,
+5. the calibration of its uncertainties (cemp_hfs.calibrate.calibrate_uncertainties; run before the measurements of
+   step 4, which use the calibrated model, the file that is shipped) fitted on the merged dataset's validation split
+   (mock and real; never the test split) together with a calibration-only mock set of metal-poor stars (the
+   validation split holds too few of them: ~150 below [Fe/H] = -1; `draw_population` seed 31,
    `mp_tail=0.2`, every star below [Fe/H] = -1.5 of 10,000 drawn, never trained on, other seeds than the uncertainty
    benchmark's test stars), stored in the model file (cached as `*_cal.pt`);
 6. with `--ship` (`make pretrained SHIP=1`) only: the calibrated weights copied to cemp_hfs/models/ (package data,
@@ -175,6 +176,13 @@ def main(argv=None):
         t1 = time.time()
         train_hfsnet(both, s['config'], epochs=s['epochs'], bs=s['bs'], lr=s['lr'], seed=s['seed'], out=model, progress=False)
         secs['train'] = round(time.time() - t1, 1)
+    # the calibration of the uncertainties, fitted on the validation split (mock and real), stored in the model file;
+    # everything below measures the calibrated model, the file that is shipped (its labels are the uncalibrated one's)
+    if not cal_model.exists():
+        log('calibrating the uncertainties on the validation split')
+        t1 = time.time()
+        calibrate_model(model, [both, calibration_mock(CACHE / 'calib_mock_ds')], cal_model, split='valid', mc_samples=16, seed=0)
+        secs['calibrate'] = round(time.time() - t1, 1)
     res = dict(name=NAME, shipped=bool(args.ship), settings=s, hardware=cpu_model(), n_mock=len(mock), n_real=len(real),
                n_train={k: int(len(d.indices('train'))) for k, d in (('mock', mock), ('real', real))})
     if s.get('mp_boost'):
@@ -183,7 +191,7 @@ def main(argv=None):
     log('measuring')
     # real test split against LASP
     rt = real.indices('test')
-    pall = predict(model, real.path, mc_samples=16, progress=False)  # dataset rows in order
+    pall = predict(cal_model, real.path, mc_samples=16, progress=False)  # dataset rows in order
     res['real_test'] = real_scores(pall[rt], real.labels[rt])
     rv = real.indices('valid')  # the validation split: what settings are chosen on (never the test split)
     res['real_valid'] = real_scores(pall[rv], real.labels[rv])
@@ -197,7 +205,7 @@ def main(argv=None):
     res['flags_real'] = {f: int(np.sum(pall[f])) for f in pall.colnames if f.startswith('flag')}
     # mock test split against the truth
     mt = mock.indices('test')
-    pm = predict(model, mock.path, mc_samples=16, progress=False)
+    pm = predict(cal_model, mock.path, mc_samples=16, progress=False)
     pm['obsid'] = np.asarray(mock.labels['obsid']); truth = mock.labels
     hi = np.asarray(truth['snrg'], float) >= 20
     res['mock_test'] = {k: evaluate(pm[np.isin(np.arange(len(mock)), mt) & m], truth[np.isin(np.arange(len(mock)), mt) & m])
@@ -215,14 +223,8 @@ def main(argv=None):
     # the pseudo-LAMOST benchmark stars
     import pseudo_lamost
     pseudo_out = 'pseudo_lamost' if args.ship else f'pseudo_lamost_{args.tag}'
-    pseudo_lamost.main(['--model', str(model), '--out', pseudo_out])
+    pseudo_lamost.main(['--model', str(cal_model), '--out', pseudo_out])
     res['pseudo'] = json.loads((OUT / f'{pseudo_out}.json').read_text()).get('predictions')
-    # last step: the calibration of the uncertainties, fitted on the validation split (mock and real), stored in the model
-    if not cal_model.exists():
-        log('calibrating the uncertainties on the validation split')
-        t1 = time.time()
-        calibrate_model(model, [both, calibration_mock(CACHE / 'calib_mock_ds')], cal_model, split='valid', mc_samples=16, seed=0)
-        secs['calibrate'] = round(time.time() - t1, 1)
     from cemp_hfs.predict import HFSModel
     cal = HFSModel.load(cal_model).calibration
     res['calibration'] = dict(summary=calibration_summary(cal), settings=CALIB, **{k: cal.get(k) for k in ('method', 'fitted_on', 'snr_edges', 'feh_edges')},

@@ -22,16 +22,15 @@ import argparse, json, os, sys, time
 from pathlib import Path
 
 import numpy as np
-from astropy.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 from hardware import cpu_model  # noqa: E402
-from pseudo_lamost import hires  # noqa: E402
+from pseudo_lamost import hires, benchmark_tables  # noqa: E402
 from cemp_hfs.io import LamostSpectrum, read_lamost  # noqa: E402
 from cemp_hfs.mock import model_flux, lamost_wave, _noise_sigma  # noqa: E402
 from cemp_hfs.preprocess import native_continuum  # noqa: E402
-from cemp_hfs.pseudo import degrade_to_lamost, pseudo_lamost, jinabase_labels  # noqa: E402
+from cemp_hfs.pseudo import degrade_to_lamost, pseudo_lamost  # noqa: E402
 from cemp_hfs.predict import predict  # noqa: E402
 
 DATA = Path(os.environ.get('CEMP_HFS_DATA', ROOT.parent / 'shared' / 'data'))
@@ -89,10 +88,7 @@ def main(argv=None):
     ap.add_argument('--model', default=None, help='model file (default: the shipped model)')
     args = ap.parse_args(argv)
     t0 = time.time()
-    stars = Table.read(DATA / 'hires_benchmarks' / 'stars.csv', format='ascii.csv')
-    lab = jinabase_labels(DATA / 'catalogs' / 'jinabase2018_all_info.txt', list(stars['jinabase_name']),
-                          DATA / 'catalogs' / 'jinabase2018_limits_key.txt')
-    lasp = Table.read(DATA / 'lamost' / 'dr10_labeled' / 'lasp_labels.csv', format='ascii.csv')
+    stars, lab, lasp = benchmark_tables()
     folder, wave = DATA / 'lamost' / 'dr10_labeled', lamost_wave()
     donor_specs, donor_rows, swap_specs, swap_rows = [], [], [], []
     for s, l in zip(stars, lab):

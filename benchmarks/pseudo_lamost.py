@@ -49,16 +49,21 @@ def donor_for(teff, logg, lasp, folder):
     return read_lamost(folder / row['filename']), row
 
 
+def benchmark_tables():
+    "The benchmark stars (stars.csv), their JINAbase labels (one row each) and the DR10 LASP catalogue (the donors)."
+    stars = Table.read(DATA / 'hires_benchmarks' / 'stars.csv', format='ascii.csv')
+    lab = jinabase_labels(DATA / 'catalogs' / 'jinabase2018_all_info.txt', list(stars['jinabase_name']),
+                          DATA / 'catalogs' / 'jinabase2018_limits_key.txt')
+    return stars, lab, Table.read(DATA / 'lamost' / 'dr10_labeled' / 'lasp_labels.csv', format='ascii.csv')
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--model', help='model file to evaluate (default: demo_out/model.pt if it exists)')
     ap.add_argument('--out', default='pseudo_lamost', help='results file stem in benchmarks/results/ (.json and .md)')
     args = ap.parse_args(argv)
     t0 = time.time()
-    stars = Table.read(DATA / 'hires_benchmarks' / 'stars.csv', format='ascii.csv')
-    lab = jinabase_labels(DATA / 'catalogs' / 'jinabase2018_all_info.txt', list(stars['jinabase_name']),
-                          DATA / 'catalogs' / 'jinabase2018_limits_key.txt')
-    lasp = Table.read(DATA / 'lamost' / 'dr10_labeled' / 'lasp_labels.csv', format='ascii.csv')
+    stars, lab, lasp = benchmark_tables()
     CACHE.mkdir(parents=True, exist_ok=True); OUT.mkdir(parents=True, exist_ok=True)
     rows, depths = [], []
     wave = lamost_wave()
