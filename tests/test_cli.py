@@ -16,6 +16,11 @@ def _cli():
     exe = Path(sys.executable).parent / 'cemp-hfs'
     return [str(exe)] if exe.exists() else [sys.executable, '-c', 'import sys; from cemp_hfs.cli import main; sys.exit(main())']
 
+def _sigint_default():
+    """In a child about to start: Ctrl-C as a terminal's foreground process gets it (a shell's background job, a CI runner,
+    starts with SIGINT ignored, and so would every process it starts)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 def run(*args, check=0):
     p = subprocess.run(_cli() + [str(a) for a in args], capture_output=True, text=True, timeout=600)
     assert p.returncode == check, f"{args}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
@@ -201,7 +206,8 @@ def test_ctrl_c_is_one_line_with_how_to_resume(chain, tmp_path):
              "P._write_part = lambda *a, **k: (w(*a, **k), time.sleep(2)); from cemp_hfs.cli import main; sys.exit(main())")
     p = subprocess.Popen([sys.executable, '-c', child, 'predict', str(chain / 'model.pt'), str(chain / 'survey' / 'spectra'), '--out', str(tmp_path / 'p'),
                           '--mc', '64', '--chunk-size', '4', '--bs', '4'],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'},
+                         preexec_fn=_sigint_default)
     t0 = time.time()
     while time.time() - t0 < 120 and not list((tmp_path / 'p' / 'chunks').glob('part-*.fits')) and p.poll() is None: time.sleep(0.05)
     assert p.poll() is None, "the run ended before it could be interrupted"

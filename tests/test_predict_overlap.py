@@ -63,7 +63,8 @@ def _start_and_wait_for_first_chunk(d, out, timeout=180):
     "predict with reader processes in a child of its own process group; returns it and its reader processes once a chunk is written."
     import torch
     p = subprocess.Popen([sys.executable, '-c', CHILD, str(d / 'model.pt'), str(d / 'survey' / 'spectra'), str(out), str(torch.get_num_threads())],
-                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+                         stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal (a background job starts with it ignored)
     t0, kids = time.time(), set()
     while time.time() - t0 < timeout and p.poll() is None:
         kids |= _children(p.pid)
