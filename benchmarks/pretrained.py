@@ -204,15 +204,14 @@ def main(argv=None):
                                          selected_with_flagged=len(ck), rate_with_flagged=len(ck) / max(int(m.sum()), 1))
     res['flags_real'] = {f: int(np.sum(pall[f])) for f in pall.colnames if f.startswith('flag')}
     # mock test split against the truth
-    mt = mock.indices('test')
+    mt = np.isin(np.arange(len(mock)), mock.indices('test'))
     pm = predict(cal_model, mock.path, mc_samples=16, progress=False)
     pm['obsid'] = np.asarray(mock.labels['obsid']); truth = mock.labels
     hi = np.asarray(truth['snrg'], float) >= 20
-    res['mock_test'] = {k: evaluate(pm[np.isin(np.arange(len(mock)), mt) & m], truth[np.isin(np.arange(len(mock)), mt) & m])
-                        for k, m in (('all', np.ones(len(mock), bool)), ('snr20', hi))}
+    res['mock_test'] = {k: evaluate(pm[mt & m], truth[mt & m]) for k, m in (('all', np.ones(len(mock), bool)), ('snr20', hi))}
     # as `cemp-hfs select --purity 0.9` would choose: the P(CEMP) threshold whose expected purity (from the calibrated
     # P(CEMP) of these stars alone, no truth) is 0.9, then scored against the truth
-    tm = np.isin(np.arange(len(mock)), mt) & hi
+    tm = mt & hi
     th = purity_threshold(np.ma.filled(np.ma.asarray(pm['p_cemp'][tm], dtype=float), np.nan), 0.9)
     res['mock_test']['snr20, select --purity 0.9'] = dict(evaluate(pm[tm], truth[tm], p_min=min(th['p_min'], 1.)), p_min=th['p_min'],
                                                           expected_purity=th['purity'], expected_completeness=th['completeness'])
@@ -231,7 +230,7 @@ def main(argv=None):
                               params={l: {k: p.get(k) for k in ('a', 'b', 'c', 'factors', 'feh_factors', 'k95', 'n')} for l, p in cal['params'].items()},
                               p_cemp=cal.get('p_cemp'))
     # a stage this run found cached keeps the time it took when it ran (recorded by this run's earlier shipped or candidate run)
-    prevs = [json.loads(f.read_text()) for f in (OUT / f'{stem}.json', OUT / f'pretrained_{args.tag}.json') if f.exists()]
+    prevs = [json.loads(f.read_text()) for f in dict.fromkeys((OUT / f'{stem}.json', OUT / f'pretrained_{args.tag}.json')) if f.exists()]
     prev = next((p for p in prevs if {**SETTINGS, **p.get('settings', {})} == s), {})  # settings added later: their defaults
     reused = []
     for k, was in cached.items():

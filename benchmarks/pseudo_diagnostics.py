@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 from hardware import cpu_model  # noqa: E402
-from pseudo_lamost import hires, benchmark_tables  # noqa: E402
+from pseudo_lamost import hires, benchmark_tables, nearest, donor_for  # noqa: E402
 from cemp_hfs.io import LamostSpectrum, read_lamost  # noqa: E402
 from cemp_hfs.mock import model_flux, lamost_wave, _noise_sigma  # noqa: E402
 from cemp_hfs.preprocess import native_continuum  # noqa: E402
@@ -37,14 +37,6 @@ DATA = Path(os.environ.get('CEMP_HFS_DATA', ROOT.parent / 'shared' / 'data'))
 OUT = ROOT / 'benchmarks' / 'results'
 REGIONS = ((3700, 3990), (3990, 4250), (4250, 4360), (4360, 4800), (4800, 4950), (4950, 5350), (5350, 5850),
            (5850, 6450), (6450, 6700), (6700, 8450), (8450, 9200))
-
-
-def nearest(lasp, teff, logg, feh=None, snr_min=50., k=3):
-    "Rows of the `k` DR10 stars nearest in (Teff / 250, log g / 0.5[, [Fe/H] / 0.5]) with S/N_g > `snr_min`."
-    d = np.hypot((np.asarray(lasp['teff'], float) - teff) / 250., (np.asarray(lasp['logg'], float) - logg) / 0.5)
-    if feh is not None: d = np.hypot(d, (np.asarray(lasp['feh'], float) - feh) / 0.5)
-    d[~(np.asarray(lasp['snrg'], float) > snr_min)] = np.inf
-    return [lasp[i] for i in np.argsort(d)[:k]]
 
 
 def spectrum(wave, norm, cont, name, snr=100., seed=1):
@@ -93,8 +85,8 @@ def main(argv=None):
     donor_specs, donor_rows, swap_specs, swap_rows = [], [], [], []
     for s, l in zip(stars, lab):
         w, f = hires(DATA / 'hires_benchmarks' / s['file'])
-        for rule, rows in (('Teff, log g; S/N > 50', nearest(lasp, l['teff'], l['logg'])),
-                           ('Teff, log g, [Fe/H]; S/N > 30', nearest(lasp, l['teff'], l['logg'], l['feh'], snr_min=30.))):
+        for rule, rows in (('Teff, log g; S/N > 50', nearest(lasp, l['teff'], l['logg'], k=3)),
+                           ('Teff, log g, [Fe/H]; S/N > 30', nearest(lasp, l['teff'], l['logg'], l['feh'], snr_min=30., k=3))):
             for r in rows:
                 name = f"{s['star']}|{r['filename']}"
                 donor_specs.append(pseudo_lamost(w, f, read_lamost(folder / r['filename']), snrg=50, seed=50, meta={'filename': name, 'designation': s['star']}))
@@ -103,7 +95,7 @@ def main(argv=None):
         if l['feh'] <= -4: continue
         real = degrade_to_lamost(w, f, wave)
         mock = model_flux(l['teff'], l['logg'], l['feh'], np.nan_to_num(l['cfe']), normalized=True).ravel()
-        donor = read_lamost(folder / nearest(lasp, l['teff'], l['logg'])[0]['filename'])
+        donor, _ = donor_for(l['teff'], l['logg'], lasp, folder)
         c = native_continuum(donor); ok = np.isfinite(c)
         cont = np.interp(wave, (donor.wave / (1 + (donor.meta.get('z') or 0.)))[ok], c[ok])
         variants = [('real', real), ('mock', mock)]

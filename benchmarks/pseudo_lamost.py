@@ -40,12 +40,17 @@ def hires(path):
     return hd['CRVAL1'] + hd['CDELT1'] * np.arange(len(f)), f
 
 
-def donor_for(teff, logg, lasp, folder):
-    "The DR10 LASP star nearest in (Teff / 250 K, log g / 0.5 dex) with S/N_g > 50: its spectrum."
-    ok = np.asarray(lasp['snrg'], float) > 50
+def nearest(lasp, teff, logg, feh=None, snr_min=50., k=1):
+    "Rows of the `k` DR10 LASP stars nearest in (Teff / 250 K, log g / 0.5 dex[, [Fe/H] / 0.5 dex]) with S/N_g > `snr_min`."
     d = np.hypot((np.asarray(lasp['teff'], float) - teff) / 250., (np.asarray(lasp['logg'], float) - logg) / 0.5)
-    d[~ok] = np.inf
-    row = lasp[int(np.argmin(d))]
+    if feh is not None: d = np.hypot(d, (np.asarray(lasp['feh'], float) - feh) / 0.5)
+    d[~(np.asarray(lasp['snrg'], float) > snr_min)] = np.inf
+    return [lasp[i] for i in np.argsort(d, kind='stable')[:k]]
+
+
+def donor_for(teff, logg, lasp, folder):
+    "The DR10 LASP star nearest in (Teff / 250 K, log g / 0.5 dex) with S/N_g > 50: its spectrum and catalogue row."
+    row = nearest(lasp, teff, logg)[0]
     return read_lamost(folder / row['filename']), row
 
 

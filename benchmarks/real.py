@@ -769,18 +769,17 @@ def main(argv=None):
             r['bins_unflagged'] = {k: label_stats(P, T, s & ~fl, LABELS) for k, s in bins.items() if k in ('all', 'target')}
         res_test[m] = r
     # the seed spread of the chosen small setting, and the average of its five seeds' labels (a deep ensemble; not a package feature)
+    tsel = bins_of(truth[test])['target']  # the target subset of the test split
     res_seeds = None
     if seed_runs:
-        tsel_ = bins_of(truth[test])['target']
         Tt = T_all[test]
         runs = [(args.seed, test_preds['hfs_small'][0])] + [(r['seed'], np.asarray(r['pred'], float)[test]) for r in seed_runs]
         avg = np.mean([P for _, P in runs], 0)
         res_seeds = dict(setting=best['small'], seeds=[k for k, _ in runs],
-                         each={str(k): label_stats(P, Tt, tsel_, LABELS) for k, P in runs},
-                         average=dict(label_stats(avg, Tt, tsel_, LABELS), mae_ci_target=mae_bootstrap(avg[tsel_], Tt[tsel_], seed=args.seed),
-                                      p_better_than_cannon_fgk=paired_better(avg[tsel_], test_preds['cannon_fgk'][0][tsel_], Tt[tsel_], seed=args.seed)))
+                         each={str(k): label_stats(P, Tt, tsel, LABELS) for k, P in runs},
+                         average=dict(label_stats(avg, Tt, tsel, LABELS), mae_ci_target=mae_bootstrap(avg[tsel], Tt[tsel], seed=args.seed),
+                                      p_better_than_cannon_fgk=paired_better(avg[tsel], test_preds['cannon_fgk'][0][tsel], Tt[tsel], seed=args.seed)))
     # targets: each real-trained HFS-Net against both Cannons on the target subset
-    tsel = bins_of(truth[test])['target']
     verdict = {}
     for m in [k for k in HFS if k in models]:
         rows_v, Pm = [], test_preds[m][0]
