@@ -17,7 +17,7 @@ from . import pipeline
 
 # %% auto #0
 __all__ = ['CUT_OPTIONS', 'COMMANDS', 'USER_ERRORS', 'say', 'LogStream', 'cmd_info', 'cmd_mock', 'cmd_prepare', 'cmd_train',
-           'cmd_predict', 'cmd_models', 'cmd_select', 'cmd_calibrate', 'cmd_demo', 'main']
+           'cmd_predict', 'cmd_models', 'cmd_select', 'cmd_calibrate', 'cmd_ensemble', 'cmd_demo', 'main']
 
 # %% ../nbs/90_cli.ipynb #c004b
 _RESULT = [None]  # the real stdout while a command runs (sys.stdout is then the log stream)
@@ -215,6 +215,21 @@ def cmd_calibrate(
             f"{' '.join(f'{x:.2f}' for x in p['factors'])}" + (f"; [Fe/H]-bin factors {' '.join(f'{x:.2f}' for x in p['feh_factors'])}" if 'feh_factors' in p else '')
             + f"; 95% interval +-{p['k95']:.2f} sigma ({p['n']} stars)")
     say(f"calibrate: model -> {args.out} (predict applies the calibration by default)")
+    return 0
+
+# %% ../nbs/90_cli.ipynb #ccmd_ensemble
+def cmd_ensemble(
+    args, # the parsed command line: `models`, `out`, `dataset`, `overwrite`
+):
+    "Combine models trained from different seeds into one model file (a deep ensemble)."
+    from cemp_hfs.train import ensemble_models
+    _check_new(args.out, args.overwrite, 'model file', 'use --overwrite to replace it, or another --out')
+    for m in args.models:
+        if not Path(m).is_file(): raise FileNotFoundError(f"model file {m}: no such file")
+    m = ensemble_models(args.models, args.out, args.dataset)
+    seeds = [d.get('seed') for d in m.extra['members']]
+    say(f"ensemble: {m.members} networks (seeds {', '.join(map(str, seeds))}), labels {', '.join(m.labels)} -> {args.out}; "
+        f"not calibrated: cemp-hfs calibrate {args.out} DATASET --out MODEL")
     return 0
 
 # %% ../nbs/90_cli.ipynb #ccmd_demo
@@ -419,6 +434,14 @@ def _add_calibrate(s):
     _opt(s, '--seed', f, 'seed', 'seed of the dropout draws', type=_integer(0))
     _common(s)
 
+# %% ../nbs/90_cli.ipynb #cp_add_ensemble
+def _add_ensemble(s):
+    s.add_argument('models', nargs='+', help='model files (from `train`) of one dataset and config, trained from different seeds (--seed)')
+    s.add_argument('--out', required=True, help='model file of the ensemble to write (required)')
+    _arg(s, '--dataset', 'the dataset the models were trained on (its training split gives the trust statistics)',
+         shown='the one the models recorded')
+    _common(s)
+
 # %% ../nbs/90_cli.ipynb #cp_add_demo
 def _add_demo(s):
     f = pipeline.run_demo
@@ -443,6 +466,8 @@ COMMANDS = {  # name: (help, options, function, what to do after Ctrl-C)
     'select': ('classify predictions and write the CEMP candidate catalogue and figures', _add_select, cmd_select, 'rerun the same command'),
     'calibrate': ("fit the calibration of a model's uncertainties on its validation split and write the calibrated model", _add_calibrate,
                   cmd_calibrate, 'rerun the same command'),
+    'ensemble': ('combine models trained from different seeds into one model file (a deep ensemble)', _add_ensemble, cmd_ensemble,
+                 'rerun the same command'),
     'models': ('list the models the package ships (predict uses the default when no --model is given)',
                lambda s: s.add_argument('--quiet', action='store_true', help='accepted for uniformity; models prints a short list (default: off)'), cmd_models, ''),
     'demo': ('run the main job end to end on a mock survey (a few minutes on 2 idle cores)', _add_demo, cmd_demo,

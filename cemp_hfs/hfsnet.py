@@ -26,7 +26,7 @@ from .core import atomic_path, read_yaml
 # %% auto #0
 __all__ = ['CONFIG_KEYS', 'REGISTRY', 'SIZE_LIMITS', 'MAX_LAYERS', 'MAX_PARAMETERS', 'FORMAT', 'ConfigError', 'register',
            'AddFusion', 'ConcatFusion', 'MultiTaskHead', 'shipped_configs', 'check_config', 'load_config',
-           'build_component', 'check_allocation', 'HFSNet', 'toy_batch', 'save_model', 'load_model',
+           'build_component', 'check_allocation', 'HFSNet', 'toy_batch', 'HFSEnsemble', 'save_model', 'load_model',
            'fuse_for_inference', 'draw_architecture', 'component_costs', 'format_costs']
 
 # %% ../nbs/04_hfsnet.ipynb #c005
@@ -352,33 +352,63 @@ def _plain(obj, where:str):
         return {k: _plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
     raise TypeError(f"{where}: cannot store a {type(obj).__name__} as plain data (use numbers, strings, lists, dicts, arrays or tensors)")
 
+# %% ../nbs/04_hfsnet.ipynb #c031f
+class HFSEnsemble(nn.Module):
+    "Several HFS-Nets of one config (a deep ensemble) as one module: its output is the mean of the members' outputs."
+    def __init__(self, members:list, # HFS-Nets built from one config, at least 2
+                ):
+        super().__init__()
+        members = list(members)
+        if len(members) < 2: raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+        bad = [i for i, m in enumerate(members) if not isinstance(m, HFSNet)]
+        if bad: raise TypeError(f"ensemble members must be HFSNet, member(s) {bad} are not")
+        other = [i for i, m in enumerate(members[1:], 1) if m.config != members[0].config]
+        if other: raise ValueError(f"ensemble members must share one config: member(s) {other} differ from member 0")
+        self.members = nn.ModuleList(members)
+        m0 = members[0]
+        self.config, self.labels, self.n_pixels = m0.config, m0.labels, m0.n_pixels
+        self.heteroscedastic, self.n_outputs = m0.heteroscedastic, m0.n_outputs
+
+    def forward(self,
+                continuum:torch.Tensor, # continuum scaled to unit median, (B, 1, n_pixels)
+                normalized:torch.Tensor, # normalised flux, (B, 1, n_pixels)
+               ) -> torch.Tensor: # (B, n_outputs): the mean of the members' outputs
+        return torch.stack([m(continuum, normalized) for m in self.members]).mean(0)
+
+    def split_output(self, y:torch.Tensor, # the ensemble's output, (B, n_outputs)
+                    ) -> tuple: # (mean, log-variance or None)
+        "(mean, log-variance or None) from the ensemble's output, as `HFSNet.split_output`."
+        return HFSNet.split_output(self, y)
+
 # %% ../nbs/04_hfsnet.ipynb #c031b
 def save_model(path:str|Path, # output file (.pt)
-               model:HFSNet, # the network
+               model:HFSNet|HFSEnsemble, # the network (or an ensemble of networks)
                extra:dict|None=None, # plain data to keep with it (label scaler, training info, ...)
               ) -> Path:
-    "Save config + state dict + `extra` atomically to `path`."
+    "Save config + state dict + `extra` atomically to `path` (of an ensemble, also its number of members)."
     path = Path(path)
     obj = {'format': FORMAT, 'config': _plain(model.config, 'config'),
            'state_dict': {k: v.detach().cpu() for k, v in model.state_dict().items()}, 'extra': _plain(extra or {}, 'extra')}
+    if isinstance(model, HFSEnsemble): obj['members'] = len(model.members)
     with atomic_path(path) as tmp: torch.save(obj, tmp)
     return path
 
 # %% ../nbs/04_hfsnet.ipynb #c031c
 def load_model(path:str|Path, # file written by `save_model`
                map_location:str='cpu', # device to load the tensors on
-              ) -> tuple[HFSNet, dict]:
-    "Load `(model, extra)` written by `save_model`, with `weights_only=True`; the model is in eval mode."
+              ) -> tuple[HFSNet|HFSEnsemble, dict]:
+    "Load `(model, extra)` written by `save_model`, with `weights_only=True`; the model (or ensemble) is in eval mode."
     obj = torch.load(path, map_location=map_location, weights_only=True)
     if not (isinstance(obj, dict) and obj.get('format') == FORMAT):
         raise ValueError(f"{path}: not an HFS-Net model file written by save_model (format {FORMAT})")
-    model = HFSNet(obj['config'])
+    k = obj.get('members')
+    model = HFSEnsemble([HFSNet(obj['config']) for _ in range(int(k))]) if k else HFSNet(obj['config'])
     model.load_state_dict(obj['state_dict'])
     return model.to(map_location).eval(), obj['extra']
 
 # %% ../nbs/04_hfsnet.ipynb #c034
-def fuse_for_inference(model:HFSNet, # a trained network
-                      ) -> HFSNet:
+def fuse_for_inference(model:HFSNet|HFSEnsemble, # a trained network (or ensemble)
+                      ) -> HFSNet|HFSEnsemble:
     "Eval-mode copy of `model` with BatchNorm folded and parallel kernels merged (inference only)."
     return fuse_pyramid(model)
 

@@ -21,7 +21,7 @@ from .core import (LABELS, CATALOGUE_FORMATS, LABEL_LIMITS, atomic_path, annotat
 from .io import read_lamost, LamostSpectrum, LamostFormatError
 from .preprocess import preprocess
 from .dataset import load_dataset, LabelScaler, SpectraDataset, network_inputs
-from .hfsnet import HFSNet, load_model
+from .hfsnet import HFSNet, HFSEnsemble, load_model
 from .select import load_criteria, satisfies, resolver, needs, rule_text
 from .calibrate import apply_calibration, calibration_hash, calibration_summary
 
@@ -35,7 +35,7 @@ __all__ = ['MASKED_MAX', 'META_COLS', 'FLAGS', 'NOVELTY_QUANTILE', 'IO_MIN_SPECT
 @dataclass
 class HFSModel:
     "A trained HFS-Net with what predicting needs (label scaler, labels, preprocessing): load once, then `.predict(spectra)`."
-    net: HFSNet # the network (eval mode)
+    net: HFSNet | HFSEnsemble # the network, or a deep ensemble of networks (eval mode)
     scaler: LabelScaler # standardiser of the labels, in the order of the outputs
     preprocess: dict | None = None # preprocessing config of the training spectra (None: the defaults)
     extra: dict = field(default_factory=dict) # everything else the model file recorded (training settings)
@@ -52,14 +52,17 @@ class HFSModel:
     @property
     def heteroscedastic(self) -> bool: return bool(self.config.get('heteroscedastic', False))
     @property
+    def members(self) -> int: return len(getattr(self.net, 'members', None) or [self.net])  # networks: 1, or an ensemble's members
+    @property
     def trust(self) -> dict: return self.extra.get('trust') or {}  # what the trust flags compare with (see `fit_trust`)
     @property
     def trained_on(self) -> dict:
-        "What the model learnt from: its labels and their ranges, the dataset, the best epoch, the spectra's classes and types."
+        "What the model learnt from: its labels and their ranges, the dataset, the best epoch, the spectra's classes and types, its networks."
         e, tr = self.extra, self.trust
         return dict(labels=list(self.labels), label_range=tr.get('label_range', {}), dataset=Path(str(e['dataset'])).name if e.get('dataset') else None,
                     n_train=e.get('n_train'), best_epoch=None if e.get('epoch') is None else int(e['epoch']) + 1,
-                    config=self.config.get('name'), classes=tr.get('classes', []), spectral_types=tr.get('spectral_types', []))
+                    config=self.config.get('name'), classes=tr.get('classes', []), spectral_types=tr.get('spectral_types', []),
+                    members=self.members)
     def weights_hash(self) -> str:
         "SHA-1 of the weights: what identifies the model in a run's manifest and a catalogue's header."
         return hashlib.sha1(b''.join(v.detach().cpu().numpy().tobytes() for v in self.net.state_dict().values())).hexdigest()
@@ -70,7 +73,7 @@ class HFSModel:
     def __repr__(self):
         t = self.trained_on
         rng = ', '.join(f"{l} {lo:.4g}..{hi:.4g}" for l, (lo, hi) in t['label_range'].items())
-        return (f"HFSModel({self.name or 'in memory'}: labels {', '.join(t['labels'])}"
+        return (f"HFSModel({self.name or 'in memory'}: " + (f"ensemble of {t['members']} networks, " if t['members'] > 1 else '') + f"labels {', '.join(t['labels'])}"
                 + (f"; trained on {t['dataset']}" if t['dataset'] else '') + (f" ({rng})" if rng else '') + ')')
 
 # %% ../nbs/06_predict.ipynb #c48cc36-shipped_mode
@@ -154,12 +157,15 @@ def _spectrum_key(row: dict):
     return row.get('filename') or row.get('designation') or row.get('index')
 
 # %% ../nbs/06_predict.ipynb #cd91273-head_feature
-def head_features(net, # an HFS-Net
+def head_features(net, # an HFS-Net, or an `HFSEnsemble`
                   continuum, # (B, 1, P) continuum tensor
                   normalized, # (B, 1, P) normalised-flux tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]: # the output (B, outputs) and the head's features (B, D)
-    "One deterministic pass (eval mode): the network's output and the input of its head's feed-forward layers."
+                 ) -> tuple[torch.Tensor, torch.Tensor]: # the output (B, outputs) and the head's features (B, D; an ensemble's: K x D)
+    "One deterministic pass (eval mode): the output and the input of the head's feed-forward layers (an ensemble: the mean output, every member's features)."
     net.eval()
+    if isinstance(net, HFSEnsemble):
+        outs, feats = zip(*(head_features(m, continuum, normalized) for m in net.members))
+        return torch.stack(outs).mean(0), torch.cat(feats, 1)
     seen = {}
     hook = net.head.ffn.register_forward_pre_hook(lambda m, args: seen.__setitem__('x', args[0]))
     try: out = net(continuum, normalized)
@@ -167,12 +173,16 @@ def head_features(net, # an HFS-Net
     return out, seen['x']
 
 # %% ../nbs/06_predict.ipynb #cd91273-dropout_draw
-def dropout_draws(net, # the HFS-Net whose head's `ffn` is sampled
+def dropout_draws(net, # the HFS-Net whose head's `ffn` is sampled, or an `HFSEnsemble` (every member's)
                   features, # (B, D) input of the head's feed-forward layers (from `head_features`)
                   seeds, # one seed per spectrum
-                  mc_samples=16, # draws per spectrum
-                 ) -> tuple: # the (T, B, outputs) draws, and each spectrum's generator to draw on from
+                  mc_samples=16, # draws per spectrum (of an ensemble: per member)
+                 ) -> tuple: # the (T, B, outputs) draws (an ensemble: T = members x mc_samples), and each spectrum's generator to draw on from
     "(T, B, outputs): the head's feed-forward layers with dropout masks drawn from each spectrum's own stream."
+    if isinstance(net, HFSEnsemble):
+        parts = [dropout_draws(m, f, seeds if j == 0 else [spectrum_seed(s, j) for s in seeds], mc_samples)
+                 for j, (m, f) in enumerate(zip(net.members, features.chunk(len(net.members), -1)))]
+        return torch.cat([d for d, _ in parts]), parts[0][1]
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     y = features.unsqueeze(0).expand(int(mc_samples), *features.shape)
     for m in net.head.ffn:
@@ -625,7 +635,7 @@ def _assemble(parts, src, m, crit, mc_samples, seed, out) -> Table:
     result.meta.update(  # FITS cards: at most 8 characters
         MODEL=m.name or 'in memory', MODELSHA=m.weights_hash(), MODELCFG=str(tr['config'] or ''), LABELS=' '.join(m.labels),
         TRAINSET=tr['dataset'] or '', INPUTS=src.describe(), NINPUT=len(src) + len(src.skipped), NREJECT=len(rejects),
-        NFLAGGED=int(np.sum(result['flagged'])), MCSAMPLE=int(mc_samples), SEED=int(seed),
+        NFLAGGED=int(np.sum(result['flagged'])), MCSAMPLE=int(mc_samples), NMEMBERS=m.members, SEED=int(seed),
         PCRIT=crit['name'], PCRULE=rule_text(crit), PCEMP=note or 'fraction of the Monte-Carlo draws inside the CEMP region (PCRULE)')
     result.meta.update(_uncertainty_cards(m, mc_samples, note))
     annotate(result)
@@ -642,7 +652,7 @@ def predict(model, # model file, shipped model name or None (the shipped model),
             out=None, # output directory (chunks, predictions.fits/.ecsv/.csv/.parquet, rejects.csv); None: in memory only
             bs=64, # spectra per forward pass
             chunk_size=1024, # spectra per chunk file (the unit of resumption)
-            mc_samples=16, # Monte-Carlo dropout draws per spectrum (1: no uncertainty)
+            mc_samples=16, # Monte-Carlo dropout draws per spectrum, of an ensemble per member (1: no uncertainty)
             criteria='paper', # criteria for P(CEMP): a preset, a YAML file or a dict
             seed=0, # base seed of the dropout draws (each spectrum's stream: `spectrum_seed(obsid or file, seed)`)
             max_chunks=None, # stop after this many new chunks (spread a long run over several jobs)

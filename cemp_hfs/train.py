@@ -31,14 +31,14 @@ from fastcore.meta import delegates
 
 from .core import LABELS, UNITS, TEX, PLAIN
 from .dataset import load_dataset, label_matrix, LabelScaler, SpectraDataset, split_rows
-from .hfsnet import HFSNet, load_config, save_model, load_model
-from .predict import HFSModel, fit_trust, check_count
+from .hfsnet import HFSNet, HFSEnsemble, load_config, save_model, load_model
+from .predict import HFSModel, load_hfs_model, fit_trust, check_count
 
 # %% auto #0
 __all__ = ['SpectraDL', 'hfs_dataloaders', 'masked_mse', 'masked_l1', 'masked_gaussian_nll', 'hfs_loss', 'MoEBalanceCallback',
            'ExpertUsageCallback', 'LabelMAE', 'SaveBestModel', 'TrainingLog', 'FinishTraining', 'history_table',
-           'training_labels', 'hfs_learner', 'train_hfsnet', 'train_summary', 'split_predictions', 'plot_training',
-           'plot_expert_usage', 'plot_one_to_one', 'plot_residuals_snr']
+           'training_labels', 'hfs_learner', 'train_hfsnet', 'train_summary', 'ensemble_models', 'split_predictions',
+           'plot_training', 'plot_expert_usage', 'plot_one_to_one', 'plot_residuals_snr']
 
 # %% ../nbs/05_train.ipynb #c010
 class SpectraDL(DataLoader):
@@ -363,6 +363,39 @@ def train_summary(learn: Learner, # a Learner after a fit
     maes = [f"{PLAIN.get(n[4:], n[4:])} {h[n][best]:.3g} {UNITS.get(n[4:], '')}".strip() for n in h.colnames if n.startswith('mae_')]
     return (f"best epoch {best + 1} of {len(h)} (validation loss {h['valid_loss'][best]:.4g}); "
             f"validation mean absolute error: {', '.join(maes)}")
+
+# %% ../nbs/05_train.ipynb #cens1
+_MEMBER_KEYS = ('seed', 'epoch', 'valid_loss')  # what each member of an ensemble records of its own training
+
+def ensemble_models(models, # model files, `HFSModel`s or Learners: one dataset, one config, different seeds
+                    out=None, # the ensemble's model file (None: in memory only)
+                    dataset=None, # the dataset they were trained on, for the trust statistics (None: the one they recorded)
+                   ) -> HFSModel: # the ensemble (not calibrated)
+    "One model of several trained networks (a deep ensemble): the members' mean is the label, every member's draws give the errors."
+    ms = [load_hfs_model(m) for m in models]
+    if len(ms) < 2: raise ValueError(f"an ensemble needs at least 2 models, got {len(ms)}")
+    name = lambda i: ms[i].name or f'model {i}'
+    for i, m in enumerate(ms):
+        if m.members > 1: raise ValueError(f"{name(i)}: is an ensemble already; give its members' files")
+        for what, a, b in (('labels', m.labels, ms[0].labels), ('label scaler', m.scaler.to_dict(), ms[0].scaler.to_dict()),
+                           ('preprocessing', m.preprocess or {}, ms[0].preprocess or {}), ('config', m.config, ms[0].config)):
+            if a != b: raise ValueError(f"{name(i)} and {name(0)} differ in their {what}; an ensemble's members are trained on one dataset with one config")
+    hashes = [m.weights_hash() for m in ms]
+    same = next(((i, j) for i in range(len(ms)) for j in range(i) if hashes[i] == hashes[j]), None)
+    if same: raise ValueError(f"{name(same[0])} and {name(same[1])} are the same network; train the members from different seeds")
+    ds = dataset or ms[0].extra.get('dataset')
+    if not ds or not (Path(ds) / 'labels.fits').exists():
+        raise FileNotFoundError(f"dataset {ds}: not found; give the dataset the members were trained on (dataset=, --dataset): "
+                                "the trust flags are fitted on its training split")
+    data = load_dataset(ds); rows = split_rows(data, 'train')
+    n = ms[0].extra.get('n_train')
+    if n is not None and len(rows) != n: raise ValueError(f"dataset {ds}: its training split has {len(rows)} spectra, the members were trained on {n}")
+    net = HFSEnsemble([m.net for m in ms]).eval()
+    extra = {k: v for k, v in ms[0].extra.items() if k not in (*_MEMBER_KEYS, 'trust', 'calibration')}
+    extra.update(dataset=str(ds), members=[dict(model=name(i), **{k: m.extra[k] for k in _MEMBER_KEYS if k in m.extra}) for i, m in enumerate(ms)])
+    extra['trust'] = fit_trust(net, data, rows, ms[0].labels)
+    if out is not None: save_model(out, net, extra)
+    return HFSModel(net, ms[0].scaler, ms[0].preprocess, extra, Path(out).name if out is not None else '')
 
 # %% ../nbs/05_train.ipynb #c026
 def split_predictions(learn: Learner, # a Learner from `hfs_learner` or `train_hfsnet`
