@@ -23,6 +23,10 @@ Reproducible (seeded) and resumable (stages cached under benchmarks/cache/pretra
    the model stays in the cache and its numbers go to benchmarks/results/pretrained_TAG.md/.json (and
    pseudo_lamost_TAG.*; `--tag`, default `candidate`), to be compared with the shipped model's before anyone ships it.
    Settings other than the defaults (`--n-mock`, `--mp-tail`, `--mp-boost`, `--real-weight`, `--config`, `--epochs`) need their own `--cache`.
+7. with `--members K`: a deep ensemble (`cemp_hfs.train.ensemble_models`) of the model of step 3 and K - 1 more trained
+   the same way from seeds 1 to K - 1 (cached as `*_seedN.pt`; the same cache, the same datasets), calibrated like one
+   model (step 5) and measured the same way (step 4). Shipped under its own name (`hfsnet-small-mock-dr10-x5` for K = 5)
+   beside the single network, with its numbers in pretrained_xK.md/.json and pseudo_lamost_xK.*.
 
 The shipped file is this script's output: `make pretrained SHIP=1` on a fresh clone trains, calibrates and measures
 the same model (same seeds; torch's CPU kernels may differ in the last digits between machines).
@@ -51,7 +55,7 @@ from metrics import label_stats  # noqa: E402
 from cemp_hfs.core import LABELS, UNITS  # noqa: E402
 from cemp_hfs.mock import make_survey  # noqa: E402
 from cemp_hfs.dataset import build_dataset, load_dataset, merge_datasets, split_rows  # noqa: E402
-from cemp_hfs.train import train_hfsnet  # noqa: E402
+from cemp_hfs.train import train_hfsnet, ensemble_models  # noqa: E402
 from cemp_hfs.predict import predict  # noqa: E402
 from cemp_hfs.select import classify, candidates, evaluate, purity_threshold  # noqa: E402
 from cemp_hfs.calibrate import calibrate_model, calibration_summary  # noqa: E402
@@ -157,9 +161,13 @@ def main(argv=None):
     ap.add_argument('--mp-boost', type=int, default=SETTINGS['mp_boost'], help=f"extra mock stars below [Fe/H] = {BOOST['feh_max']} (train and valid only)")
     ap.add_argument('--cache', type=Path, default=None, help='stage cache (default benchmarks/cache/pretrained)')
     ap.add_argument('--tag', default='candidate', help="a candidate's results: benchmarks/results/pretrained_TAG.* and pseudo_lamost_TAG.*")
+    ap.add_argument('--members', type=int, default=1, help='networks in a deep ensemble (seeds 0 to K - 1; 1: one network)')
     ap.add_argument('--ship', action='store_true', help='replace the shipped model and its numbers (default: write a candidate)')
     args = ap.parse_args(argv)
-    stem = 'pretrained' if args.ship else f'pretrained_{args.tag}'
+    K = args.members
+    if K < 1: raise SystemExit(f"--members must be at least 1, got {K}")
+    model_name = NAME if K == 1 else f'{NAME}-x{K}'
+    stem = ('pretrained' if K == 1 else f'pretrained_x{K}') if args.ship else f'pretrained_{args.tag}'
     s = dict(SETTINGS, epochs=args.epochs, n_mock=args.n_mock, mp_tail=args.mp_tail, mp_boost=args.mp_boost, real_weight=args.real_weight, config=args.config)
     CACHE = args.cache or CACHE
     was = {**SETTINGS, **json.loads((CACHE / 'settings.json').read_text())} if (CACHE / 'settings.json').exists() else None  # keys added later: defaults
@@ -167,15 +175,20 @@ def main(argv=None):
         raise SystemExit(f"{CACHE}: cached with other settings ({(CACHE / 'settings.json').read_text().strip()}); give another --cache or remove it")
     t0 = time.time(); CACHE.mkdir(parents=True, exist_ok=True)
     (CACHE / 'settings.json').write_text(json.dumps(s))
-    model, cal_model = CACHE / f"{NAME}_e{s['epochs']}.pt", CACHE / f"{NAME}_e{s['epochs']}_cal.pt"
-    cached = {'data': (CACHE / 'both_ds' / 'labels.fits').exists(), 'train': model.exists(), 'calibrate': cal_model.exists()}
+    model, cal_model = CACHE / f"{NAME}_e{s['epochs']}.pt", CACHE / f"{model_name}_e{s['epochs']}_cal.pt"
+    members = [model] + [CACHE / f"{NAME}_e{s['epochs']}_seed{k}.pt" for k in range(1, K)]
+    cached = {'data': (CACHE / 'both_ds' / 'labels.fits').exists(), 'train': all(m.exists() for m in members), 'calibrate': cal_model.exists()}
     mock, real, both = datasets(s)
     secs = {'data': round(time.time() - t0, 1)}
-    if not model.exists():
-        log(f"training {s['config']} for {s['epochs']} epochs on {len(load_dataset(both))} spectra")
-        t1 = time.time()
-        train_hfsnet(both, s['config'], epochs=s['epochs'], bs=s['bs'], lr=s['lr'], seed=s['seed'], out=model, progress=False)
+    t1 = time.time()
+    for k, m in enumerate(members):
+        if m.exists(): continue
+        log(f"training {s['config']} for {s['epochs']} epochs on {len(load_dataset(both))} spectra (seed {s['seed'] + k})")
+        train_hfsnet(both, s['config'], epochs=s['epochs'], bs=s['bs'], lr=s['lr'], seed=s['seed'] + k, out=m, progress=False)
         secs['train'] = round(time.time() - t1, 1)
+    if K > 1:  # the deep ensemble of the K networks, one model file
+        model = CACHE / f"{model_name}_e{s['epochs']}.pt"
+        if not model.exists(): ensemble_models(members, model, both)
     # the calibration of the uncertainties, fitted on the validation split (mock and real), stored in the model file;
     # everything below measures the calibrated model, the file that is shipped (its labels are the uncalibrated one's)
     if not cal_model.exists():
@@ -183,7 +196,7 @@ def main(argv=None):
         t1 = time.time()
         calibrate_model(model, [both, calibration_mock(CACHE / 'calib_mock_ds')], cal_model, split='valid', mc_samples=16, seed=0)
         secs['calibrate'] = round(time.time() - t1, 1)
-    res = dict(name=NAME, shipped=bool(args.ship), settings=s, hardware=cpu_model(), n_mock=len(mock), n_real=len(real),
+    res = dict(name=model_name, members=K, shipped=bool(args.ship), settings=s, hardware=cpu_model(), n_mock=len(mock), n_real=len(real),
                n_train={k: int(len(d.indices('train'))) for k, d in (('mock', mock), ('real', real))})
     if s.get('mp_boost'):
         bl = load_dataset(both).labels
@@ -191,7 +204,19 @@ def main(argv=None):
     log('measuring')
     # real test split against LASP
     rt = real.indices('test')
+    t1 = time.time()
     pall = predict(cal_model, real.path, mc_samples=16, progress=False)  # dataset rows in order
+    res['predict_s'] = {model_name: round(time.time() - t1, 2)}  # labelling the preprocessed DR10 dataset (network and draws, no file reading)
+    single = CACHE / f"{NAME}_e{s['epochs']}_cal.pt"
+    if K > 1 and single.exists():  # the single network on the same spectra in the same run: what the ensemble costs
+        t1 = time.time(); predict(single, real.path, mc_samples=16, progress=False); res['predict_s'][NAME] = round(time.time() - t1, 2)
+        # and from the files, as `cemp-hfs predict` runs (reading and preprocessing ahead in a reader process), one after the other
+        files = sorted((DATA / 'lamost' / 'dr10_labeled').glob('spec-*.fits*'))
+        res['predict_files_s'] = {}
+        for _ in range(3):  # alternating, the fastest of three rounds each: the machine is shared
+            for n_, f_ in ((model_name, cal_model), (NAME, single)):
+                t1 = time.time(); pf = predict(f_, files, mc_samples=16, progress=False); dt = round(time.time() - t1, 1)
+                res['predict_files_s'][n_] = dict(n=len(pf), s=min(dt, res['predict_files_s'].get(n_, {}).get('s', dt)))
     res['real_test'] = real_scores(pall[rt], real.labels[rt])
     rv = real.indices('valid')  # the validation split: what settings are chosen on (never the test split)
     res['real_valid'] = real_scores(pall[rv], real.labels[rv])
@@ -221,7 +246,7 @@ def main(argv=None):
     res['seconds'] = secs
     # the pseudo-LAMOST benchmark stars
     import pseudo_lamost
-    pseudo_out = 'pseudo_lamost' if args.ship else f'pseudo_lamost_{args.tag}'
+    pseudo_out = ('pseudo_lamost' if K == 1 else f'pseudo_lamost_x{K}') if args.ship else f'pseudo_lamost_{args.tag}'
     pseudo_lamost.main(['--model', str(cal_model), '--out', pseudo_out])
     res['pseudo'] = json.loads((OUT / f'{pseudo_out}.json').read_text()).get('predictions')
     from cemp_hfs.predict import HFSModel
@@ -231,7 +256,7 @@ def main(argv=None):
                               p_cemp=cal.get('p_cemp'))
     # a stage this run found cached keeps the time it took when it ran (recorded by this run's earlier shipped or candidate run)
     prevs = [json.loads(f.read_text()) for f in dict.fromkeys((OUT / f'{stem}.json', OUT / f'pretrained_{args.tag}.json')) if f.exists()]
-    prev = next((p for p in prevs if {**SETTINGS, **p.get('settings', {})} == s), {})  # settings added later: their defaults
+    prev = next((p for p in prevs if {**SETTINGS, **p.get('settings', {})} == s and p.get('members', 1) == K), {})  # settings added later: their defaults
     reused = []
     for k, was in cached.items():
         if was and prev.get('seconds', {}).get(k, 0) >= 1 and k not in prev.get('reused', []): secs[k] = prev['seconds'][k]  # under 1 s: it was cached then too
@@ -240,7 +265,7 @@ def main(argv=None):
     res['reused'] = reused
     if args.ship:
         MODELS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(cal_model, MODELS / f'{NAME}.pt')
+        shutil.copyfile(cal_model, MODELS / f'{model_name}.pt')
     else: log(f'candidate model {cal_model} (not shipped; `make pretrained SHIP=1` ships it); numbers in {OUT / stem}.md')
     (OUT / f'{stem}.json').write_text(json.dumps(res, indent=1, default=float))
     (OUT / f'{stem}.md').write_text(markdown(res))
@@ -251,8 +276,11 @@ def markdown(r) -> str:
     boost = f" (and {r['n_train']['mock_mp']} metal-poor boost)" if r['n_train'].get('mock_mp') else ''
     reused = f" ({', '.join(r['reused'])}: reused from a cache, time not on record)" if r.get('reused') else ''
     weight = f"(each {r['settings']['real_weight']} times) " if r['settings'].get('real_weight', 1) > 1 else ''
+    k, s0 = r.get('members', 1), r['settings']['seed']
+    seeds = f"seed {s0}" if k == 1 else f"seeds {s0} to {s0 + k - 1}"
     L = [f"# The shipped model `{r['name']}`" if r.get('shipped', True) else f"# A candidate for the shipped model (`{r['name']}`, not shipped)", '',
-         f"HFS-Net `{r['settings']['config']}` trained {r['settings']['epochs']} epochs (seed {r['settings']['seed']}, batch "
+         (f"A deep ensemble of {r['members']} networks, each " if r.get('members', 1) > 1 else '') +
+         f"HFS-Net `{r['settings']['config']}` trained {r['settings']['epochs']} epochs ({seeds}, batch "
          f"{r['settings']['bs']}, lr {r['settings']['lr']}) on {r['n_train']['mock']} mock{boost} and {r['n_train']['real']} real DR10 {weight}"
          f"training spectra at once, by `make pretrained` (`benchmarks/pretrained.py`) on {r['hardware']}; "
          f"stages: {', '.join(f'{k} {v:.0f} s' for k, v in r['seconds'].items())}{reused}. Mock population: {r['settings']['n_mock']} stars, "
@@ -261,6 +289,12 @@ def markdown(r) -> str:
          '| subset | label | N | MAE | bias (median) |', '| --- | --- | ---: | ---: | ---: |']
     for name, d in r['real_test'].items():
         for l, v in d.items(): L.append(f"| {name} | {l} | {v['n']} | {v['mae']:.3g} {UNITS[l]} | {v['bias']:+.3g} |")
+    if r.get('predict_s'):
+        L += ['', 'Labelling the preprocessed DR10 dataset (' + str(r['n_real']) + ' spectra, 16 draws, network only, no file reading), in one run: '
+              + ', '.join(f"`{k}` {v:.1f} s" for k, v in r['predict_s'].items()) + '.']
+    if r.get('predict_files_s'):
+        L += ['', f"From the {next(iter(r['predict_files_s'].values()))['n']} labelled DR10 files as `cemp-hfs predict` reads them (one process and its reader; the fastest of three alternating rounds): "
+              + ', '.join(f"`{k}` {v['s']:.1f} s ({v['n'] / v['s']:.0f} spectra/s)" for k, v in r['predict_files_s'].items()) + '.']
     L += ['', '"target": 4000 K < LASP Teff < 6500 K and S/N_g > 30 (the issue\'s targets: better than 100 K, 0.15 and 0.10 dex).', '',
           '## False CEMP on real stars', '']
     for k in ('test', 'all'):

@@ -45,7 +45,7 @@ from hardware import cpu_model
 from metrics import robust_scatter, label_stats
 from cemp_hfs.core import UNITS, TEX, write_table
 from cemp_hfs.dataset import build_dataset, load_dataset, split_rows, label_matrix
-from cemp_hfs.train import train_hfsnet
+from cemp_hfs.train import train_hfsnet, ensemble_models
 from cemp_hfs.predict import predict, FLAGS
 from cemp_hfs.select import classify, candidates
 from cemp_hfs.baselines import train_cannon, cannon_labels, normalized_ivar
@@ -76,10 +76,13 @@ DEMO = dict(full=dict(n_train=3000, n_test=300, epochs=12), quick=dict(n_train=3
 QUICK_SPECTRA = 360  # spectra of the quick subset (whole stars)
 MC_SAMPLES = 16
 NAMES = dict(hfs_small='HFS-Net small (real)', hfs_paper='HFS-Net paper (real)', cannon_all='The Cannon (all train)',
-             cannon_fgk='The Cannon (4000-6500 K train)', demo='demo model (mock-trained)', shipped='shipped model (mock + real)')
+             cannon_fgk='The Cannon (4000-6500 K train)', demo='demo model (mock-trained)', shipped='shipped model (mock + real)',
+             hfs_small_x5='HFS-Net small (real), ensemble of 5', shipped_x5='shipped ensemble of 5 (mock + real)')
 HFS = ('hfs_small', 'hfs_paper')
-SEEDS = (0, 1, 2, 3, 4)  # the chosen small setting trained with each: the seed spread and the average of the five
+SEEDS = (0, 1, 2, 3, 4)  # the chosen small setting trained with each: the seed spread and their ensemble
 SHIPPED = ROOT / 'cemp_hfs' / 'models' / 'hfsnet-small-mock-dr10.pt'  # `make pretrained`: mock + DR10 training split at once
+SHIPPED_X5 = ROOT / 'cemp_hfs' / 'models' / 'hfsnet-small-mock-dr10-x5.pt'  # `make pretrained-x5`: five such networks, a deep ensemble
+ENSEMBLES = ('hfs_small_x5', 'shipped_x5')  # the package's deep ensembles (`cemp_hfs.train.ensemble_models`)
 CANNONS = ('cannon_all', 'cannon_fgk')
 
 
@@ -242,6 +245,17 @@ def train_seed(cache: Path, dataset: Path, config: str, kw: dict, seed: int) -> 
         p = predict(path, dataset, mc_samples=1, progress=False)
     info = dict(name=name, seed=seed, model=str(path), wall_s=c.wall, cpu_s=c.cpu,
                 pred=pred_matrix(p)[np.argsort(np.asarray(p['index']))].tolist())
+    info_path.write_text(jdump(info))
+    return info
+
+
+def make_ensemble(cache: Path, dataset: Path, name: str, members: list) -> dict:
+    "The package's deep ensemble (`ensemble_models`) of the chosen setting's five seeds, one model file (cached)."
+    path, info_path = cache / 'models' / f'{name}.pt', cache / 'models' / f'{name}.json'
+    if path.exists() and info_path.exists(): return json.loads(info_path.read_text())
+    log(f"ensemble {name} of {len(members)} models")
+    with Clock() as c: ensemble_models(members, path, dataset)
+    info = dict(name=name, model=str(path), members=[str(m) for m in members], wall_s=c.wall, cpu_s=c.cpu)
     info_path.write_text(jdump(info))
     return info
 
@@ -570,21 +584,22 @@ def markdown(res) -> str:
     sd = res.get('seeds')
     if sd:
         cf = res['test']['cannon_fgk']['bins']['target']
-        L += ['## Seed spread, and the average of five seeds', '',
+        L += ['## Seed spread, and the ensemble of five seeds', '',
               f"The chosen setting ({sd['setting']}) trained again with seeds {', '.join(str(k) for k in sd['seeds'][1:])} "
               f"(seed {sd['seeds'][0]} is the model above), on the same training split. Test target subset, MAE / bias / scatter "
-              "(deterministic labels). The last row averages the five models' labels per star, a deep ensemble: it shows what "
-              "averaging would give, but `cemp-hfs` trains and ships single models, so it is not a package result.", '',
+              "(deterministic labels). The last row is the five as one model, the package's deep ensemble (`ensemble_models`, "
+              f"`cemp-hfs ensemble`) labelled by `predict`: its label is the mean of the five models' (they agree to "
+              f"{sd.get('ensemble_vs_mean', float('nan')):.0e} of each label's spread).", '',
               '| model | ' + ' | '.join(f'{l} MAE / bias / scatter' for l in LABELS) + ' |', '| --- | ' + ' | '.join('---:' for _ in LABELS) + ' |']
         for k, st in sd['each'].items():
             L.append(f"| seed {k} | " + ' | '.join(f"{fmt(st[l]['mae'], l)} / {fmt(st[l]['bias'], l)} / {fmt(st[l]['scatter'], l)}" for l in LABELS) + ' |')
         a = sd['average']
-        L.append('| **average of the five** | ' + ' | '.join(f"**{fmt(a[l]['mae'], l)}** [{fmt(a['mae_ci_target'][l][0], l)}-{fmt(a['mae_ci_target'][l][1], l)}] / "
+        L.append('| **ensemble of the five** | ' + ' | '.join(f"**{fmt(a[l]['mae'], l)}** [{fmt(a['mae_ci_target'][l][0], l)}-{fmt(a['mae_ci_target'][l][1], l)}] / "
                                                          f"{fmt(a[l]['bias'], l)} / {fmt(a[l]['scatter'], l)}" for l in LABELS) + ' |')
         L.append(f"| {NAMES['cannon_fgk']} | " + ' | '.join(f"{fmt(cf[l]['mae'], l)} / {fmt(cf[l]['bias'], l)} / {fmt(cf[l]['scatter'], l)}" for l in LABELS) + ' |')
         L += ['', 'Seed range of the MAE: ' + ', '.join(f"{l} {fmt(min(st[l]['mae'] for st in sd['each'].values()), l)}-"
                                                       f"{fmt(max(st[l]['mae'] for st in sd['each'].values()), l)}" for l in LABELS)
-              + '. P(average <= The Cannon (4000-6500 K train)), bootstrap over the target stars: '
+              + '. P(ensemble <= The Cannon (4000-6500 K train)), bootstrap over the target stars: '
               + ', '.join(f"{l} {a['p_better_than_cannon_fgk'][l]:.2f}" for l in LABELS) + '.', '']
     # per bin tables
     L += ['## All bins of the test split: MAE / bias / scatter', '']
@@ -714,23 +729,28 @@ def main(argv=None):
             if cfg not in best or t['score'] < trials[best[cfg]]['score']: best[cfg] = t['name']
     for cfg, name in best.items(): trials[name]['chosen'] = True
     models = {f'hfs_{cfg}': trials[name]['model'] for cfg, name in best.items()}
-    # the chosen small setting with other seeds: how much of a difference between models is the seed's (not a package feature)
+    # the chosen small setting with other seeds: how much of a difference between models is the seed's
     seed_runs = [] if args.quick else [stage(f"train {best['small']} seed {k}", lambda: train_seed(cache, dset, 'small', {key: trials[best['small']][key] for key in ('epochs', 'lr', 'bs', 'balanced')}, k),
                                              cache / 'models' / f"{best['small']}_seed{k}.json") for k in SEEDS if k != args.seed]
 
+    if seed_runs:  # the five as one model file, the package's deep ensemble, labelled by `predict` like every other model
+        ens = stage('ensemble of the five seeds', lambda: make_ensemble(cache, dset, f"{best['small']}_x5", [trials[best['small']]['model']] + [r['model'] for r in seed_runs]),
+                    cache / 'models' / f"{best['small']}_x5.json")
+        models['hfs_small_x5'] = ens['model']
     # demo model
     dm = stage('demo model (run_demo)', lambda: demo_model(cache, args.quick), cache / 'demo.json')
     models['demo'] = dm['model']
-    if SHIPPED.exists() and not args.quick:  # the shipped model saw the DR10 training split: never this test split
-        trained_on = Path(torch.load(SHIPPED, weights_only=True)['extra'].get('dataset', ''))
+    for key, file in (('shipped', SHIPPED), ('shipped_x5', SHIPPED_X5)):
+        if not file.exists() or args.quick: continue  # the shipped models saw the DR10 training split: never this test split
+        trained_on = Path(torch.load(file, weights_only=True)['extra'].get('dataset', ''))
         if not (trained_on / 'labels.fits').exists():
-            notes.append(f"shipped model left out: its training dataset {trained_on} is not here to check it never saw the test stars")
+            notes.append(f"{NAMES[key]} left out: its training dataset {trained_on} is not here to check it never saw the test stars")
         else:
             tl = Table.read(trained_on / 'labels.fits', character_as_bytes=False)
             seen = {Path(str(f)).name for f, sp in zip(tl['filename'], tl['split']) if str(sp).strip() in ('train', 'valid')}
             leak = seen & {Path(str(f)).name for f in np.asarray(data.labels['filename'])[test]}
-            if leak: raise RuntimeError(f"the shipped model was trained on {len(leak)} of these test spectra: the splits differ")
-            models['shipped'] = str(SHIPPED)
+            if leak: raise RuntimeError(f"{NAMES[key]} was trained on {len(leak)} of these test spectra: the splits differ")
+            models[key] = str(file)
 
     # predictions: DR10 (every row), DR1 files, DR8 repeat files
     dr1_dir, dr8_dir = lamost / 'dr1_labeled', lamost / 'dr8_repeats' / 'fits'
@@ -748,7 +768,7 @@ def main(argv=None):
 
     # test-split metrics
     test_preds = {}
-    for m in [*[k for k in HFS if k in models], *CANNONS, 'demo', *(['shipped'] if 'shipped' in models else [])]:
+    for m in [*[k for k in HFS if k in models], *[k for k in ENSEMBLES[:1] if k in models], *CANNONS, 'demo', *[k for k in ('shipped', *ENSEMBLES[1:]) if k in models]]:
         if m in CANNONS:
             rows = np.asarray(cannons[m]['rows'], int); P = np.asarray(cannons[m]['pred'], float)
         else:
@@ -768,20 +788,22 @@ def main(argv=None):
             fl = np.asarray(preds[(m, 'dr10')][np.argsort(np.asarray(preds[(m, 'dr10')]['index']))]['flagged'], bool)[rows]
             r['bins_unflagged'] = {k: label_stats(P, T, s & ~fl, LABELS) for k, s in bins.items() if k in ('all', 'target')}
         res_test[m] = r
-    # the seed spread of the chosen small setting, and the average of its five seeds' labels (a deep ensemble; not a package feature)
+    # the seed spread of the chosen small setting, and the package's ensemble of its five seeds (the mean of their labels)
     tsel = bins_of(truth[test])['target']  # the target subset of the test split
     res_seeds = None
     if seed_runs:
         Tt = T_all[test]
         runs = [(args.seed, test_preds['hfs_small'][0])] + [(r['seed'], np.asarray(r['pred'], float)[test]) for r in seed_runs]
-        avg = np.mean([P for _, P in runs], 0)
-        res_seeds = dict(setting=best['small'], seeds=[k for k, _ in runs],
+        avg = test_preds['hfs_small_x5'][0]  # the package's ensemble: its label is the mean of the five networks' labels
+        diff = float(np.max(np.abs(avg - np.mean([P for _, P in runs], 0)) / np.nanstd(Tt, 0)))  # in units of each label's spread
+        if diff > 1e-4: raise RuntimeError(f"the ensemble's labels differ from the mean of its members' (by {diff:.2g} of a label's spread)")
+        res_seeds = dict(setting=best['small'], seeds=[k for k, _ in runs], ensemble_vs_mean=diff,
                          each={str(k): label_stats(P, Tt, tsel, LABELS) for k, P in runs},
                          average=dict(label_stats(avg, Tt, tsel, LABELS), mae_ci_target=mae_bootstrap(avg[tsel], Tt[tsel], seed=args.seed),
                                       p_better_than_cannon_fgk=paired_better(avg[tsel], test_preds['cannon_fgk'][0][tsel], Tt[tsel], seed=args.seed)))
     # targets: each real-trained HFS-Net against both Cannons on the target subset
     verdict = {}
-    for m in [k for k in HFS if k in models]:
+    for m in [k for k in (*HFS, ENSEMBLES[0]) if k in models]:
         rows_v, Pm = [], test_preds[m][0]
         b = res_test[m]['bins']['target']
         for l in LABELS:
@@ -805,7 +827,7 @@ def main(argv=None):
     for m in models:
         p = preds[(m, 'dr10')]; p = p[np.argsort(np.asarray(p['index']))]
         res_fc[m] = {f'DR10 test, LASP [Fe/H] > {FEH_NOT_CEMP}': false_cemp(p, feh, test)}
-        if m in ('demo', 'shipped') or m in HFS:
+        if m in ('demo', 'shipped') or m in HFS or m in ENSEMBLES:
             res_fc[m][f'DR10 all, LASP [Fe/H] > {FEH_NOT_CEMP}'] = false_cemp(p, feh, np.arange(len(p)))
         if m in HFS and res_fc[m][f'DR10 test, LASP [Fe/H] > {FEH_NOT_CEMP}']['classified']:
             notes.append(f"{NAMES[m]} unexpectedly classified CEMP (it was trained without [C/Fe])")
@@ -823,24 +845,24 @@ def main(argv=None):
              by=f"{pct(abs(TARGET_FALSE_CEMP - x['rate_keep_flagged']))} {'below' if x['rate_keep_flagged'] < TARGET_FALSE_CEMP else 'above'}")
         for where, x in (('DR10 test', ft), ('DR10 all', f))])
     verdict['demo']['all_met'] = all(r['met'] for r in verdict['demo']['rows'])
-    if 'shipped' in models:  # the issue's targets for HFS-Net on real spectra, met by the model trained on real and mock ones
-        b, rows_v = res_test['shipped']['bins']['target'], []
+    for sm in [k for k in ('shipped', ENSEMBLES[1]) if k in models]:  # the issue's targets for HFS-Net on real spectra (the models trained on real and mock ones)
+        b, rows_v = res_test[sm]['bins']['target'], []
         for l in LABELS:
             v, g = b[l]['mae'], TARGET_MAE[l]
             rows_v.append(dict(what=f'{l} MAE < {fmt(g, l)} {UNITS[l]}', value=fmt(v, l), goal=f"< {fmt(g, l)}", met=bool(v < g),
                                by=f"{fmt(abs(g - v), l)} {'below' if v < g else 'above'}"))
         for c in CANNONS:
-            pb = paired_better(test_preds['shipped'][0][tsel], test_preds[c][0][tsel], T_all[test][tsel], seed=args.seed)
+            pb = paired_better(test_preds[sm][0][tsel], test_preds[c][0][tsel], T_all[test][tsel], seed=args.seed)
             for l in LABELS:
                 v, g = b[l]['mae'], res_test[c]['bins']['target'][l]['mae']
                 rows_v.append(dict(what=f'{l} MAE <= {NAMES[c]}', value=fmt(v, l), goal=f"<= {fmt(g, l)}", met=bool(v <= g),
                                    by=f"{fmt(abs(v - g), l)} {'better' if v <= g else 'worse'} (P(shipped <= Cannon) {pb[l]:.2f})"))
         for where in ('DR10 test', 'DR10 all'):
-            x = res_fc['shipped'][f'{where}, LASP [Fe/H] > {FEH_NOT_CEMP}']
+            x = res_fc[sm][f'{where}, LASP [Fe/H] > {FEH_NOT_CEMP}']
             rows_v.append(dict(what=f'false-CEMP rate < 0.5% ({where})', value=f"{pct(x['rate'])} ({x['selected']}/{x['n']}; 95% upper {pct(x['upper95'])})",
                                goal='< 0.5%', met=bool(x['rate'] < TARGET_FALSE_CEMP),
                                by=f"{pct(abs(TARGET_FALSE_CEMP - x['rate']))} {'below' if x['rate'] < TARGET_FALSE_CEMP else 'above'}"))
-        verdict['shipped'] = dict(rows=rows_v, all_met=all(r['met'] for r in rows_v))
+        verdict[sm] = dict(rows=rows_v, all_met=all(r['met'] for r in rows_v))
 
     # DR1 and DR8
     lasp1 = Table.read(dr1_dir / 'lasp_labels.csv', format='ascii.csv')
