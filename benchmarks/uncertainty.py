@@ -220,7 +220,8 @@ def main(argv=None):
             'DR10 test vs LASP': as_arrays(test[np.asarray(test['source']) == 'dr10'])}
     sets['mock test (unseen)']['p_mc'] = np.ma.filled(np.ma.asarray(mock['p_cemp'], dtype=float), np.nan)
     D8 = as_arrays(dr8)
-    res = dict(settings=s, targets=TARGETS, hardware=cpu_model(), model=model.name, calibration=dict(summary=calibration_summary(shipped),
+    command = {'x5': '`make bench-uncertainty-x5`'}.get(args.tag, f"`benchmarks/uncertainty.py --model {args.model} --tag {args.tag}`") if args.tag else '`make bench-uncertainty`'
+    res = dict(settings=s, targets=TARGETS, hardware=cpu_model(), model=model.name, command=command, calibration=dict(summary=calibration_summary(shipped),
                fitted_on=shipped.get('fitted_on'), p_cemp_map=shipped.get('p_cemp'), params={l: {k: p[k] for k in ('a', 'b', 'c', 'factors', 'k95', 'n')} for l, p in shipped['params'].items()}),
                n_mock=len(mock), n_mock_cemp=int(is_cemp(sets['mock test (unseen)']['truth']).sum()), variants={}, pulls={}, dr8={})
     for name, cal in cals.items():
@@ -358,7 +359,7 @@ def _ok(b): return 'met' if b else '**missed**'
 def markdown(r) -> str:
     s, v = r['settings'], r['verdict']
     L = ['# Are the uncertainties calibrated?', '',
-         f"Model `{r['model']}`; {r['calibration']['summary']}. `make bench-uncertainty` (`benchmarks/uncertainty.py`) on "
+         f"Model `{r['model']}`; {r['calibration']['summary']}. {r.get('command', '`make bench-uncertainty`')} (`benchmarks/uncertainty.py`) on "
          f"{r['hardware']}; stages: {', '.join(f'{k} {x:.0f} s' for k, x in r['seconds'].items())}.", '',
          f"A pull is (prediction - truth) / error: for a right error it is a unit Gaussian. Robust width = astropy `mad_std` "
          f"(1.4826 x median absolute deviation), rms = root mean square, cover68/95 = fraction of |pull| < 1 / 1.96.", '',
