@@ -395,7 +395,7 @@ def _add_predict(s):
     s.add_argument('inputs', nargs='+', help='a dataset directory, a directory of LAMOST files, globs or paths')
     s.add_argument('--model', help='model file (from `train`) or a shipped model name (default: the shipped model, see `cemp-hfs models`)')
     s.add_argument('--out', required=True, help='output directory; rerun with the same --out to resume (required)')
-    _opt(s, '--mc', f, 'mc_samples', 'Monte-Carlo dropout draws per spectrum (1: no uncertainty)', type=_integer(1))
+    _opt(s, '--mc', f, 'mc_samples', 'Monte-Carlo dropout draws per spectrum, of an ensemble per network (1: no uncertainty)', type=_integer(1))
     _opt(s, '--bs', f, 'bs', 'batch size', type=_integer(1))
     _opt(s, '--chunk-size', f, 'chunk_size', 'spectra per chunk file', type=_integer(1))
     _opt(s, '--criteria', f, 'criteria', 'CEMP criteria for P(CEMP): preset (paper, beers2005, aoki2007) or YAML')
