@@ -38,7 +38,8 @@ them, and of metal-poor giants, than at 0.06).
 Three later candidates were not shipped (numbers in pretrained_mp_boost.*, pretrained_hetero.* and pretrained_real2.*,
 and the model card): `--mp-boost 2000` (2,000 extra mock stars below [Fe/H] = -2, for the network's bias on metal-poor
 mock giants), `--config benchmarks/configs/small_hetero.yaml` (a heteroscedastic head trained with the Gaussian NLL)
-and `--real-weight 2` (each real training spectrum twice).
+and `--real-weight 2` (each real training spectrum twice); nor was `--hb-feh 0` (the mock's H-beta [Fe/H] slope set
+to 0, an experiment on why real metal-poor stars read too metal-rich: pretrained_hb0.*, it made them read worse).
 To calibrate another model file alone: `cemp-hfs calibrate MODEL DATASET [CALIB_DATASET] --out MODEL2`.
 """
 from __future__ import annotations
@@ -64,7 +65,7 @@ DATA = Path(os.environ.get('CEMP_HFS_DATA', ROOT.parent / 'shared' / 'data'))
 CACHE, OUT, MODELS = ROOT / 'benchmarks' / 'cache' / 'pretrained', ROOT / 'benchmarks' / 'results', ROOT / 'cemp_hfs' / 'models'
 NAME = 'hfsnet-small-mock-dr10'
 REAL_LABELS = ('teff', 'logg', 'feh')  # what LASP gives
-SETTINGS = dict(n_mock=6000, mock_seed=11, mp_tail=0.2, mp_boost=0, real_weight=1, config='small', epochs=24, bs=64, lr=3e-3, seed=0)
+SETTINGS = dict(n_mock=6000, mock_seed=11, mp_tail=0.2, mp_boost=0, real_weight=1, config='small', epochs=24, bs=64, lr=3e-3, seed=0, hb_feh=None)
 # the metal-poor boost (`--mp-boost N`): N extra mock stars below [Fe/H] = BOOST['feh_max'], 90% train / 10% valid, own seeds
 BOOST = dict(pop_seed=41, mp_tail=0.2, feh_max=-2.0, synth_seed=42, valid_frac=0.1, obsid0=810_000_001)
 CALIB = dict(n_draw=10000, pop_seed=31, mp_tail=0.2, feh_max=-1.5, synth_seed=32)  # the metal-poor calibration-only mock set
@@ -161,6 +162,8 @@ def main(argv=None):
     ap.add_argument('--mp-boost', type=int, default=SETTINGS['mp_boost'], help=f"extra mock stars below [Fe/H] = {BOOST['feh_max']} (train and valid only)")
     ap.add_argument('--cache', type=Path, default=None, help='stage cache (default benchmarks/cache/pretrained)')
     ap.add_argument('--tag', default='candidate', help="a candidate's results: benchmarks/results/pretrained_TAG.* and pseudo_lamost_TAG.*")
+    ap.add_argument('--hb-feh', type=float, default=None, help="an experiment on the mock: its H-beta group's [Fe/H] slope (label_slopes Hb k_feh, "
+                    "fitted +0.294 per dex) set to this for every mock set of the run (needs its own --cache)")
     ap.add_argument('--members', type=int, default=1, help='networks in a deep ensemble (seeds 0 to K - 1; 1: one network)')
     ap.add_argument('--ship', action='store_true', help='replace the shipped model and its numbers (default: write a candidate)')
     args = ap.parse_args(argv)
@@ -168,7 +171,11 @@ def main(argv=None):
     if K < 1: raise SystemExit(f"--members must be at least 1, got {K}")
     model_name = NAME if K == 1 else f'{NAME}-x{K}'
     stem = ('pretrained' if K == 1 else f'pretrained_x{K}') if args.ship else f'pretrained_{args.tag}'
-    s = dict(SETTINGS, epochs=args.epochs, n_mock=args.n_mock, mp_tail=args.mp_tail, mp_boost=args.mp_boost, real_weight=args.real_weight, config=args.config)
+    s = dict(SETTINGS, epochs=args.epochs, n_mock=args.n_mock, mp_tail=args.mp_tail, mp_boost=args.mp_boost, real_weight=args.real_weight, config=args.config,
+             hb_feh=args.hb_feh)
+    if args.hb_feh is not None:  # in this process and the survey's forked writer processes (Linux): every mock spectrum of the run
+        import cemp_hfs.mock as mock_module
+        mock_module.STRENGTH['Hb']['k_feh'] = args.hb_feh
     CACHE = args.cache or CACHE
     was = {**SETTINGS, **json.loads((CACHE / 'settings.json').read_text())} if (CACHE / 'settings.json').exists() else None  # keys added later: defaults
     if was and {k: v for k, v in was.items() if k != 'epochs'} != {k: v for k, v in s.items() if k != 'epochs'}:
