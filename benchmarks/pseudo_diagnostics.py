@@ -78,7 +78,12 @@ def hbeta_real(path=ROOT / 'benchmarks' / 'cache' / 'pretrained' / 'real_ds') ->
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--model', default=None, help='model file (default: the shipped model)')
+    ap.add_argument('--out', default='pseudo_diagnostics', help='results file stem in benchmarks/results/ (.json and .md)')
+    ap.add_argument('--hb-feh', type=float, default=None, help="the mock's H-beta [Fe/H] slope, as the model's `pretrained.py --hb-feh` run had it")
     args = ap.parse_args(argv)
+    if args.hb_feh is not None:
+        import cemp_hfs.mock as mock_module
+        mock_module.STRENGTH['Hb']['k_feh'] = args.hb_feh
     t0 = time.time()
     stars, lab, lasp = benchmark_tables()
     folder, wave = DATA / 'lamost' / 'dr10_labeled', lamost_wave()
@@ -115,8 +120,8 @@ def main(argv=None):
     model = args.model or 'the shipped model'
     res = dict(hardware=cpu_model(), model=str(model), donors=donor_rows, swaps=swap_rows, hbeta=hbeta_real(), seconds=round(time.time() - t0, 1))
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / 'pseudo_diagnostics.json').write_text(json.dumps(res, indent=1))
-    (OUT / 'pseudo_diagnostics.md').write_text(markdown(res))
+    (OUT / f'{args.out}.json').write_text(json.dumps(res, indent=1))
+    (OUT / f'{args.out}.md').write_text(markdown(res))
     print(markdown(res))
 
 
