@@ -174,8 +174,8 @@ def main(argv=None):
     s = dict(SETTINGS, epochs=args.epochs, n_mock=args.n_mock, mp_tail=args.mp_tail, mp_boost=args.mp_boost, real_weight=args.real_weight, config=args.config,
              hb_feh=args.hb_feh)
     if args.hb_feh is not None:  # in this process and the survey's forked writer processes (Linux): every mock spectrum of the run
-        import cemp_hfs.mock as mock_module
-        mock_module.STRENGTH['Hb']['k_feh'] = args.hb_feh
+        from pseudo_lamost import use_hb_feh
+        use_hb_feh(args.hb_feh)
     CACHE = args.cache or CACHE
     was = {**SETTINGS, **json.loads((CACHE / 'settings.json').read_text())} if (CACHE / 'settings.json').exists() else None  # keys added later: defaults
     if was and {k: v for k, v in was.items() if k != 'epochs'} != {k: v for k, v in s.items() if k != 'epochs'}:

@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 from hardware import cpu_model  # noqa: E402
-from pseudo_lamost import hires, benchmark_tables, nearest, donor_for  # noqa: E402
+from pseudo_lamost import hires, benchmark_tables, nearest, donor_for, use_hb_feh  # noqa: E402
 from cemp_hfs.io import LamostSpectrum, read_lamost  # noqa: E402
 from cemp_hfs.mock import model_flux, lamost_wave, _noise_sigma  # noqa: E402
 from cemp_hfs.preprocess import native_continuum  # noqa: E402
@@ -81,9 +81,7 @@ def main(argv=None):
     ap.add_argument('--out', default='pseudo_diagnostics', help='results file stem in benchmarks/results/ (.json and .md)')
     ap.add_argument('--hb-feh', type=float, default=None, help="the mock's H-beta [Fe/H] slope, as the model's `pretrained.py --hb-feh` run had it")
     args = ap.parse_args(argv)
-    if args.hb_feh is not None:
-        import cemp_hfs.mock as mock_module
-        mock_module.STRENGTH['Hb']['k_feh'] = args.hb_feh
+    if args.hb_feh is not None: use_hb_feh(args.hb_feh)
     t0 = time.time()
     stars, lab, lasp = benchmark_tables()
     folder, wave = DATA / 'lamost' / 'dr10_labeled', lamost_wave()

@@ -33,6 +33,12 @@ SNRS = (20, 50, 100)
 BANDS = ('gband', 'ca_triplet', 'hbeta')
 
 
+def use_hb_feh(k):
+    "An experiment on the mock: its H-beta group's [Fe/H] slope (`label_slopes` Hb k_feh) set to `k` in this process and the processes it forks."
+    import cemp_hfs.mock as mock_module
+    mock_module.STRENGTH['Hb']['k_feh'] = k
+
+
 def hires(path):
     "(air wavelength, normalised flux) of a benchmark star's FITS file (linear CRVAL1/CDELT1 grid)."
     with fits.open(path) as h:

@@ -52,7 +52,7 @@ class HFSModel:
     @property
     def heteroscedastic(self) -> bool: return bool(self.config.get('heteroscedastic', False))
     @property
-    def members(self) -> int: return len(getattr(self.net, 'members', None) or [self.net])  # networks: 1, or an ensemble's members
+    def members(self) -> int: return len(self.net.members) if isinstance(self.net, HFSEnsemble) else 1  # networks: 1, or an ensemble's members
     @property
     def trust(self) -> dict: return self.extra.get('trust') or {}  # what the trust flags compare with (see `fit_trust`)
     @property
