@@ -19,11 +19,12 @@ from .select import load_criteria, satisfies, resolver, needs, rule_text
 
 # %% auto #0
 __all__ = ['SNR_EDGES', 'SNR_UNKNOWN', 'Q68', 'MIN_STARS', 'MIN_BIN', 'FEH_EDGES', 'WIDTH_WEIGHT', 'N_DRAWS', 'P_BINS',
-           'MIN_CEMP', 'noise_sigma', 'fit_noise_model', 'snr_bins', 'bin_factors', 'pull_correlation', 'feh_bins',
-           'fit_calibration', 'calibrated_sigma', 'standard_draws', 'gaussian_draws', 'calibrated_p_cemp',
-           'apply_calibration', 'calibration_hash', 'reliability', 'brier_score', 'plot_reliability', 'map_p_cemp',
-           'fit_p_cemp_map', 'add_p_cemp_map', 'calibration_data', 'calibrate_uncertainties', 'write_calibration',
-           'calibrate_model', 'calibration_summary']
+           'MIN_CEMP', 'REPEAT_RADIUS', 'MIN_PAIRS', 'noise_sigma', 'fit_noise_model', 'snr_bins', 'bin_factors',
+           'pull_correlation', 'feh_bins', 'fit_calibration', 'calibrated_sigma', 'standard_draws', 'gaussian_draws',
+           'calibrated_p_cemp', 'apply_calibration', 'calibration_hash', 'reliability', 'brier_score',
+           'plot_reliability', 'map_p_cemp', 'fit_p_cemp_map', 'add_p_cemp_map', 'repeat_pairs', 'fit_repeat_factor',
+           'repeat_factors', 'calibration_data', 'fit_repeats', 'calibrate_uncertainties', 'write_calibration',
+           'calibrate_model', 'calibrate_repeats', 'calibration_summary']
 
 # %% ../nbs/06b_calibrate.ipynb #cal005
 SNR_EDGES = (10., 20., 40., 80.)  # S/N_g edges of the calibration bins (below 10, 10-20, 20-40, 40-80, above 80)
@@ -166,6 +167,7 @@ def calibrated_sigma(cal: dict, # from `fit_calibration`
                      err_mc, # Monte-Carlo spreads
                      snr, # S/N_g (NaN: `SNR_UNKNOWN`)
                      feh=None, # predicted [Fe/H] (for a calibration with [Fe/H] factors)
+                     repeats=True, # apply the calibration's repeat factors, if it has them (False: the truth-fitted errors alone)
                     ) -> tuple[np.ndarray, np.ndarray]: # (total, statistical) uncertainty
     "(total, statistical) calibrated uncertainty of `label`: NaN where the Monte-Carlo spread is (one draw)."
     p, s = cal['params'][label], _known_snr(snr)
@@ -173,7 +175,9 @@ def calibrated_sigma(cal: dict, # from `fit_calibration`
     if 'feh_factors' in p:
         if feh is None: raise ValueError(f"calibration of {label} has [Fe/H] factors: give the predicted [Fe/H]")
         f = f * np.asarray(p['feh_factors'])[feh_bins(feh, cal['feh_edges'])]
-    return f * noise_sigma(p, err_mc, s), f * noise_sigma(p, err_mc, s, floor=False)
+    tot, stat = f * noise_sigma(p, err_mc, s), f * noise_sigma(p, err_mc, s, floor=False)
+    k = (cal.get('repeats') or {}).get('factors', {}).get(label, 1.) if repeats else 1.
+    return np.sqrt(tot ** 2 + (k ** 2 - 1) * stat ** 2), k * stat  # what real observations add, in both
 
 # %% ../nbs/06b_calibrate.ipynb #cal013
 N_DRAWS = 4096  # quasi-random draws of the calibrated Gaussian per star (P(CEMP) to ~0.002)
@@ -216,13 +220,14 @@ def apply_calibration(cal: dict, # from `fit_calibration` (a model's `extra['cal
                       summ: dict, # `summarize_samples` of a batch: labels, `<label>_err` (MC spread), p_cemp
                       snr, # (B,) S/N_g of the batch's spectra
                       criteria='paper', # CEMP criteria
+                      repeats=True, # apply the calibration's repeat factors (real spectra; False: mock spectra)
                      ) -> dict: # `summ` with the calibrated errors and P(CEMP)
     "`summ` with calibrated `<label>_err`, `<label>_err_stat`, [C/H] errors and P(CEMP) from the calibrated Gaussian."
     out = dict(summ)
     labels = [l for l in cal['labels'] if l in cal['params'] and l in summ]
     sig = {}
     feh = summ.get('feh')
-    for l in labels: sig[l], out[f'{l}_err_stat'] = calibrated_sigma(cal, l, summ[f'{l}_err'], snr, feh); out[f'{l}_err'] = sig[l]
+    for l in labels: sig[l], out[f'{l}_err_stat'] = calibrated_sigma(cal, l, summ[f'{l}_err'], snr, feh, repeats); out[f'{l}_err'] = sig[l]
     ix = {l: cal['labels'].index(l) for l in labels}
     corr = np.asarray(cal['corr'], float)[np.ix_([ix[l] for l in labels], [ix[l] for l in labels])]
     if {'feh', 'cfe'} <= set(labels) and 'ch' in summ:
@@ -336,12 +341,74 @@ def add_p_cemp_map(cal: dict, # from `fit_calibration` (completed in place)
     for a in range(0, int(ok.sum()), 256):
         rows = np.flatnonzero(ok)[a:a + 256]
         summ = {l: point[rows, j] for j, l in enumerate(labels)} | {f'{l}_err': err_mc[rows, j] for j, l in enumerate(labels)}
-        p.append(apply_calibration({k: v for k, v in cal.items() if k != 'p_cemp'}, summ | {'p_cemp': np.zeros(len(rows))}, np.asarray(snr)[rows], crit)['p_cemp'])
+        p.append(apply_calibration({k: v for k, v in cal.items() if k != 'p_cemp'}, summ | {'p_cemp': np.zeros(len(rows))}, np.asarray(snr)[rows], crit, repeats=False)['p_cemp'])
     p = np.concatenate(p)
     cal['p_cemp'] = dict(rule=rule_text(crit), criteria=crit['name'], n=int(ok.sum()), n_cemp=int(is_cemp.sum()),
                          brier_before=brier_score(p, is_cemp), **fit_p_cemp_map(p, is_cemp))
     cal['p_cemp']['brier_after'] = brier_score(map_p_cemp(p, cal['p_cemp']), is_cemp)
     return cal
+
+# %% ../nbs/06b_calibrate.ipynb #cal023a
+REPEAT_RADIUS = 3.  # arcsec: two spectra this close on the sky are taken as one star (LAMOST fibres point to 1-2 arcsec)
+MIN_PAIRS = 20  # the fewest unflagged repeat pairs a label's repeat factor is fitted with (else 1)
+
+# %% ../nbs/06b_calibrate.ipynb #cal023c
+def repeat_pairs(ra, # right ascension of each spectrum (deg; NaN: none)
+                 dec, # declination (deg)
+                 radius=REPEAT_RADIUS, # arcsec
+                ) -> tuple[np.ndarray, np.ndarray]: # (I, J): every pair i < j within `radius` of each other
+    "Index pairs (i < j) of the spectra within `radius` arcsec of each other: repeat observations of one star."
+    from astropy.coordinates import SkyCoord
+    import astropy.units as u
+    ra, dec = np.asarray(ra, float), np.asarray(dec, float)
+    ok = np.flatnonzero(np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90))
+    if len(ok) < 2: return np.zeros(0, int), np.zeros(0, int)
+    c = SkyCoord(ra[ok] * u.deg, dec[ok] * u.deg)
+    i, j, _, _ = c.search_around_sky(c, radius * u.arcsec)
+    keep = i < j
+    I, J = ok[i[keep]], ok[j[keep]]
+    o = np.lexsort((J, I))
+    return I[o], J[o]
+
+# %% ../nbs/06b_calibrate.ipynb #cal023f
+def fit_repeat_factor(d, # differences x1 - x2 of repeat pairs
+                      e1, # statistical errors of the first spectra
+                      e2, # of the second
+                      clip=4., # pulls beyond `clip` times the factor are left out (iterated)
+                      n_iter=20, # iterations
+                     ) -> float: # k: the pulls' scale (1 for right errors); NaN with no usable pair
+    "The scale k of the pair pulls (x1 - x2)/sqrt(e1^2 + e2^2): their rms within `clip` k, iterated from the robust width."
+    p = np.asarray(d, float) / np.hypot(np.asarray(e1, float), np.asarray(e2, float))
+    p = p[np.isfinite(p)]
+    if not len(p): return float('nan')
+    k = max(float(mad_std(p)), 1e-12)
+    for _ in range(n_iter): k = max(float(np.sqrt(np.mean(p[np.abs(p) < clip * k] ** 2))), 1e-12)
+    return k
+
+# %% ../nbs/06b_calibrate.ipynb #cal023i
+def repeat_factors(cal: dict, # a calibration (from `fit_calibration`); its own repeat factors are not used
+                   t, # uncalibrated predictions with `ra`, `dec`, `snrg`, the labels and `<label>_err` (and `flagged`)
+                   radius=REPEAT_RADIUS, # arcsec: one star
+                   min_pairs=MIN_PAIRS, # fewer unflagged pairs: factor 1
+                  ) -> dict: # `factors` (label: k >= 1), `fitted` (k before the floor at 1), pair counts, `rms_before`
+    "The repeat factor of each calibrated label, fitted on the unflagged repeat pairs of `t`."
+    I, J = repeat_pairs(t['ra'], t['dec'], radius)
+    if not len(I): raise ValueError(f"no repeat observations: no two of the {len(t)} spectra are within {radius} arcsec of each other")
+    good = ~np.asarray(t['flagged'], bool) if 'flagged' in t.colnames else np.ones(len(t), bool)
+    use = good[I] & good[J]
+    feh = np.asarray(t['feh'], float) if 'feh' in t.colnames else None
+    out = dict(radius=float(radius), n_spectra=int(len(np.union1d(I, J))), n_pairs=int(len(I)), n_pairs_unflagged=int(use.sum()),
+               factors={}, fitted={}, rms_before={})
+    for l in cal['labels']:
+        if l not in cal['params'] or l not in t.colnames: continue
+        _, e = calibrated_sigma(cal, l, np.asarray(t[f'{l}_err'], float), np.asarray(t['snrg'], float), feh, repeats=False)
+        x = np.asarray(t[l], float)
+        d = x[I] - x[J]; p = d / np.hypot(e[I], e[J])
+        ok = use & np.isfinite(p)
+        out['rms_before'][l] = float(np.sqrt(np.mean(p[ok] ** 2))) if ok.any() else float('nan')
+        out['fitted'][l] = fit_repeat_factor(d[ok], e[I][ok], e[J][ok]) if ok.sum() >= min_pairs else float('nan')
+        out['factors'][l] = max(1., out['fitted'][l]) if ok.sum() >= min_pairs else 1.
+    return out
 
 # %% ../nbs/06b_calibrate.ipynb #cal016
 def calibration_data(model, # a model file, shipped name, `HFSModel`...; its calibration (if any) is not used
@@ -376,6 +443,35 @@ def calibration_data(model, # a model file, shipped name, `HFSModel`...; its cal
                 truth=truth, snr=np.asarray(lab['snrg'][rows], float) if 'snrg' in lab.colnames else np.full(len(rows), np.nan),
                 rows=rows, labels=list(m.labels), source=np.asarray(lab['source'])[rows].astype(str) if 'source' in lab.colnames else None)
 
+# %% ../nbs/06b_calibrate.ipynb #cal016s
+def fit_repeats(model, # a model file, shipped name or `HFSModel`; its calibration (if any) is not used
+                cal: dict, # the calibration whose statistical errors the factors scale
+                files, # spectra with repeat observations of the same stars: a folder, a file or a list (as `predict` takes)
+                radius=REPEAT_RADIUS, # arcsec: one star
+                mc_samples=16, # Monte-Carlo draws, as `predict` uses them
+                seed=0, # base seed of the draws
+               ) -> dict: # `repeat_factors`' result with `fitted_on`
+    "The repeat factors of `cal`, fitted on the repeat observations among `files` (labelled by `model` without its calibration)."
+    from cemp_hfs.predict import load_hfs_model, predict
+    t = predict(load_hfs_model(model).uncalibrated(), files, mc_samples=mc_samples, seed=seed, progress=False)
+    rf = repeat_factors(cal, t, radius)
+    names = [files] if isinstance(files, (str, Path)) else list(files)
+    rf['fitted_on'] = dict(files=Path(str(names[0])).name + (f' and {len(names) - 1} more' if len(names) > 1 else ''),
+                           n_stars=len({int(min(g)) for g in _groups(*repeat_pairs(t['ra'], t['dec'], radius))}),
+                           mc_samples=int(mc_samples), seed=int(seed))
+    return rf
+
+def _groups(I, J) -> list:
+    "The stars (sets of spectrum indices) that repeat pairs (I, J) link."
+    parent = {}
+    def root(a):
+        while parent.setdefault(a, a) != a: a = parent[a]
+        return a
+    for i, j in zip(I.tolist(), J.tolist()): parent[root(i)] = root(j)
+    out = {}
+    for a in list(parent): out.setdefault(root(a), set()).add(a)
+    return list(out.values())
+
 # %% ../nbs/06b_calibrate.ipynb #cal016b
 def calibrate_uncertainties(model, # a model file, shipped name or `HFSModel`
                             dataset, # the dataset to fit on (the model's own, for its validation split), or a list of datasets
@@ -385,6 +481,8 @@ def calibrate_uncertainties(model, # a model file, shipped name or `HFSModel`
                             sources=None, # only these values of the datasets' `source` column (None: all)
                             bins=True, # S/N- and [Fe/H]-bin factors on top of the noise model
                             p_map=True, # recalibrate P(CEMP) on the same stars (`add_p_cemp_map`)
+                            repeats=None, # real spectra with repeat observations to fit the repeat factors on (`fit_repeats`; None: none)
+                            radius=REPEAT_RADIUS, # arcsec: one star, for `repeats`
                            ) -> dict: # the calibration, with `fitted_on`
     "The calibration of `model`'s uncertainties, fitted on `dataset`'s `split` (or several), with a record of what it was fitted on."
     sets = list(dataset) if isinstance(dataset, (list, tuple)) else [dataset]
@@ -401,6 +499,7 @@ def calibrate_uncertainties(model, # a model file, shipped name or `HFSModel`
             for k, v in zip(*np.unique(d['source'], return_counts=True)): src[str(k)] = src.get(str(k), 0) + int(v)
     cal['fitted_on'] = dict(dataset=' + '.join(Path(str(d)).name for d in sets), split=' + '.join(map(str, splits)),
                             n=int(sum(len(d['rows']) for d in ds)), sources=src, mc_samples=int(mc_samples), seed=int(seed))
+    if repeats is not None: cal['repeats'] = fit_repeats(model, cal, repeats, radius, mc_samples, seed)
     return cal
 
 # %% ../nbs/06b_calibrate.ipynb #cal016c
@@ -427,6 +526,23 @@ def calibrate_model(model, # model file, shipped name or `HFSModel`
     write_calibration(model, cal, out)
     return cal
 
+# %% ../nbs/06b_calibrate.ipynb #cal016v
+def calibrate_repeats(model, # a calibrated model file, shipped name or `HFSModel`
+                      files, # real spectra with repeat observations (a folder, a file or a list)
+                      out, # the model file to write
+                      radius=REPEAT_RADIUS, # arcsec: one star
+                      mc_samples=16, # Monte-Carlo draws, as `predict` uses them
+                      seed=0, # base seed of the draws
+                     ) -> dict: # the calibration written
+    "Refit the repeat factors of a calibrated `model` on the repeat observations among `files`; write the model to `out`."
+    from cemp_hfs.predict import load_hfs_model
+    m = load_hfs_model(model)
+    if not m.calibration: raise ValueError(f"model {m.name}: not calibrated; the repeat factors scale a calibration's errors (calibrate it on a dataset first)")
+    cal = {k: v for k, v in m.calibration.items() if k != 'repeats'}
+    cal['repeats'] = fit_repeats(m, cal, files, radius, mc_samples, seed)
+    write_calibration(m, cal, out)
+    return cal
+
 # %% ../nbs/06b_calibrate.ipynb #cal016i
 def calibration_summary(cal: dict | None, # a calibration (None: none)
                        ) -> str: # one line for a header or the CLI
@@ -434,5 +550,10 @@ def calibration_summary(cal: dict | None, # a calibration (None: none)
     if not cal: return 'uncalibrated: the spread of the Monte-Carlo dropout draws only (too small; see cemp-hfs calibrate)'
     f = cal.get('fitted_on', {})
     src = ', '.join(f"{v} {k}" for k, v in f.get('sources', {}).items())
-    return (f"calibrated ({cal['method']}; per label sigma^2 = a sigma_MC^2 + (b/SNR_g)^2 + c^2) on {f.get('n', '?')} spectra "
+    line = (f"calibrated ({cal['method']}; per label sigma^2 = a sigma_MC^2 + (b/SNR_g)^2 + c^2) on {f.get('n', '?')} spectra "
             f"({src or 'one source'}) of {f.get('dataset', '?')} (split {f.get('split', '?')})")
+    r = cal.get('repeats')
+    if not r: return line
+    return line + ('; real-observation repeat factors on the statistical errors ' + ', '.join(f"{l} x{k:.2f}" for l, k in r['factors'].items())
+                   + f" from {r['n_pairs_unflagged']} unflagged repeat pairs of {r.get('fitted_on', {}).get('n_stars', '?')} stars "
+                   f"({r.get('fitted_on', {}).get('files', '?')})")

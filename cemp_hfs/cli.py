@@ -201,15 +201,25 @@ def cmd_select(
 def cmd_calibrate(
     args, # the parsed command line: `model`, `dataset` (one or more), `out` and the other options of `cemp-hfs calibrate`
 ):
-    "Fit the calibration of a model's uncertainties on a dataset's validation split and write the calibrated model."
-    from cemp_hfs.calibrate import calibrate_model, calibration_summary
+    "Fit the calibration of a model's uncertainties on a dataset's validation split (and/or its repeat factors on repeat observations); write the model."
+    from cemp_hfs.calibrate import calibrate_model, calibrate_repeats, calibration_summary
+    if not args.dataset and not args.repeats:
+        raise ValueError("calibrate: give a DATASET with true labels to calibrate on, or --repeats FILES to refit the repeat factors of a calibrated model")
     _check_new(args.out, args.overwrite or Path(args.out).resolve() == Path(args.model).resolve(), 'model file',
                'use --overwrite to replace it, or another --out')
     for d in args.dataset:
         if not (Path(d) / 'continuum.npy').exists(): raise FileNotFoundError(f"dataset {d}: not a dataset directory (no continuum.npy)")
+    for f in args.repeats or []:
+        if not Path(f).exists(): raise FileNotFoundError(f"--repeats {f}: no such file or folder")
     sources = [x.strip() for x in args.sources.split(',') if x.strip()] if args.sources else None
-    cal = calibrate_model(args.model, args.dataset if len(args.dataset) > 1 else args.dataset[0], args.out, split=args.split, mc_samples=args.mc, seed=args.seed, sources=sources)
+    rep = None if not args.repeats else args.repeats[0] if len(args.repeats) == 1 else args.repeats
+    if not args.dataset: cal = calibrate_repeats(args.model, rep, args.out, radius=args.repeat_radius, mc_samples=args.mc, seed=args.seed)
+    else: cal = calibrate_model(args.model, args.dataset if len(args.dataset) > 1 else args.dataset[0], args.out, split=args.split, mc_samples=args.mc,
+                                seed=args.seed, sources=sources, repeats=rep, radius=args.repeat_radius)
     say(f"calibrate: {calibration_summary(cal)}")
+    if cal.get('repeats'):
+        r = cal['repeats']
+        say(f"  repeat factors: " + ', '.join(f"{l} x{k:.2f} (fitted {r['fitted'][l]:.2f}; pair rms {r['rms_before'][l]:.2f} before)" for l, k in r['factors'].items()))
     for l, p in cal['params'].items():
         say(f"  {l}: sigma^2 = {p['a']:.3g} sigma_MC^2 + ({p['b']:.3g}/SNR)^2 + {p['c']:.3g}^2; S/N-bin factors "
             f"{' '.join(f'{x:.2f}' for x in p['factors'])}" + (f"; [Fe/H]-bin factors {' '.join(f'{x:.2f}' for x in p['feh_factors'])}" if 'feh_factors' in p else '')
@@ -425,11 +435,16 @@ def _add_select(s):
 def _add_calibrate(s):
     from cemp_hfs.calibrate import calibrate_uncertainties as f
     s.add_argument('model', help='model file (from `train`) to calibrate')
-    s.add_argument('dataset', nargs='+', help="dataset directories with true labels: the model's own (its validation split is used), "
-                   "and calibration-only ones whose rows are all in the split (e.g. `make pretrained`'s metal-poor calib_mock_ds)")
+    s.add_argument('dataset', nargs='*', help="dataset directories with true labels: the model's own (its validation split is used), "
+                   "and calibration-only ones whose rows are all in the split (e.g. `make pretrained`'s metal-poor calib_mock_ds); "
+                   "none with --repeats: MODEL's calibration is kept and only its repeat factors are refitted")
     s.add_argument('--out', required=True, help='calibrated model file to write (may be MODEL itself with --overwrite; required)')
     _opt(s, '--split', f, 'split', "rows to fit on: a split name (never the test split you report on)")
     _arg(s, '--sources', "only rows of these sources of a merged dataset, e.g. mock,dr10", shown='all')
+    s.add_argument('--repeats', nargs='+', metavar='FILES', default=None,
+                   help="real spectra with repeat observations of the same stars (folders or files; e.g. ../shared/data/lamost/dr8_repeats/fits): "
+                   "fit the repeat factors that widen the statistical errors by what real observations add (default: none)")
+    _opt(s, '--repeat-radius', f, 'radius', 'arcsec within which two spectra are one star, for --repeats', type=_number(0, strict=True))
     _opt(s, '--mc', f, 'mc_samples', 'Monte-Carlo dropout draws per spectrum, as predict will use them', type=_integer(2))
     _opt(s, '--seed', f, 'seed', 'seed of the dropout draws', type=_integer(0))
     _common(s)
@@ -464,7 +479,7 @@ COMMANDS = {  # name: (help, options, function, what to do after Ctrl-C)
     'predict': ('label spectra with a trained model (streaming, resumable)', _add_predict, cmd_predict,
                 'rerun the same command to resume (finished chunks are kept)'),
     'select': ('classify predictions and write the CEMP candidate catalogue and figures', _add_select, cmd_select, 'rerun the same command'),
-    'calibrate': ("fit the calibration of a model's uncertainties on its validation split and write the calibrated model", _add_calibrate,
+    'calibrate': ("fit the calibration of a model's uncertainties on its validation split (and its repeat factors on real repeat observations) and write the calibrated model", _add_calibrate,
                   cmd_calibrate, 'rerun the same command'),
     'ensemble': ('combine models trained from different seeds into one model file (a deep ensemble)', _add_ensemble, cmd_ensemble,
                  'rerun the same command'),

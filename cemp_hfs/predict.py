@@ -125,6 +125,14 @@ def uncalibrated(self: HFSModel) -> HFSModel:
     "The same model without its calibration: errors are the Monte-Carlo spread, P(CEMP) the fraction of the draws."
     return HFSModel(self.net, self.scaler, self.preprocess, {k: v for k, v in self.extra.items() if k != 'calibration'}, self.name)
 
+# %% ../nbs/06_predict.ipynb #cuc001-without_repeats
+@patch
+def without_repeats(self: HFSModel) -> HFSModel:
+    "The same model with its calibration but without the calibration's repeat factors (for mock spectra)."
+    cal = self.calibration
+    if not cal or 'repeats' not in cal: return self
+    return HFSModel(self.net, self.scaler, self.preprocess, {**self.extra, 'calibration': {k: v for k, v in cal.items() if k != 'repeats'}}, self.name)
+
 # %% ../nbs/06_predict.ipynb #cuc001-uncertainty_
 def _uncertainty_cards(m: HFSModel, mc_samples, pcemp_note='') -> dict:
     "Header cards saying what the `_err` columns and P(CEMP) are (ERRCAL, K95<LABEL>, PCEMP); a warning when there is no uncertainty."
