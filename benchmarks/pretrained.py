@@ -16,7 +16,10 @@ Reproducible (seeded) and resumable (stages cached under benchmarks/cache/pretra
    (mock and real; never the test split) together with a calibration-only mock set of metal-poor stars (the
    validation split holds too few of them: ~150 below [Fe/H] = -1; `draw_population` seed 31,
    `mp_tail=0.2`, every star below [Fe/H] = -1.5 of 10,000 drawn, never trained on, other seeds than the uncertainty
-   benchmark's test stars), stored in the model file (cached as `*_cal.pt`);
+   benchmark's test stars), and its repeat factors fitted on the real DR8 repeat observations of ../shared
+   (cemp_hfs.calibrate.repeat_factors: what two real observations of one star add to each other's differences, which
+   the mock cannot show; applied by `predict` to every spectrum, left out where mock spectra are measured), stored in
+   the model file (cached as `*_cal.pt`);
 6. with `--ship` (`make pretrained SHIP=1`) only: the calibrated weights copied to cemp_hfs/models/ (package data,
    loaded with weights_only=True) with its entry in cemp_hfs/models/models.yaml, and the numbers written to
    benchmarks/results/pretrained.md/.json (the model card's source). Without it (the default) the run is a candidate:
@@ -57,7 +60,7 @@ from cemp_hfs.core import LABELS, UNITS  # noqa: E402
 from cemp_hfs.mock import make_survey  # noqa: E402
 from cemp_hfs.dataset import build_dataset, load_dataset, merge_datasets, split_rows  # noqa: E402
 from cemp_hfs.train import train_hfsnet, ensemble_models  # noqa: E402
-from cemp_hfs.predict import predict  # noqa: E402
+from cemp_hfs.predict import predict, HFSModel  # noqa: E402
 from cemp_hfs.select import classify, candidates, evaluate, purity_threshold  # noqa: E402
 from cemp_hfs.calibrate import calibrate_model, calibration_summary  # noqa: E402
 
@@ -201,7 +204,8 @@ def main(argv=None):
     if not cal_model.exists():
         log('calibrating the uncertainties on the validation split')
         t1 = time.time()
-        calibrate_model(model, [both, calibration_mock(CACHE / 'calib_mock_ds')], cal_model, split='valid', mc_samples=16, seed=0)
+        calibrate_model(model, [both, calibration_mock(CACHE / 'calib_mock_ds')], cal_model, split='valid', mc_samples=16, seed=0,
+                        repeats=DATA / 'lamost' / 'dr8_repeats')
         secs['calibrate'] = round(time.time() - t1, 1)
     res = dict(name=model_name, members=K, shipped=bool(args.ship), settings=s, hardware=cpu_model(), n_mock=len(mock), n_real=len(real),
                n_train={k: int(len(d.indices('train'))) for k, d in (('mock', mock), ('real', real))})
@@ -237,7 +241,7 @@ def main(argv=None):
     res['flags_real'] = {f: int(np.sum(pall[f])) for f in pall.colnames if f.startswith('flag')}
     # mock test split against the truth
     mt = np.isin(np.arange(len(mock)), mock.indices('test'))
-    pm = predict(cal_model, mock.path, mc_samples=16, progress=False)
+    pm = predict(HFSModel.load(cal_model).without_repeats(), mock.path, mc_samples=16, progress=False)  # mock spectra: no repeat factors
     pm['obsid'] = np.asarray(mock.labels['obsid']); truth = mock.labels
     hi = np.asarray(truth['snrg'], float) >= 20
     res['mock_test'] = {k: evaluate(pm[mt & m], truth[mt & m]) for k, m in (('all', np.ones(len(mock), bool)), ('snr20', hi))}
@@ -256,11 +260,10 @@ def main(argv=None):
     pseudo_out = ('pseudo_lamost' if K == 1 else f'pseudo_lamost_x{K}') if args.ship else f'pseudo_lamost_{args.tag}'
     pseudo_lamost.main(['--model', str(cal_model), '--out', pseudo_out])
     res['pseudo'] = json.loads((OUT / f'{pseudo_out}.json').read_text()).get('predictions')
-    from cemp_hfs.predict import HFSModel
     cal = HFSModel.load(cal_model).calibration
     res['calibration'] = dict(summary=calibration_summary(cal), settings=CALIB, **{k: cal.get(k) for k in ('method', 'fitted_on', 'snr_edges', 'feh_edges')},
                               params={l: {k: p.get(k) for k in ('a', 'b', 'c', 'factors', 'feh_factors', 'k95', 'n')} for l, p in cal['params'].items()},
-                              p_cemp=cal.get('p_cemp'))
+                              p_cemp=cal.get('p_cemp'), repeats=cal.get('repeats'))
     # a stage this run found cached keeps the time it took when it ran (recorded by this run's earlier shipped or candidate run)
     prevs = [json.loads(f.read_text()) for f in dict.fromkeys((OUT / f'{stem}.json', OUT / f'pretrained_{args.tag}.json')) if f.exists()]
     prev = next((p for p in prevs if {**SETTINGS, **p.get('settings', {})} == s and p.get('members', 1) == K), {})  # settings added later: their defaults
@@ -342,6 +345,10 @@ def markdown(r) -> str:
         if pm: L += ['', f"P(CEMP) for '{pm['rule']}': the calibrated Gaussian's, mapped by Platt scaling sigmoid(alpha logit p + beta) with "
                          f"alpha {pm['alpha']:.3f}, beta {pm['beta']:.3f}, fitted on {pm['n']} calibration stars ({pm['n_cemp']} CEMP); Brier score there "
                          f"{pm['brier_before']:.4f} before, {pm['brier_after']:.4f} after."]
+        rp = c.get('repeats')
+        if rp: L += ['', f"Repeat factors (real observations; `predict` applies them to every spectrum, the mock test numbers above are without them): "
+                         + ', '.join(f"{l} x{k:.2f}" for l, k in rp['factors'].items())
+                         + f", fitted on {rp['n_pairs_unflagged']} unflagged repeat pairs of {rp['fitted_on']['n_stars']} stars ({rp['fitted_on']['files']})."]
         L += ['', 'sigma^2 = a sigma_MC^2 + (b / SNR_g)^2 + c^2, times the S/N_g- and predicted-[Fe/H]-bin factors; the 95% interval is +-k95 sigma. '
               'Measured in `benchmarks/results/uncertainty.md` (`make bench-uncertainty`).']
     return '\n'.join(L) + '\n'

@@ -9,6 +9,12 @@ Data (the calibration was fitted on the model's validation split; nothing here i
    spectra with LASP labels (LASP has its own scatter, so pulls against it are > 1 even for a right error);
 3. the 110 DR8 repeat spectra of 49 stars in ../shared/data/lamost/dr8_repeats: pulls of pair differences
    (x1 - x2) / sqrt(e1^2 + e2^2), with the total error and with its statistical part (`*_err_stat`, no floor).
+   The shipped calibration's repeat factors were fitted on these very pairs (`make pretrained`), so its DR8 numbers
+   are in-sample; the out-of-sample figure is cross-fitted: factors fitted on half of the stars, pulls measured on
+   the other half's pairs, both ways round, over 20 random halvings by star.
+
+Mock spectra are measured without the repeat factors (they have only the noise they were drawn with); real ones
+with them, as `predict` applies them.
 
 Every set is labelled once with the model *without* its calibration (the raw MC spread, P(CEMP) the fraction of
 draws); the calibrations compared (the shipped one and simpler ones, fitted on the same validation split) are applied
@@ -36,7 +42,7 @@ from cemp_hfs.mock import draw_population, synth_spectrum  # noqa: E402
 from cemp_hfs.predict import HFSModel, load_hfs_model, predict  # noqa: E402
 from cemp_hfs.select import classify, candidates, load_criteria, satisfies, purity_threshold  # noqa: E402
 from cemp_hfs.calibrate import (calibration_data, fit_calibration, apply_calibration, bin_factors, snr_bins, reliability,  # noqa: E402
-                                brier_score, plot_reliability, calibration_summary, SNR_EDGES, P_BINS, Q68)
+                                brier_score, plot_reliability, calibration_summary, repeat_factors, SNR_EDGES, P_BINS, Q68)
 
 DATA = Path(os.environ.get('CEMP_HFS_DATA', ROOT.parent / 'shared' / 'data'))
 PRE = ROOT / 'benchmarks' / 'cache' / 'pretrained'
@@ -111,15 +117,15 @@ def mc_bins_calibration(d, labels=LABELS):
                 params=params, corr=np.eye(len(labels)).tolist())
 
 
-def calibrated(raw: dict, cal, criteria='paper'):
-    "Apply a calibration (None: the raw MC spread) to raw arrays; returns sigma (N, L), stat (N, L), p_cemp, ch, ch_err."
+def calibrated(raw: dict, cal, criteria='paper', repeats=True):
+    "Apply a calibration (None: the raw MC spread; `repeats`: with its repeat factors) to raw arrays; returns sigma (N, L), stat (N, L), p_cemp."
     if cal is None: return dict(sigma=raw['err_mc'], stat=raw['err_mc'], p_cemp=raw.get('p_mc'))
     summ = {l: raw['point'][:, j] for j, l in enumerate(LABELS)}
     summ.update({f'{l}_err': raw['err_mc'][:, j] for j, l in enumerate(LABELS)})
     summ['ch'], summ['ch_err'], summ['p_cemp'] = summ['feh'] + summ['cfe'], np.zeros(len(summ['feh'])), np.zeros(len(summ['feh']))
     out = {}
     for a in range(0, len(summ['feh']), 256):  # in batches, as predict does (the draws are n_draws x batch)
-        o = apply_calibration(cal, {k: v[a:a + 256] for k, v in summ.items()}, raw['snr'][a:a + 256], criteria)
+        o = apply_calibration(cal, {k: v[a:a + 256] for k, v in summ.items()}, raw['snr'][a:a + 256], criteria, repeats=repeats)
         for k, v in o.items(): out.setdefault(k, []).append(v)
     out = {k: np.concatenate(v) for k, v in out.items()}
     return dict(sigma=np.column_stack([out[f'{l}_err'] for l in LABELS]), stat=np.column_stack([out[f'{l}_err_stat'] for l in LABELS]),
@@ -164,6 +170,28 @@ def dr8_pairs(p: Table, groups: Table, sig, labels=('teff', 'logg', 'feh'), unfl
     return out
 
 
+def dr8_crossfit(p: Table, groups: Table, cal0: dict, n_splits=20, seed=0) -> dict:
+    "Repeat factors fitted on half of the DR8 stars (`repeat_factors`), pair pulls measured on the other half; both ways, `n_splits` halvings."
+    gid = {Path(str(f)).name: int(g) for f, g in zip(groups['combined_file'], groups['GroupID'])}
+    G = np.array([gid.get(Path(str(f)).name, -1) for f in p['filename']])
+    stars, rng = np.unique(G[G >= 0]), np.random.default_rng(seed)
+    runs, factors = {}, {l: [] for l in ('teff', 'logg', 'feh')}
+    for _ in range(n_splits):
+        perm = rng.permutation(stars); h = (perm[:len(perm) // 2], perm[len(perm) // 2:])
+        for fit, test in (h, h[::-1]):
+            rf = repeat_factors(cal0, p[np.isin(G, fit)])
+            tb = p[np.isin(G, test)]
+            c8 = calibrated(as_arrays(tb), dict(cal0, repeats=rf))
+            for kind, sig, unfl in (('stat', c8['stat'], False), ('total', c8['sigma'], False), ('stat_unflagged', c8['stat'], True)):
+                d = dr8_pairs(tb, groups, sig, unflagged=unfl)
+                for l in factors:
+                    for m in ('rms', 'width'): runs.setdefault(kind, {}).setdefault(l, {}).setdefault(m, []).append(d[l][m])
+            for l in factors: factors[l].append(rf['factors'][l])
+    q = lambda v: dict(median=float(np.median(v)), p10=float(np.percentile(v, 10)), p90=float(np.percentile(v, 90)))
+    return dict(n_splits=n_splits, n_stars=int(len(stars)), factors={l: q(v) for l, v in factors.items()},
+                **{kind: {l: {m: q(v) for m, v in d.items()} for l, d in kd.items()} for kind, kd in runs.items()})
+
+
 def is_cemp(truth):
     "True CEMP under the paper's criteria, from (N, L) true labels."
     crit = load_criteria('paper')
@@ -202,8 +230,8 @@ def main(argv=None):
     mock = label_mock(raw_model, pop, s)
     secs['mock'] = round(time.time() - t0 - sum(secs.values()), 1)
     log('DR8 repeats')
-    dr8 = cached_table(CACHE / 'dr8_flags.fits', lambda: predict(raw_model, DATA / 'lamost' / 'dr8_repeats' / 'fits', mc_samples=s['mc'],
-                                                                  seed=s['seed'], progress=False)['filename', 'snrg', 'flagged', *LABELS, *[f'{l}_err' for l in LABELS]])
+    dr8 = cached_table(CACHE / 'dr8_pos.fits', lambda: predict(raw_model, DATA / 'lamost' / 'dr8_repeats' / 'fits', mc_samples=s['mc'],
+                                                                seed=s['seed'], progress=False)['filename', 'ra', 'dec', 'snrg', 'flagged', *LABELS, *[f'{l}_err' for l in LABELS]])
     groups = Table.read(DATA / 'lamost' / 'dr8_repeats' / 'groups.csv', format='ascii.csv')
     secs['dr8'] = round(time.time() - t0 - sum(secs.values()), 1)
 
@@ -215,6 +243,7 @@ def main(argv=None):
             'noise model + S/N bins (valid)': fit_calibration(V['point'], V['err_mc'], V['truth'], V['snr'], feh_edges=None),
             'noise model + S/N and [Fe/H] bins, 68% coverage factors (valid)': fit_calibration(V['point'], V['err_mc'], V['truth'], V['snr'], width_weight=0.),
             'noise model + S/N and [Fe/H] bins (valid)': fit_calibration(V['point'], V['err_mc'], V['truth'], V['snr']),
+            **({'noise model + bins (shipped), without its repeat factors': {k: v for k, v in shipped.items() if k != 'repeats'}} if shipped.get('repeats') else {}),
             'noise model + bins (shipped)': shipped}
     sets = {'mock test (unseen)': as_arrays(mock), 'mock test split': as_arrays(test[np.asarray(test['source']) == 'mock']),
             'DR10 test vs LASP': as_arrays(test[np.asarray(test['source']) == 'dr10'])}
@@ -222,12 +251,12 @@ def main(argv=None):
     D8 = as_arrays(dr8)
     command = {'x5': '`make bench-uncertainty-x5`'}.get(args.tag, f"`benchmarks/uncertainty.py --model {args.model} --tag {args.tag}`") if args.tag else '`make bench-uncertainty`'
     res = dict(settings=s, targets=TARGETS, hardware=cpu_model(), model=model.name, command=command, calibration=dict(summary=calibration_summary(shipped),
-               fitted_on=shipped.get('fitted_on'), p_cemp_map=shipped.get('p_cemp'), params={l: {k: p[k] for k in ('a', 'b', 'c', 'factors', 'k95', 'n')} for l, p in shipped['params'].items()}),
+               fitted_on=shipped.get('fitted_on'), p_cemp_map=shipped.get('p_cemp'), params={l: {k: p[k] for k in ('a', 'b', 'c', 'factors', 'k95', 'n')} for l, p in shipped['params'].items()}, repeats=shipped.get('repeats')),
                n_mock=len(mock), n_mock_cemp=int(is_cemp(sets['mock test (unseen)']['truth']).sum()), variants={}, pulls={}, dr8={})
     for name, cal in cals.items():
         v = res['variants'][name] = {}
         for sname, raw in sets.items():
-            c = calibrated(raw, cal)
+            c = calibrated(raw, cal, repeats=not sname.startswith('mock'))  # mock spectra: without the repeat factors
             pb = pulls_by_bin(raw, c['sigma'], cal)
             v[sname] = {l: pb[l]['all'] for l in pb}
             if name.endswith('(shipped)') or name.startswith('MC spread'): res['pulls'].setdefault(name, {})[sname] = pb
@@ -236,12 +265,15 @@ def main(argv=None):
         d8 = dict(total=dr8_pairs(dr8, groups, c8['sigma']), stat=dr8_pairs(dr8, groups, c8['stat']))
         for kind in ('total', 'stat'): v[f'dr8_{kind}'] = {l: {k: x for k, x in d.items() if k != 'pulls'} for l, d in d8[kind].items() if isinstance(d, dict)}
         if name.endswith('(shipped)'): res['dr8'] = dict(d8, stat_unflagged=dr8_pairs(dr8, groups, c8['stat'], unflagged=True))
+    if shipped.get('repeats'):
+        log('DR8 repeat factors, cross-fitted')
+        res['dr8_crossfit'] = dr8_crossfit(dr8, groups, cals['noise model + bins (shipped), without its repeat factors'])
     # P(CEMP): reliability and Brier score on the unseen mock stars, raw and calibrated, as drawn and reweighted
     U = sets['mock test (unseen)']; y = is_cemp(U['truth']); w = np.asarray(mock['weight'], float)
     rel = {}
-    nomap = calibrated(U, {k: x for k, x in shipped.items() if k != 'p_cemp'})['p_cemp']
+    nomap = calibrated(U, {k: x for k, x in shipped.items() if k != 'p_cemp'}, repeats=False)['p_cemp']
     for name in ('MC spread (uncalibrated)', 'calibrated Gaussian, no Platt map', 'noise model + bins (shipped)'):
-        p = nomap if name.startswith('calibrated Gaussian') else res['variants'][name].pop('p_cemp')
+        p = nomap if name.startswith('calibrated Gaussian') else res['variants'][name]['p_cemp']
         for wname, ww in (('as drawn', None), ('reweighted', w)):
             rel[f'{name}, {wname}'] = dict(bins=reliability(p, y, P_BINS, ww), brier=brier_score(p, y, ww),
                                            base_rate=float(np.average(y, weights=ww)), brier_base=float(np.average(y, weights=ww) * (1 - np.average(y, weights=ww))))
@@ -266,7 +298,7 @@ def main(argv=None):
     sp = synth_spectrum(sub['teff'], sub['logg'], sub['feh'], sub['cfe'], snrg=sub['snrg'], rv=sub['rv'], ebv=sub['ebv'], seed=s['synth_seed'],
                         meta=[dict(obsid=int(o), filename=f'mock-{o}.fits') for o in sub['obsid']])
     direct = predict(model, sp, mc_samples=s['mc'], seed=s['seed'], progress=False)
-    cdir = calibrated(as_arrays(predict(raw_model, sp, mc_samples=s['mc'], seed=s['seed'], progress=False)), shipped)
+    cdir = calibrated(as_arrays(predict(raw_model, sp, mc_samples=s['mc'], seed=s['seed'], progress=False)), shipped)  # as predict: with the repeat factors
     res['check_predict'] = dict(max_rel_err_diff=float(np.nanmax(np.abs(np.column_stack([np.asarray(direct[f'{l}_err']) for l in LABELS]) / cdir['sigma'] - 1))),
                                 max_p_cemp_diff=float(np.nanmax(np.abs(np.asarray(direct['p_cemp'], float) - cdir['p_cemp']))))
     secs['measure'] = round(time.time() - t0 - sum(secs.values()), 1)
@@ -295,6 +327,10 @@ def verdict(r) -> dict:
     for kind in ('stat', 'total', 'stat_unflagged'):
         out['dr8_rms'][kind] = {l: dict(value=r['dr8'][kind][l]['rms'], met=dlo <= r['dr8'][kind][l]['rms'] <= dhi,
                                         off_by=miss(r['dr8'][kind][l]['rms'], dlo, dhi)) for l in ('teff', 'logg', 'feh')}
+    if r.get('dr8_crossfit'):  # out of sample: the factors fitted on the other half of the stars
+        out['dr8_rms_crossfit'] = {kind: {l: dict(value=d['rms']['median'], p10=d['rms']['p10'], p90=d['rms']['p90'], met=dlo <= d['rms']['median'] <= dhi,
+                                                   off_by=miss(d['rms']['median'], dlo, dhi)) for l, d in r['dr8_crossfit'][kind].items()}
+                                   for kind in ('stat', 'total', 'stat_unflagged')}
     for name, rel in r['reliability'].items():
         if 'shipped' not in name: continue
         for b in rel['bins']:
@@ -328,7 +364,7 @@ def figures(r, sets, cals, mock, out, stem='uncertainty'):
             ax = axs[i, j]
             if not np.isfinite(raw['truth'][:, j]).any(): ax.axis('off'); continue  # LASP has no carbon
             for name, cal in (('MC spread', None), ('calibrated', cals['noise model + bins (shipped)'])):
-                sig = calibrated(raw, cal)['sigma'][:, j]
+                sig = calibrated(raw, cal, repeats=not sname.startswith('mock'))['sigma'][:, j]
                 p = (raw['point'][:, j] - raw['truth'][:, j]) / sig; p = p[np.isfinite(p)]
                 if len(p): ax.hist(np.clip(p, -5, 5), 40, range=(-5, 5), density=True, histtype='step', label=f'{name} (w {mad_std(p):.2f})')
             ax.plot(x, g, 'k:', lw=0.8); ax.set_title(f'{sname}: {TEX.get(l, l)}', fontsize=9); ax.legend(fontsize=6)
@@ -396,11 +432,27 @@ def markdown(r) -> str:
     d10 = r['pulls']['noise model + bins (shipped)']['DR10 test vs LASP']
     for l in ('teff', 'logg', 'feh'): L.append(f"| {l} | {' | '.join(f2(d10[l]['bins'][b]) for b in BIN_NAMES)} | {f2(d10[l]['all'])} |")
     d8 = r['dr8']
+    rp = r['calibration'].get('repeats')
+    if rp:
+        cf = r['dr8_crossfit']
+        L += ['', f"**Repeat factors.** Mock spectra have only the noise they were drawn with; two real observations of one star also differ by "
+              "flux calibration, sky, fibre and plate. The shipped calibration therefore carries one factor per label, fitted on real repeat pairs "
+              f"(`cemp_hfs.calibrate.repeat_factors`, on the {rp['n_pairs_unflagged']} unflagged pairs of the {rp['fitted_on']['n_stars']} DR8 stars "
+              "below), that widens the statistical error of every real spectrum by k and the total by the same excess; never below 1. Fitted: "
+              + ', '.join(f"{l} x{k:.2f} (scale of the pulls {rp['fitted'][l]:.2f})" for l, k in rp['factors'].items()) + '. '
+              f"Cross-fitted ({cf['n_splits']} random halvings of the {cf['n_stars']} stars, each half fitted and the other measured, both ways): "
+              "factors " + ', '.join(f"{l} {d['median']:.2f} [{d['p10']:.2f}-{d['p90']:.2f}]" for l, d in cf['factors'].items())
+              + '; pair pull rms on the held-out half, median [10%-90%] over the halvings (rms is set by the few worst pairs of a half, hence the spread):', '',
+              '| label | rms (stat) | robust width (stat) | rms (total) | rms (stat, unflagged) |', '| --- | ---: | ---: | ---: | ---: |']
+        fq = lambda d: f"{d['median']:.2f} [{d['p10']:.2f}-{d['p90']:.2f}]"
+        for l in ('teff', 'logg', 'feh'):
+            L.append(f"| {l} | {fq(cf['stat'][l]['rms'])} | {fq(cf['stat'][l]['width'])} | {fq(cf['total'][l]['rms'])} | {fq(cf['stat_unflagged'][l]['rms'])} |")
     L += ['', f"**DR8 repeats** ({d8['total']['n_spectra']} spectra of {d8['total']['n_stars']} stars, {d8['total']['n_pairs']} pairs, S/N_g >= 30): "
           'pull of pair differences (x1 - x2) / sqrt(e1^2 + e2^2). Repeats share the floor c (the same star fools the network the '
           'same way each time), so the *statistical* error `*_err_stat` is the one their differences test; the total error '
           'includes the floor and gives pulls below 1 by construction. "unflagged": only the pairs of which neither spectrum carries a trust flag '
-          f"({d8['stat_unflagged']['n_pairs']} pairs; a flagged label is one the package itself says not to trust).", '',
+          f"({d8['stat_unflagged']['n_pairs']} pairs; a flagged label is one the package itself says not to trust)."
+          + (' With the shipped repeat factors these numbers are in-sample (the factors were fitted on these pairs); the cross-fitted table above is the out-of-sample one.' if rp else ''), '',
           '| label | rms (stat) | robust width (stat) | rms (total) | robust width (total) | rms (stat, unflagged) | robust width (stat, unflagged) |',
           '| --- | ---: | ---: | ---: | ---: | ---: | ---: |']
     for l in ('teff', 'logg', 'feh'):
@@ -434,8 +486,11 @@ def markdown(r) -> str:
                  + '; met in the others'))
     for l, d in v['mock_cover68'].items():
         L.append(f"* mock 68% coverage 63-73%, {l}: {d['value']:.1%} {_ok(d['met'])}" + ('' if d['met'] else f" (off by {d['off_by']:+.1%})"))
+    for kind, d in v.get('dr8_rms_crossfit', {}).items():
+        L.append(f"* DR8 repeats pull rms 0.8-1.25, out of sample (cross-fitted median), with the {kind.replace('_', ' error, pairs ')}{'' if '_' in kind else ' error'}: " + ', '.join(
+            f"{l} {x['value']:.2f} [{x['p10']:.2f}-{x['p90']:.2f}] {_ok(x['met'])}" + ('' if x['met'] else f" (off by {x['off_by']:+.2f})") for l, x in d.items()))
     for kind in ('stat', 'total', 'stat_unflagged'):
-        L.append(f"* DR8 repeats pull rms 0.8-1.25 with the {kind.replace('_', ' error, pairs ')}{'' if '_' in kind else ' error'}: " + ', '.join(
+        L.append(f"* DR8 repeats pull rms 0.8-1.25{', in-sample' if v.get('dr8_rms_crossfit') else ''} with the {kind.replace('_', ' error, pairs ')}{'' if '_' in kind else ' error'}: " + ', '.join(
             f"{l} {d['value']:.2f} {_ok(d['met'])}" + ('' if d['met'] else f" (off by {d['off_by']:+.2f})") for l, d in v['dr8_rms'][kind].items()))
     for x in v['reliability']:
         L.append(f"* P(CEMP) bin {x['bin']} ({x['curve'].split(', ')[-1]}, N {x['n']}): CEMP fraction {x['frac']:.2f} against mean P {x['mean_p']:.2f}: "
