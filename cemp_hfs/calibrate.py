@@ -443,6 +443,18 @@ def calibration_data(model, # a model file, shipped name, `HFSModel`...; its cal
                 truth=truth, snr=np.asarray(lab['snrg'][rows], float) if 'snrg' in lab.colnames else np.full(len(rows), np.nan),
                 rows=rows, labels=list(m.labels), source=np.asarray(lab['source'])[rows].astype(str) if 'source' in lab.colnames else None)
 
+# %% ../nbs/06b_calibrate.ipynb #cal016s0
+def _groups(I, J) -> list:
+    "The stars (sets of spectrum indices) that repeat pairs (I, J) link."
+    parent = {}
+    def root(a):
+        while parent.setdefault(a, a) != a: a = parent[a]
+        return a
+    for i, j in zip(I.tolist(), J.tolist()): parent[root(i)] = root(j)
+    out = {}
+    for a in list(parent): out.setdefault(root(a), set()).add(a)
+    return list(out.values())
+
 # %% ../nbs/06b_calibrate.ipynb #cal016s
 def fit_repeats(model, # a model file, shipped name or `HFSModel`; its calibration (if any) is not used
                 cal: dict, # the calibration whose statistical errors the factors scale
@@ -460,17 +472,6 @@ def fit_repeats(model, # a model file, shipped name or `HFSModel`; its calibrati
                            n_stars=len({int(min(g)) for g in _groups(*repeat_pairs(t['ra'], t['dec'], radius))}),
                            mc_samples=int(mc_samples), seed=int(seed))
     return rf
-
-def _groups(I, J) -> list:
-    "The stars (sets of spectrum indices) that repeat pairs (I, J) link."
-    parent = {}
-    def root(a):
-        while parent.setdefault(a, a) != a: a = parent[a]
-        return a
-    for i, j in zip(I.tolist(), J.tolist()): parent[root(i)] = root(j)
-    out = {}
-    for a in list(parent): out.setdefault(root(a), set()).add(a)
-    return list(out.values())
 
 # %% ../nbs/06b_calibrate.ipynb #cal016b
 def calibrate_uncertainties(model, # a model file, shipped name or `HFSModel`
