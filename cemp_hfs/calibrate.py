@@ -356,19 +356,16 @@ MIN_PAIRS = 20  # the fewest unflagged repeat pairs a label's repeat factor is f
 def repeat_pairs(ra, # right ascension of each spectrum (deg; NaN: none)
                  dec, # declination (deg)
                  radius=REPEAT_RADIUS, # arcsec
-                ) -> tuple[np.ndarray, np.ndarray]: # (I, J): every pair i < j within `radius` of each other
-    "Index pairs (i < j) of the spectra within `radius` arcsec of each other: repeat observations of one star."
-    from astropy.coordinates import SkyCoord
-    import astropy.units as u
+                ) -> tuple[np.ndarray, np.ndarray]: # (I, J): every pair i < j of one star
+    "Index pairs (i < j) of the spectra of one star: within `radius` arcsec of one another, chained (as `prepare` finds a catalogue's duplicates)."
+    from itertools import combinations
+    from cemp_hfs.dataset import _star_groups
     ra, dec = np.asarray(ra, float), np.asarray(dec, float)
-    ok = np.flatnonzero(np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90))
-    if len(ok) < 2: return np.zeros(0, int), np.zeros(0, int)
-    c = SkyCoord(ra[ok] * u.deg, dec[ok] * u.deg)
-    i, j, _, _ = c.search_around_sky(c, radius * u.arcsec)
-    keep = i < j
-    I, J = ok[i[keep]], ok[j[keep]]
-    o = np.lexsort((J, I))
-    return I[o], J[o]
+    ok = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90)
+    g = _star_groups(np.where(ok, ra, np.nan), np.where(ok, dec, np.nan), radius)
+    pairs = sorted(p for k in np.unique(g) for p in combinations(np.flatnonzero(g == k).tolist(), 2)) if len(g) else []
+    I, J = (np.array(x, int) for x in zip(*pairs)) if pairs else (np.zeros(0, int), np.zeros(0, int))
+    return I, J
 
 # %% ../nbs/06b_calibrate.ipynb #cal023f
 def fit_repeat_factor(d, # differences x1 - x2 of repeat pairs
@@ -443,18 +440,6 @@ def calibration_data(model, # a model file, shipped name, `HFSModel`...; its cal
                 truth=truth, snr=np.asarray(lab['snrg'][rows], float) if 'snrg' in lab.colnames else np.full(len(rows), np.nan),
                 rows=rows, labels=list(m.labels), source=np.asarray(lab['source'])[rows].astype(str) if 'source' in lab.colnames else None)
 
-# %% ../nbs/06b_calibrate.ipynb #cal016s0
-def _groups(I, J) -> list:
-    "The stars (sets of spectrum indices) that repeat pairs (I, J) link."
-    parent = {}
-    def root(a):
-        while parent.setdefault(a, a) != a: a = parent[a]
-        return a
-    for i, j in zip(I.tolist(), J.tolist()): parent[root(i)] = root(j)
-    out = {}
-    for a in list(parent): out.setdefault(root(a), set()).add(a)
-    return list(out.values())
-
 # %% ../nbs/06b_calibrate.ipynb #cal016s
 def fit_repeats(model, # a model file, shipped name or `HFSModel`; its calibration (if any) is not used
                 cal: dict, # the calibration whose statistical errors the factors scale
@@ -465,11 +450,12 @@ def fit_repeats(model, # a model file, shipped name or `HFSModel`; its calibrati
                ) -> dict: # `repeat_factors`' result with `fitted_on`
     "The repeat factors of `cal`, fitted on the repeat observations among `files` (labelled by `model` without its calibration)."
     from cemp_hfs.predict import load_hfs_model, predict
+    from cemp_hfs.dataset import _star_groups
     t = predict(load_hfs_model(model).uncalibrated(), files, mc_samples=mc_samples, seed=seed, progress=False)
     rf = repeat_factors(cal, t, radius)
     names = [files] if isinstance(files, (str, Path)) else list(files)
     rf['fitted_on'] = dict(files=Path(str(names[0])).name + (f' and {len(names) - 1} more' if len(names) > 1 else ''),
-                           n_stars=len({int(min(g)) for g in _groups(*repeat_pairs(t['ra'], t['dec'], radius))}),
+                           n_stars=len(np.unique(_star_groups(np.asarray(t['ra'], float), np.asarray(t['dec'], float), radius)[np.union1d(*repeat_pairs(t['ra'], t['dec'], radius))])),
                            mc_samples=int(mc_samples), seed=int(seed))
     return rf
 
