@@ -68,7 +68,7 @@ DATA = Path(os.environ.get('CEMP_HFS_DATA', ROOT.parent / 'shared' / 'data'))
 CACHE, OUT, MODELS = ROOT / 'benchmarks' / 'cache' / 'pretrained', ROOT / 'benchmarks' / 'results', ROOT / 'cemp_hfs' / 'models'
 NAME = 'hfsnet-small-mock-dr10'
 REAL_LABELS = ('teff', 'logg', 'feh')  # what LASP gives
-SETTINGS = dict(n_mock=6000, mock_seed=11, mp_tail=0.2, mp_boost=0, real_weight=1, config='small', epochs=24, bs=64, lr=3e-3, seed=0, hb_feh=None)
+SETTINGS = dict(n_mock=6000, mock_seed=11, mp_tail=0.2, mp_boost=0, real_weight=1, config='small', epochs=24, bs=64, lr=3e-3, seed=0, hb_feh=None, balanced=False)
 # the metal-poor boost (`--mp-boost N`): N extra mock stars below [Fe/H] = BOOST['feh_max'], 90% train / 10% valid, own seeds
 BOOST = dict(pop_seed=41, mp_tail=0.2, feh_max=-2.0, synth_seed=42, valid_frac=0.1, obsid0=810_000_001)
 CALIB = dict(n_draw=10000, pop_seed=31, mp_tail=0.2, feh_max=-1.5, synth_seed=32)  # the metal-poor calibration-only mock set
@@ -167,6 +167,7 @@ def main(argv=None):
     ap.add_argument('--tag', default='candidate', help="a candidate's results: benchmarks/results/pretrained_TAG.* and pseudo_lamost_TAG.*")
     ap.add_argument('--hb-feh', type=float, default=None, help="an experiment on the mock: its H-beta group's [Fe/H] slope (label_slopes Hb k_feh, "
                     "fitted +0.294 per dex) set to this for every mock set of the run (needs its own --cache)")
+    ap.add_argument('--balanced', action='store_true', help="'random mean sampling' of the training split: every 0.5-dex [Fe/H] bin drawn to the mean bin count (`train_hfsnet(balanced=True)`; an experiment against the metal-poor bias)")
     ap.add_argument('--members', type=int, default=1, help='networks in a deep ensemble (seeds 0 to K - 1; 1: one network)')
     ap.add_argument('--ship', action='store_true', help='replace the shipped model and its numbers (default: write a candidate)')
     args = ap.parse_args(argv)
@@ -175,7 +176,7 @@ def main(argv=None):
     model_name = NAME if K == 1 else f'{NAME}-x{K}'
     stem = ('pretrained' if K == 1 else f'pretrained_x{K}') if args.ship else f'pretrained_{args.tag}'
     s = dict(SETTINGS, epochs=args.epochs, n_mock=args.n_mock, mp_tail=args.mp_tail, mp_boost=args.mp_boost, real_weight=args.real_weight, config=args.config,
-             hb_feh=args.hb_feh)
+             hb_feh=args.hb_feh, balanced=args.balanced)
     if args.hb_feh is not None:  # in this process and the survey's forked writer processes (Linux): every mock spectrum of the run
         from pseudo_lamost import use_hb_feh
         use_hb_feh(args.hb_feh)
@@ -194,7 +195,7 @@ def main(argv=None):
     for k, m in enumerate(members):
         if m.exists(): continue
         log(f"training {s['config']} for {s['epochs']} epochs on {len(load_dataset(both))} spectra (seed {s['seed'] + k})")
-        train_hfsnet(both, s['config'], epochs=s['epochs'], bs=s['bs'], lr=s['lr'], seed=s['seed'] + k, out=m, progress=False)
+        train_hfsnet(both, s['config'], epochs=s['epochs'], bs=s['bs'], lr=s['lr'], seed=s['seed'] + k, out=m, progress=False, balanced=s['balanced'])
         secs['train'] = round(time.time() - t1, 1)
     if K > 1:  # the deep ensemble of the K networks, one model file
         model = CACHE / f"{model_name}_e{s['epochs']}.pt"
