@@ -25,7 +25,8 @@ Reproducible (seeded) and resumable (stages cached under benchmarks/cache/pretra
    benchmarks/results/pretrained.md/.json (the model card's source). Without it (the default) the run is a candidate:
    the model stays in the cache and its numbers go to benchmarks/results/pretrained_TAG.md/.json (and
    pseudo_lamost_TAG.*; `--tag`, default `candidate`), to be compared with the shipped model's before anyone ships it.
-   Settings other than the defaults (`--n-mock`, `--mp-tail`, `--mp-boost`, `--real-weight`, `--config`, `--epochs`) need their own `--cache`.
+   Settings other than the defaults (`--n-mock`, `--mp-tail`, `--mp-boost`, `--real-weight`, `--config`, `--epochs`,
+   `--hb-feh`, `--balanced`) need their own `--cache`.
 7. with `--members K`: a deep ensemble (`cemp_hfs.train.ensemble_models`) of the model of step 3 and K - 1 more trained
    the same way from seeds 1 to K - 1 (cached as `*_seedN.pt`; the same cache, the same datasets), calibrated like one
    model (step 5) and measured the same way (step 4). Shipped under its own name (`hfsnet-small-mock-dr10-x5` for K = 5)
