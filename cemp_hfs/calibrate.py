@@ -453,10 +453,11 @@ def fit_repeats(model, # a model file, shipped name or `HFSModel`; its calibrati
     from cemp_hfs.dataset import _star_groups
     t = predict(load_hfs_model(model).uncalibrated(), files, mc_samples=mc_samples, seed=seed, progress=False)
     rf = repeat_factors(cal, t, radius)
+    star = _star_groups(np.asarray(t['ra'], float), np.asarray(t['dec'], float), radius)  # each spectrum's star
+    observed = np.union1d(*repeat_pairs(t['ra'], t['dec'], radius))  # the spectra of stars observed more than once
     names = [files] if isinstance(files, (str, Path)) else list(files)
     rf['fitted_on'] = dict(files=Path(str(names[0])).name + (f' and {len(names) - 1} more' if len(names) > 1 else ''),
-                           n_stars=len(np.unique(_star_groups(np.asarray(t['ra'], float), np.asarray(t['dec'], float), radius)[np.union1d(*repeat_pairs(t['ra'], t['dec'], radius))])),
-                           mc_samples=int(mc_samples), seed=int(seed))
+                           n_stars=len(np.unique(star[observed])), mc_samples=int(mc_samples), seed=int(seed))
     return rf
 
 # %% ../nbs/06b_calibrate.ipynb #cal016b
