@@ -220,6 +220,8 @@ def cmd_calibrate(
     if cal.get('repeats'):
         r = cal['repeats']
         say(f"  repeat factors: " + ', '.join(f"{l} x{k:.2f} (fitted {r['fitted'][l]:.2f}; pair rms {r['rms_before'][l]:.2f} before)" for l, k in r['factors'].items()))
+    else: say("  no repeat factors: real spectra's errors will lack what repeat observations add (flux calibration, sky, fibre); "
+              "--repeats FILES fits them on stars observed more than once")
     for l, p in cal['params'].items():
         say(f"  {l}: sigma^2 = {p['a']:.3g} sigma_MC^2 + ({p['b']:.3g}/SNR)^2 + {p['c']:.3g}^2; S/N-bin factors "
             f"{' '.join(f'{x:.2f}' for x in p['factors'])}" + (f"; [Fe/H]-bin factors {' '.join(f'{x:.2f}' for x in p['feh_factors'])}" if 'feh_factors' in p else '')
