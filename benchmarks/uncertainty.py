@@ -155,10 +155,15 @@ def pulls_by_bin(raw, sig, cal=None) -> dict:
     return out
 
 
+def dr8_stars(p: Table, groups: Table) -> np.ndarray:
+    "Each prediction's DR8 repeat group (the catalogue's GroupID; -1: none)."
+    gid = {Path(str(f)).name: int(g) for f, g in zip(groups['combined_file'], groups['GroupID'])}
+    return np.array([gid.get(Path(str(f)).name, -1) for f in p['filename']])
+
+
 def dr8_pairs(p: Table, groups: Table, sig, labels=('teff', 'logg', 'feh'), unflagged=False) -> dict:
     "Pulls of the pair differences between repeat spectra of one star, (x1 - x2) / sqrt(e1^2 + e2^2); `unflagged`: pairs without a trust flag only."
-    gid = {Path(str(f)).name: int(g) for f, g in zip(groups['combined_file'], groups['GroupID'])}
-    G = np.array([gid.get(Path(str(f)).name, -1) for f in p['filename']])
+    G = dr8_stars(p, groups)
     if unflagged: G = np.where(np.asarray(p['flagged'], bool), -1, G)
     pairs = [(i[u], i[v]) for g in np.unique(G[G >= 0]) for i in [np.flatnonzero(G == g)] for u in range(len(i)) for v in range(u + 1, len(i))]
     I, J = np.array(pairs).T
@@ -172,8 +177,7 @@ def dr8_pairs(p: Table, groups: Table, sig, labels=('teff', 'logg', 'feh'), unfl
 
 def dr8_crossfit(p: Table, groups: Table, cal0: dict, n_splits=20, seed=0) -> dict:
     "Repeat factors fitted on half of the DR8 stars (`repeat_factors`), pair pulls measured on the other half; both ways, `n_splits` halvings."
-    gid = {Path(str(f)).name: int(g) for f, g in zip(groups['combined_file'], groups['GroupID'])}
-    G = np.array([gid.get(Path(str(f)).name, -1) for f in p['filename']])
+    G = dr8_stars(p, groups)
     stars, rng = np.unique(G[G >= 0]), np.random.default_rng(seed)
     runs, factors = {}, {l: [] for l in ('teff', 'logg', 'feh')}
     for _ in range(n_splits):

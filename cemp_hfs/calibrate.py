@@ -450,14 +450,12 @@ def fit_repeats(model, # a model file, shipped name or `HFSModel`; its calibrati
                ) -> dict: # `repeat_factors`' result with `fitted_on`
     "The repeat factors of `cal`, fitted on the repeat observations among `files` (labelled by `model` without its calibration)."
     from cemp_hfs.predict import load_hfs_model, predict
-    from cemp_hfs.dataset import _star_groups
     t = predict(load_hfs_model(model).uncalibrated(), files, mc_samples=mc_samples, seed=seed, progress=False)
     rf = repeat_factors(cal, t, radius)
-    star = _star_groups(np.asarray(t['ra'], float), np.asarray(t['dec'], float), radius)  # each spectrum's star
-    observed = np.union1d(*repeat_pairs(t['ra'], t['dec'], radius))  # the spectra of stars observed more than once
+    I, J = repeat_pairs(t['ra'], t['dec'], radius)  # every pair of one star: each star's first spectrum is in I and never in J
     names = [files] if isinstance(files, (str, Path)) else list(files)
     rf['fitted_on'] = dict(files=Path(str(names[0])).name + (f' and {len(names) - 1} more' if len(names) > 1 else ''),
-                           n_stars=len(np.unique(star[observed])), mc_samples=int(mc_samples), seed=int(seed))
+                           n_stars=len(np.setdiff1d(I, J)), mc_samples=int(mc_samples), seed=int(seed))
     return rf
 
 # %% ../nbs/06b_calibrate.ipynb #cal016b

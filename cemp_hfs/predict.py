@@ -119,11 +119,18 @@ def calibration(self: HFSModel) -> dict | None:
     "The calibration of the uncertainties stored in the model file (`cemp_hfs.calibrate`), None if it has none."
     return self.extra.get('calibration') or None
 
+# %% ../nbs/06_predict.ipynb #cuc001-with_calibration
+@patch
+def _with_calibration(self: HFSModel, cal: dict | None) -> HFSModel:
+    "The same network, scaler and preprocessing with calibration `cal` (None: none)."
+    extra = {k: v for k, v in self.extra.items() if k != 'calibration'}
+    return HFSModel(self.net, self.scaler, self.preprocess, extra if cal is None else {**extra, 'calibration': cal}, self.name)
+
 # %% ../nbs/06_predict.ipynb #cuc001-uncalibrated
 @patch
 def uncalibrated(self: HFSModel) -> HFSModel:
     "The same model without its calibration: errors are the Monte-Carlo spread, P(CEMP) the fraction of the draws."
-    return HFSModel(self.net, self.scaler, self.preprocess, {k: v for k, v in self.extra.items() if k != 'calibration'}, self.name)
+    return self._with_calibration(None)
 
 # %% ../nbs/06_predict.ipynb #cuc001-without_repeats
 @patch
@@ -131,7 +138,7 @@ def without_repeats(self: HFSModel) -> HFSModel:
     "The same model with its calibration but without the calibration's repeat factors (for mock spectra)."
     cal = self.calibration
     if not cal or 'repeats' not in cal: return self
-    return HFSModel(self.net, self.scaler, self.preprocess, {**self.extra, 'calibration': {k: v for k, v in cal.items() if k != 'repeats'}}, self.name)
+    return self._with_calibration({k: v for k, v in cal.items() if k != 'repeats'})
 
 # %% ../nbs/06_predict.ipynb #cuc001-uncertainty_
 def _uncertainty_cards(m: HFSModel, mc_samples, pcemp_note='') -> dict:
