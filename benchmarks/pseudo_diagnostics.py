@@ -15,6 +15,12 @@ each predicted by one model (default: the shipped one) with labels from the dete
    the DR10 stars with LASP labels (the dataset of `make pretrained`), against the mock's at their LASP labels, for
    warm dwarfs in three [Fe/H] groups and for giants: an independent check of what the benchmark stars point at. LASP
    labels of the metal-poor warm stars, most of them classed A by LAMOST, are less certain than the literature's.
+4. *Carbon on real stars.* The [C/Fe] the model reads (it learns carbon from the mock alone) for the same DR10 stars
+   (S/N_g > 30, no trust flag) by evolutionary group, where no label exists but the order does: field giants have
+   [C/Fe] at or below the dwarfs' (the first dredge-up lowers it), never above; and for the benchmark stars, whose
+   literature [C/Fe] is known, over their six donors of test 1. Beside it, the G band (CH, 4290-4320 A) depth of the
+   benchmark stars and of the mock at their labels, and the mock's at [Fe/H] = -3 from 4,400 to 6,300 K: how the
+   mock's CH band changes with temperature against how the real stars' does.
 Writes benchmarks/results/pseudo_diagnostics.md and .json. A few minutes on 2 CPUs.
 """
 from __future__ import annotations
@@ -75,6 +81,40 @@ def hbeta_real(path=ROOT / 'benchmarks' / 'cache' / 'pretrained' / 'real_ds') ->
     return out
 
 
+CARBON_GROUPS = {  # (Teff range, log g range, [Fe/H] range) of DR10 stars with S/N_g > 30 and no trust flag
+    'cool dwarfs': ((4500, 5500), (4.0, 5.0), (-9, 9)), 'warm dwarfs, [Fe/H] > -1': ((5500, 6500), (3.8, 5.0), (-1.0, 9)),
+    'warm dwarfs, [Fe/H] < -1': ((5500, 6500), (3.5, 5.0), (-9, -1.0)), 'subgiants': ((5000, 6000), (3.4, 3.8), (-9, 9)),
+    'giants, [Fe/H] > -0.8': ((4200, 5200), (0, 3.2), (-0.8, 9)), 'giants, [Fe/H] < -0.8': ((4200, 5200), (0, 3.2), (-9, -0.8))}
+GBAND = (4290., 4320.)
+
+
+def carbon_real(model, path=ROOT / 'benchmarks' / 'cache' / 'pretrained' / 'real_ds') -> list:
+    "The [C/Fe] `model` reads for the DR10 stars of `CARBON_GROUPS` (S/N_g > 30, unflagged): median and 16/84% (empty without the dataset)."
+    from cemp_hfs.dataset import load_dataset
+    if not (path / 'labels.fits').exists():
+        print(f"{path}: missing (run `make pretrained` first); carbon on DR10 stars left out", file=sys.stderr); return []
+    lab = load_dataset(path).labels
+    p = predict(model, path, mc_samples=2, progress=False)
+    p = p[np.argsort(np.asarray(p['index']))]
+    if 'cfe' not in p.colnames: return []
+    v = {k: np.asarray(lab[k], float) for k in ('teff', 'logg', 'feh', 'snrg')}
+    cfe, ok = np.asarray(p['cfe'], float), ~np.asarray(p['flagged'], bool) & (v['snrg'] > 30)
+    out = []
+    for name, ((t0, t1), (g0, g1), (f0, f1)) in CARBON_GROUPS.items():
+        m = ok & (v['teff'] > t0) & (v['teff'] < t1) & (v['logg'] > g0) & (v['logg'] < g1) & (v['feh'] > f0) & (v['feh'] < f1)
+        if m.sum() < 3: continue
+        out.append(dict(group=name, n=int(m.sum()), feh=float(np.median(v['feh'][m])), teff=float(np.median(v['teff'][m])),
+                        cfe=float(np.median(cfe[m])), cfe16=float(np.percentile(cfe[m], 16)), cfe84=float(np.percentile(cfe[m], 84))))
+    return out
+
+
+def gband_mock_trend(feh=-3., cfe=0., teffs=(4400, 4800, 5200, 5750, 6300)) -> list:
+    "The mock's G band depth at [Fe/H] `feh`, [C/Fe] `cfe` against Teff, for a giant (log g 1.5) and a dwarf (4.2)."
+    from cemp_hfs.pseudo import band_depth
+    return [dict(teff=t, giant=float(band_depth(lamost_wave(), model_flux(t, 1.5, feh, cfe, normalized=True), GBAND)),
+                 dwarf=float(band_depth(lamost_wave(), model_flux(t, 4.2, feh, cfe, normalized=True), GBAND))) for t in teffs]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--model', default=None, help='model file (default: the shipped model)')
@@ -110,13 +150,19 @@ def main(argv=None):
             swap_rows.append(dict(star=s['star'], variant=v, feh_lit=float(l['feh'])))
     for specs, rows in ((donor_specs, donor_rows), (swap_specs, swap_rows)):
         p = predict(args.model, specs, mc_samples=2, progress=False)
-        for r, q in zip(rows, p): r.update({k: float(q[k]) for k in ('teff', 'logg', 'feh')})
+        for r, q in zip(rows, p): r.update({k: float(q[k]) for k in ('teff', 'logg', 'feh', 'cfe') if k in q.colnames})
     for r in swap_rows:  # beyond the preprocessing's segments a swap cannot change anything: a check of the test itself
         if r['variant'].endswith(f'{REGIONS[-1][0]}-{REGIONS[-1][1]} from mock'):
             same = next(q for q in swap_rows if q['star'] == r['star'] and q['variant'] == 'real')
             if abs(r['feh'] - same['feh']) > 1e-6: raise RuntimeError(f"{r['star']}: a swap outside the preprocessed range changed [Fe/H]")
     model = args.model or 'the shipped model'
-    res = dict(hardware=cpu_model(), model=str(model), donors=donor_rows, swaps=swap_rows, hbeta=hbeta_real(), seconds=round(time.time() - t0, 1))
+    from cemp_hfs.pseudo import band_depth
+    bench = [dict(star=s['star'], teff=float(l['teff']), logg=float(l['logg']), feh=float(l['feh']), cfe_lit=float(l['cfe']),
+                  gband_real=float(band_depth(wave, degrade_to_lamost(*hires(DATA / 'hires_benchmarks' / s['file']), wave), GBAND)),
+                  gband_mock=float(band_depth(wave, model_flux(l['teff'], l['logg'], l['feh'], np.nan_to_num(l['cfe']), normalized=True).ravel(), GBAND)),
+                  cfe_read=[r['cfe'] for r in donor_rows if r['star'] == s['star'] and 'cfe' in r]) for s, l in zip(stars, lab)]
+    res = dict(hardware=cpu_model(), model=str(model), donors=donor_rows, swaps=swap_rows, hbeta=hbeta_real(),
+               carbon=dict(dr10=carbon_real(args.model), bench=bench, mock_trend=gband_mock_trend()), seconds=round(time.time() - t0, 1))
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f'{args.out}.json').write_text(json.dumps(res, indent=1))
     (OUT / f'{args.out}.md').write_text(markdown(res))
@@ -164,6 +210,32 @@ def markdown(res) -> str:
               '| group | N (A) | median LASP [Fe/H] | real depth | mock depth | median real / mock |', '| --- | ---: | ---: | ---: | ---: | ---: |']
         for h in res['hbeta']:
             L.append(f"| {h['group']} | {h['n']} ({h['n_a']}) | {h['feh']:+.2f} | {h['real']:.3f} | {h['mock']:.3f} | {h['ratio']:.2f} |")
+    c = res.get('carbon') or {}
+    if c.get('dr10') or c.get('bench'):
+        L += ['', '## 4. Carbon on real stars', '',
+              'The model learns [C/Fe] from the mock alone. Real DR10 stars have no carbon labels, but their order is known: '
+              'field giants have [C/Fe] at or below the dwarfs\' (the first dredge-up lowers it; about -0.1 to -0.4 dex on the '
+              'red giant branch), never above. [C/Fe] read for the DR10 stars with S/N_g > 30 and no trust flag, by LASP labels:', '',
+              '| group | N | median LASP Teff | median LASP [Fe/H] | [C/Fe] read: median [16%-84%] |', '| --- | ---: | ---: | ---: | ---: |']
+        for h in c.get('dr10', []):
+            L.append(f"| {h['group']} | {h['n']} | {h['teff']:.0f} | {h['feh']:+.2f} | {h['cfe']:+.2f} [{h['cfe16']:+.2f}, {h['cfe84']:+.2f}] |")
+        L += ['', 'The benchmark stars: [C/Fe] read at S/N_g = 50 on the six donors of test 1 (median and range) against the literature, '
+              'and the G band depth (CH, 4290-4320 A, `band_depth`) of the real star degraded to LAMOST against the mock\'s at its '
+              'literature labels ([C/Fe] 0 where the literature has none).', '',
+              '| star | Teff / log g / [Fe/H] | [C/Fe] literature | [C/Fe] read (range) | read - literature | G band real / mock |',
+              '| --- | --- | ---: | ---: | ---: | --- |']
+        for b in c.get('bench', []):
+            r = np.array(b['cfe_read'], float)
+            lit = f"{b['cfe_lit']:+.2f}" if np.isfinite(b['cfe_lit']) else 'n/a'
+            diff = f"{np.median(r) - b['cfe_lit']:+.2f}" if np.isfinite(b['cfe_lit']) and len(r) else 'n/a'
+            read = f"{np.median(r):+.2f} ({r.min():+.2f} to {r.max():+.2f})" if len(r) else 'n/a'
+            L.append(f"| {b['star']} | {b['teff']:.0f} / {b['logg']:.2f} / {b['feh']:+.2f} | {lit} | {read} | {diff} | "
+                     f"{b['gband_real']:.3f} / {b['gband_mock']:.3f} |")
+        if c.get('mock_trend'):
+            L += ['', "The mock's G band depth at [Fe/H] = -3, [C/Fe] = 0 against Teff (giant: log g 1.5; dwarf: 4.2):", '',
+                  '| Teff | ' + ' | '.join(f"{m['teff']:.0f}" for m in c['mock_trend']) + ' |', '| --- |' + ' ---: |' * len(c['mock_trend']),
+                  '| giant | ' + ' | '.join(f"{m['giant']:.3f}" for m in c['mock_trend']) + ' |',
+                  '| dwarf | ' + ' | '.join(f"{m['dwarf']:.3f}" for m in c['mock_trend']) + ' |']
     return '\n'.join(L) + '\n'
 
 
