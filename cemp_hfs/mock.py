@@ -18,14 +18,15 @@ from fastprogress.fastprogress import progress_bar
 from .io import LamostSpectrum, write_lamost, read_lamost
 
 # %% auto #0
-__all__ = ['COEFF0', 'COEFF1', 'NPIX', 'R_LAMOST', 'C_KMS', 'SUN', 'K_OPACITY', 'K_PRESSURE', 'STRENGTH', 'STRENGTH_PHYSICS',
-           'LABEL_SLOPES', 'MOLECULAR_WINDOWS', 'TEMPLATE_TAU0', 'MOL_TAU_SUN', 'SOLAR_ABUND', 'DOPPLER_B', 'DAMP_A',
-           'TEMPLATES', 'BLUE_VEIL', 'INSTRUMENT_KNOTS', 'CONT_THROUGHPUT', 'MASK_BITS', 'CEMP_NODES', 'BAND_WINDOWS',
-           'lamost_wave', 'air_to_vacuum', 'read_calibration', 'curve_of_growth', 'template_tau', 'template_growth',
-           'alpha_fe', 'nitrogen_fe', 'co_fraction', 'free_carbon', 'planck', 'ccm_extinction', 'instrument_throughput',
-           'flux_calibration_shape', 'interstellar_absorption', 'blue_veiling', 'model_flux', 'telluric_transmission',
-           'sky_spectrum', 'observe', 'mk_subclass', 'synth_spectrum', 'cemp_fraction', 'draw_population',
-           'make_survey', 'plot_carbon_sequence', 'plot_population']
+__all__ = ['COEFF0', 'COEFF1', 'NPIX', 'R_LAMOST', 'C_KMS', 'SUN', 'K_OPACITY', 'K_PRESSURE', 'K_THETA_CH', 'K_LOGG_CH',
+           'STRENGTH', 'STRENGTH_PHYSICS', 'LABEL_SLOPES', 'MOLECULAR_WINDOWS', 'TEMPLATE_TAU0', 'MOL_TAU_SUN',
+           'SOLAR_ABUND', 'DOPPLER_B', 'DAMP_A', 'TEMPLATES', 'BLUE_VEIL', 'INSTRUMENT_KNOTS', 'CONT_THROUGHPUT',
+           'MASK_BITS', 'CEMP_NODES', 'BAND_WINDOWS', 'lamost_wave', 'air_to_vacuum', 'read_calibration',
+           'curve_of_growth', 'template_tau', 'template_growth', 'alpha_fe', 'nitrogen_fe', 'co_fraction',
+           'free_carbon', 'planck', 'ccm_extinction', 'instrument_throughput', 'flux_calibration_shape',
+           'interstellar_absorption', 'blue_veiling', 'model_flux', 'telluric_transmission', 'sky_spectrum', 'observe',
+           'mk_subclass', 'synth_spectrum', 'cemp_fraction', 'draw_population', 'make_survey', 'plot_carbon_sequence',
+           'plot_population']
 
 # %% ../nbs/00a_mock.ipynb #c006
 COEFF0, COEFF1, NPIX = 3.5682, 1e-4, 3909
@@ -120,6 +121,8 @@ _KT = _CALIB['k_theta']
 K_OPACITY = 0.4   # metal-poor atmospheres have less H- opacity: line strength per unit abundance grows as 10**(-k [Fe/H])
 K_PRESSURE = 0.3  # ... and higher gas pressure, which favours molecules: extra 10**(-k [Fe/H]) for CH, CN, C2
 _KM = -K_OPACITY - K_PRESSURE
+K_THETA_CH = 6.5  # CH per unit 5040/Teff: 3.47 (D0) - 0.75 (H- binding) - ~0.5 (lower levels) + ~3.9 (1/P_e); see above
+K_LOGG_CH = 0.08  # CH per dex of log g: the gas pressure, as K_PRESSURE; the value fitted on real DR10 stars (see above)
 STRENGTH = {  # physics defaults; `label_slopes` of the package data replaces them (see "Label slopes calibrated on real stars")
     'H':        dict(scale=0.0, k_theta=_KT['H'], k_logg=0.0, k_feh=0.0, k_damp=0.0),
     'fe1':      dict(scale=0.0, k_theta=_KT['fe1'], k_logg=-0.05, k_feh=-K_OPACITY, k_damp=0.3),
@@ -127,7 +130,9 @@ STRENGTH = {  # physics defaults; `label_slopes` of the package data replaces th
     'alpha1':   dict(scale=0.0, k_theta=_KT['alpha1'], k_logg=-0.05, k_feh=-K_OPACITY, k_damp=0.35),
     'ca2':      dict(scale=0.0, k_theta=_KT['ca2'], k_logg=-0.15, k_feh=-K_OPACITY, k_damp=0.3),
     'na1':      dict(scale=0.0, k_theta=_KT['na1'], k_logg=0.0, k_feh=-K_OPACITY, k_damp=0.3),
-    'CH':       dict(scale=0.0, k_theta=2.8, k_logg=0.0, k_feh=_KM, k_damp=0.0),
+    # CH: dissociation (D0 = 3.47 eV) and the H- continuum, which thins in cool atmospheres (fewer free electrons);
+    # fewer molecules at the lower gas pressure of low gravity
+    'CH':       dict(scale=0.0, k_theta=K_THETA_CH, k_logg=K_LOGG_CH, k_feh=_KM, k_damp=0.0),
     'CN':       dict(scale=0.0, k_theta=6.0, k_logg=0.0, k_feh=_KM, k_damp=0.0),
     'C2':       dict(scale=-1.5, k_theta=5.0, k_logg=0.0, k_feh=_KM, k_damp=0.0),
     'forest':   dict(scale=0.0, k_theta=_KT['forest'], k_logg=-0.05, k_feh=-K_OPACITY, k_damp=0.0),
