@@ -264,15 +264,27 @@ def pred_matrix(p: Table) -> np.ndarray:
     return np.column_stack([fcol(p, l) for l in LABELS])
 
 
+def model_sha256(model) -> str | None:
+    "SHA-256 of a model file, None when `model` is not a file."
+    import hashlib
+    path = Path(str(model))
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def predict_cached(cache: Path, name: str, model, inputs, what: str) -> dict:
-    "`predict` (MC dropout, trust flags) of one model on one input set: its wall/CPU time and the table (`table`), cached as FITS."
+    """`predict` (MC dropout, trust flags) of one model on one input set: its wall/CPU time and the table (`table`), cached
+    as FITS with the model file's SHA-256, so that a changed file (a newly shipped model) is predicted again."""
     f, fi = cache / 'preds' / f'{name}_{what}.fits', cache / 'preds' / f'{name}_{what}.json'
-    if f.exists() and fi.exists(): return dict(json.loads(fi.read_text()), table=Table.read(f))
+    sha = model_sha256(model)
+    if f.exists() and fi.exists():
+        info = json.loads(fi.read_text())
+        if info.get('model_sha256') == sha: return dict(info, table=Table.read(f))
+        log(f"{name}: the model file changed since its {what} predictions were cached")
     f.parent.mkdir(parents=True, exist_ok=True)
     log(f"predict {name} on {what}")
     with Clock() as c: p = predict(model, inputs, mc_samples=MC_SAMPLES, progress=False)
     rej = p.meta.pop('rejects', None)
-    info = dict(wall_s=c.wall, cpu_s=c.cpu, n=len(p), n_rejected=int(p.meta.get('NREJECT', 0)),
+    info = dict(wall_s=c.wall, cpu_s=c.cpu, n=len(p), n_rejected=int(p.meta.get('NREJECT', 0)), model_sha256=sha,
                 rejects=[[str(r['file']), str(r['reason'])] for r in rej] if rej is not None and len(rej) else [])
     write_table(p, f)
     fi.write_text(jdump(info))
