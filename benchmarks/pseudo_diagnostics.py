@@ -60,6 +60,12 @@ HB_GROUPS = {  # (Teff range, log g range, [Fe/H] range) of DR10 stars with S/N_
     'giants, [Fe/H] > -0.3': ((4000, 5300), (0, 3.5), (-0.3, 9))}
 
 
+def group_mask(v: dict, ranges) -> np.ndarray:
+    "DR10 rows with S/N_g > 30 inside a group's (Teff range, log g range, [Fe/H] range), from label arrays `v`."
+    (t0, t1), (g0, g1), (f0, f1) = ranges
+    return (v['snrg'] > 30) & (v['teff'] > t0) & (v['teff'] < t1) & (v['logg'] > g0) & (v['logg'] < g1) & (v['feh'] > f0) & (v['feh'] < f1)
+
+
 def hbeta_real(path=ROOT / 'benchmarks' / 'cache' / 'pretrained' / 'real_ds') -> list:
     "H-beta band depth of the DR10 stars in `HB_GROUPS` against the mock's at their LASP labels (empty without the dataset)."
     from cemp_hfs.dataset import load_dataset
@@ -69,8 +75,8 @@ def hbeta_real(path=ROOT / 'benchmarks' / 'cache' / 'pretrained' / 'real_ds') ->
     d = load_dataset(path); lab = d.labels; wave = np.asarray(d.wave); norm = np.asarray(d.normalized)
     v = {k: np.asarray(lab[k], float) for k in ('teff', 'logg', 'feh', 'snrg')}
     out = []
-    for name, ((t0, t1), (g0, g1), (f0, f1)) in HB_GROUPS.items():
-        idx = np.flatnonzero((v['snrg'] > 30) & (v['teff'] > t0) & (v['teff'] < t1) & (v['logg'] > g0) & (v['logg'] < g1) & (v['feh'] > f0) & (v['feh'] < f1))
+    for name, ranges in HB_GROUPS.items():
+        idx = np.flatnonzero(group_mask(v, ranges))
         if not len(idx): continue
         mock = model_flux(v['teff'][idx], v['logg'][idx], v['feh'][idx], np.zeros(len(idx)), normalized=True)
         real = np.array([band_depth(wave, norm[i], 'hbeta') for i in idx])
@@ -98,10 +104,10 @@ def carbon_real(model, path=ROOT / 'benchmarks' / 'cache' / 'pretrained' / 'real
     p = p[np.argsort(np.asarray(p['index']))]
     if 'cfe' not in p.colnames: return []
     v = {k: np.asarray(lab[k], float) for k in ('teff', 'logg', 'feh', 'snrg')}
-    cfe, ok = np.asarray(p['cfe'], float), ~np.asarray(p['flagged'], bool) & (v['snrg'] > 30)
+    cfe, ok = np.asarray(p['cfe'], float), ~np.asarray(p['flagged'], bool)
     out = []
-    for name, ((t0, t1), (g0, g1), (f0, f1)) in CARBON_GROUPS.items():
-        m = ok & (v['teff'] > t0) & (v['teff'] < t1) & (v['logg'] > g0) & (v['logg'] < g1) & (v['feh'] > f0) & (v['feh'] < f1)
+    for name, ranges in CARBON_GROUPS.items():
+        m = ok & group_mask(v, ranges)
         if m.sum() < 3: continue
         out.append(dict(group=name, n=int(m.sum()), feh=float(np.median(v['feh'][m])), teff=float(np.median(v['teff'][m])),
                         cfe=float(np.median(cfe[m])), cfe16=float(np.percentile(cfe[m], 16)), cfe84=float(np.percentile(cfe[m], 84))))
