@@ -119,7 +119,7 @@ def mc_bins_calibration(d, labels=LABELS):
 
 def calibrated(raw: dict, cal, criteria='paper', repeats=True):
     "Apply a calibration (None: the raw MC spread; `repeats`: with its repeat factors) to raw arrays; returns sigma (N, L), stat (N, L), p_cemp."
-    if cal is None: return dict(sigma=raw['err_mc'], stat=raw['err_mc'], p_cemp=raw.get('p_mc'))
+    if cal is None: return dict(sigma=raw['err_mc'], stat=raw['err_mc'], p_cemp=raw.get('p_mc'), p16=raw['point'] - raw['err_mc'], p84=raw['point'] + raw['err_mc'])
     summ = {l: raw['point'][:, j] for j, l in enumerate(LABELS)}
     summ.update({f'{l}_err': raw['err_mc'][:, j] for j, l in enumerate(LABELS)})
     summ['ch'], summ['ch_err'], summ['p_cemp'] = summ['feh'] + summ['cfe'], np.zeros(len(summ['feh'])), np.zeros(len(summ['feh']))
@@ -129,7 +129,18 @@ def calibrated(raw: dict, cal, criteria='paper', repeats=True):
         for k, v in o.items(): out.setdefault(k, []).append(v)
     out = {k: np.concatenate(v) for k, v in out.items()}
     return dict(sigma=np.column_stack([out[f'{l}_err'] for l in LABELS]), stat=np.column_stack([out[f'{l}_err_stat'] for l in LABELS]),
-                p_cemp=out['p_cemp'])
+                p_cemp=out['p_cemp'], p16=np.column_stack([out[f'{l}_p16'] for l in LABELS]), p84=np.column_stack([out[f'{l}_p84'] for l in LABELS]))
+
+
+def percentile_coverage(raw, c) -> dict:
+    "Per label: the fractions of true values below the 16th percentile, above the 84th and between (the predictive distribution's 68% interval)."
+    out = {}
+    for j, l in enumerate(LABELS):
+        t, lo, hi = raw['truth'][:, j], c['p16'][:, j], c['p84'][:, j]
+        ok = np.isfinite(t) & np.isfinite(lo) & np.isfinite(hi)
+        if ok.sum(): out[l] = dict(n=int(ok.sum()), below=float(np.mean(t[ok] < lo[ok])), above=float(np.mean(t[ok] > hi[ok])),
+                                   inside=float(np.mean((t[ok] >= lo[ok]) & (t[ok] <= hi[ok]))))
+    return out
 
 
 # ------------------------------------------------------------------ measures
@@ -306,8 +317,8 @@ def main(argv=None):
     D8 = as_arrays(dr8)
     command = {'x5': '`make bench-uncertainty-x5`'}.get(args.tag, f"`benchmarks/uncertainty.py --model {args.model} --tag {args.tag}`") if args.tag else '`make bench-uncertainty`'
     res = dict(settings=s, targets=TARGETS, hardware=cpu_model(), model=model.name, command=command, calibration=dict(summary=calibration_summary(shipped),
-               fitted_on=shipped.get('fitted_on'), p_cemp_map=shipped.get('p_cemp'), params={l: {k: p[k] for k in ('a', 'b', 'c', 'factors', 'k95', 'n')} for l, p in shipped['params'].items()}, repeats=shipped.get('repeats')),
-               n_mock=len(mock), n_mock_cemp=int(is_cemp(sets['mock test (unseen)']['truth']).sum()), variants={}, pulls={}, dr8={})
+               fitted_on=shipped.get('fitted_on'), p_cemp_map=shipped.get('p_cemp'), params={l: {k: p[k] for k in ('a', 'b', 'c', 'factors', 'k95', 'n', 'z16', 'z84') if k in p} for l, p in shipped['params'].items()}, repeats=shipped.get('repeats')),
+               n_mock=len(mock), n_mock_cemp=int(is_cemp(sets['mock test (unseen)']['truth']).sum()), variants={}, pulls={}, dr8={}, percentiles={})
     for name, cal in cals.items():
         v = res['variants'][name] = {}
         for sname, raw in sets.items():
@@ -315,6 +326,7 @@ def main(argv=None):
             pb = pulls_by_bin(raw, c['sigma'], cal)
             v[sname] = {l: pb[l]['all'] for l in pb}
             if name.endswith('(shipped)') or name.startswith('MC spread'): res['pulls'].setdefault(name, {})[sname] = pb
+            if name == 'noise model + bins (shipped)': res['percentiles'][sname] = percentile_coverage(raw, c)
             if sname == 'mock test (unseen)': v['p_cemp'] = c['p_cemp']
         c8 = calibrated(D8, cal)
         d8 = dict(total=dr8_pairs(dr8, groups, c8['sigma']), stat=dr8_pairs(dr8, groups, c8['stat']))
@@ -357,7 +369,8 @@ def main(argv=None):
     direct = predict(model, sp, mc_samples=s['mc'], seed=s['seed'], progress=False)
     cdir = calibrated(as_arrays(predict(raw_model, sp, mc_samples=s['mc'], seed=s['seed'], progress=False)), shipped)  # as predict: with the repeat factors
     res['check_predict'] = dict(max_rel_err_diff=float(np.nanmax(np.abs(np.column_stack([np.asarray(direct[f'{l}_err']) for l in LABELS]) / cdir['sigma'] - 1))),
-                                max_p_cemp_diff=float(np.nanmax(np.abs(np.asarray(direct['p_cemp'], float) - cdir['p_cemp']))))
+                                max_p_cemp_diff=float(np.nanmax(np.abs(np.asarray(direct['p_cemp'], float) - cdir['p_cemp']))),
+                                max_p16_diff_sigma=float(np.nanmax(np.abs(np.column_stack([np.asarray(direct[f'{l}_p16']) for l in LABELS]) - cdir['p16']) / cdir['sigma'])))
     secs['measure'] = round(time.time() - t0 - sum(secs.values()), 1)
     res['seconds'] = secs
     res['verdict'] = verdict(res)
@@ -489,6 +502,19 @@ def markdown(r) -> str:
           '| label | ' + ' | '.join(f'S/N {b}' for b in BIN_NAMES) + ' | all |', '| --- |' + ' --- |' * 6]
     f2 = lambda d: f"{d['width']:.2f} / {d['rms']:.2f} / {d['cover68']:.2f}" if d.get('n') else '-'
     for l in LABELS: L.append(f"| {l} | {' | '.join(f2(raw[l]['bins'][b]) for b in BIN_NAMES)} | {f2(raw[l]['all'])} |")
+    pc = r.get('percentiles') or {}
+    if pc:
+        z = {l: (p.get('z16'), p.get('z84')) for l, p in r['calibration']['params'].items()}
+        L += ['', '## The 16th and 84th percentiles (`*_p16`, `*_p84`)', '',
+              "`predict` writes them as the label + z16 and + z84 times its calibrated error, z the 15.87th and 84.13th percentiles of "
+              "(truth - label) / error on the calibration stars (`cemp_hfs.calibrate.calibrated_percentiles`): "
+              + ', '.join(f"{l} {a:+.2f} / {b:+.2f}" for l, (a, b) in z.items() if a is not None)
+              + ". Fraction of the true values below p16 / inside / above p84 (a right interval: 0.16 / 0.68 / 0.16; DR10 against LASP "
+              "includes LASP's own errors):", '',
+              '| label | ' + ' | '.join(pc) + ' |', '| --- |' + ' --- |' * len(pc)]
+        for l in LABELS:
+            L.append(f"| {l} | " + ' | '.join(f"{d[l]['below']:.2f} / {d[l]['inside']:.2f} / {d[l]['above']:.2f} (N {d[l]['n']})" if l in d else '-'
+                                             for d in pc.values()) + ' |')
     L += ['', '## Real stars', '', '**DR10 test split against LASP** (shipped calibration; LASP labels have their own errors, '
           'typically 50-150 K, 0.1-0.2 dex, 0.05-0.1 dex, which the pulls include: a width above 1 is expected even for a right error):', '',
           '| label | ' + ' | '.join(f'S/N {b}' for b in BIN_NAMES) + ' | all |', '| --- |' + ' --- |' * 6]
@@ -591,7 +617,8 @@ def markdown(r) -> str:
                  f"{_ok(x['met'])} (difference {x['off_by']:+.2f})")
     c = r['check_predict']
     L += ['', f"`predict` with the stored calibration gives the same errors as this benchmark's offline application "
-          f"(largest relative difference {c['max_rel_err_diff']:.1e}, P(CEMP) {c['max_p_cemp_diff']:.1e}, on 60 stars).", '',
+          f"(largest relative difference {c['max_rel_err_diff']:.1e}, P(CEMP) {c['max_p_cemp_diff']:.1e}"
+          + (f", 16th percentiles {c['max_p16_diff_sigma']:.1e} sigma" if 'max_p16_diff_sigma' in c else '') + ", on 60 stars).", '',
           f"![pull widths]({r['figures'][0]})", '', f"![pulls]({r['figures'][1]})", '', f"![reliability]({r['figures'][2]})"]
     return '\n'.join(L) + '\n'
 

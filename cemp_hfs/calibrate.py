@@ -18,18 +18,20 @@ from .core import LABELS
 from .select import load_criteria, satisfies, resolver, needs, rule_text
 
 # %% auto #0
-__all__ = ['SNR_EDGES', 'SNR_UNKNOWN', 'Q68', 'MIN_STARS', 'MIN_BIN', 'FEH_EDGES', 'WIDTH_WEIGHT', 'N_DRAWS', 'P_BINS',
-           'MIN_CEMP', 'REPEAT_RADIUS', 'MIN_PAIRS', 'noise_sigma', 'fit_noise_model', 'snr_bins', 'bin_factors',
-           'pull_correlation', 'feh_bins', 'fit_calibration', 'calibrated_sigma', 'standard_draws', 'gaussian_draws',
-           'calibrated_p_cemp', 'apply_calibration', 'calibration_hash', 'reliability', 'brier_score',
-           'plot_reliability', 'map_p_cemp', 'fit_p_cemp_map', 'add_p_cemp_map', 'repeat_pairs', 'fit_repeat_factor',
-           'repeat_factors', 'calibration_data', 'fit_repeats', 'calibrate_uncertainties', 'write_calibration',
-           'calibrate_model', 'calibrate_repeats', 'calibration_summary']
+__all__ = ['SNR_EDGES', 'SNR_UNKNOWN', 'Q68', 'P16', 'P84', 'MIN_STARS', 'MIN_BIN', 'FEH_EDGES', 'WIDTH_WEIGHT', 'N_DRAWS',
+           'P_BINS', 'MIN_CEMP', 'REPEAT_RADIUS', 'MIN_PAIRS', 'noise_sigma', 'fit_noise_model', 'snr_bins',
+           'bin_factors', 'pull_correlation', 'feh_bins', 'fit_calibration', 'calibrated_sigma',
+           'calibrated_percentiles', 'standard_draws', 'gaussian_draws', 'calibrated_p_cemp', 'apply_calibration',
+           'calibration_hash', 'reliability', 'brier_score', 'plot_reliability', 'map_p_cemp', 'fit_p_cemp_map',
+           'add_p_cemp_map', 'repeat_pairs', 'fit_repeat_factor', 'repeat_factors', 'calibration_data', 'fit_repeats',
+           'calibrate_uncertainties', 'write_calibration', 'calibrate_model', 'calibrate_repeats',
+           'calibration_summary']
 
 # %% ../nbs/06b_calibrate.ipynb #cal005
 SNR_EDGES = (10., 20., 40., 80.)  # S/N_g edges of the calibration bins (below 10, 10-20, 20-40, 40-80, above 80)
 SNR_UNKNOWN = 10.  # S/N_g assumed where a spectrum has none: the low end of the calibrated range (cautious)
 Q68 = math.erf(1 / math.sqrt(2))  # 0.6827: the fraction of a Gaussian within 1 sigma
+P16, P84 = (1 - Q68) / 2, (1 + Q68) / 2  # 0.1587, 0.8413: a Gaussian's mass below -1 sigma and below +1 sigma (the '16th and 84th percentiles')
 MIN_STARS = 30  # the fewest validation stars a label is calibrated with
 MIN_BIN = 20  # the fewest stars a S/N bin's own factor is fitted with (else 1)
 FEH_EDGES = (-2., -1.)  # predicted [Fe/H] edges of the metallicity factors (below -2, -2 to -1, above -1)
@@ -154,8 +156,9 @@ def fit_calibration(point, # (N, L) predicted labels (the deterministic answer)
                 f = np.asarray(bin_factors(r[ok] / (sig[ok] * g[fb[ok]]), b[ok], nb, width_weight=width_weight))
                 if use_feh: g = np.asarray(bin_factors(r[ok] / (sig[ok] * f[b[ok]]), fb[ok], nf, width_weight=width_weight))
         pulls[:, j] = r / (sig * f[b] * g[fb])
-        a = np.abs(pulls[ok, j])
+        a, z = np.abs(pulls[ok, j]), -pulls[ok, j]  # z = (truth - label) / sigma: where the truth lies, in calibrated errors
         cal['params'][l] = dict(**nm, factors=f.tolist(), k95=float(np.quantile(a, 0.95)), n=int(ok.sum()),
+                                z16=float(np.quantile(z, P16)), z84=float(np.quantile(z, P84)),
                                 n_bin=[int(((b == k) & ok).sum()) for k in range(nb)])
         if use_feh: cal['params'][l].update(feh_factors=g.tolist(), n_feh_bin=[int(((fb == k) & ok).sum()) for k in range(nf)])
     cal['corr'] = pull_correlation(pulls).tolist()
@@ -178,6 +181,17 @@ def calibrated_sigma(cal: dict, # from `fit_calibration`
     tot, stat = f * noise_sigma(p, err_mc, s), f * noise_sigma(p, err_mc, s, floor=False)
     k = (cal.get('repeats') or {}).get('factors', {}).get(label, 1.) if repeats else 1.
     return np.sqrt(tot ** 2 + (k ** 2 - 1) * stat ** 2), k * stat  # what real observations add, in both
+
+# %% ../nbs/06b_calibrate.ipynb #cal011q
+def calibrated_percentiles(cal: dict, # from `fit_calibration`
+                           label, # a calibrated label
+                           point, # the labels (the deterministic answer)
+                           sigma, # their calibrated errors (`calibrated_sigma`'s total)
+                          ) -> tuple[np.ndarray, np.ndarray]: # (16th, 84th) percentiles
+    "The 16th and 84th percentiles of `label`: point + z16 sigma and point + z84 sigma (z: the calibration stars' quantiles; -1, +1 without)."
+    p = cal['params'][label]
+    point, sigma = np.asarray(point, float), np.asarray(sigma, float)
+    return point + p.get('z16', -1.) * sigma, point + p.get('z84', 1.) * sigma
 
 # %% ../nbs/06b_calibrate.ipynb #cal013
 N_DRAWS = 4096  # quasi-random draws of the calibrated Gaussian per star (P(CEMP) to ~0.002)
@@ -222,18 +236,21 @@ def apply_calibration(cal: dict, # from `fit_calibration` (a model's `extra['cal
                       criteria='paper', # CEMP criteria
                       repeats=True, # apply the calibration's repeat factors (real spectra; False: mock spectra)
                      ) -> dict: # `summ` with the calibrated errors and P(CEMP)
-    "`summ` with calibrated `<label>_err`, `<label>_err_stat`, [C/H] errors and P(CEMP) from the calibrated Gaussian."
+    "`summ` with calibrated `<label>_err`, `<label>_err_stat`, `<label>_p16`, `<label>_p84`, [C/H] errors and P(CEMP) from the calibrated Gaussian."
     out = dict(summ)
     labels = [l for l in cal['labels'] if l in cal['params'] and l in summ]
     sig = {}
     feh = summ.get('feh')
-    for l in labels: sig[l], out[f'{l}_err_stat'] = calibrated_sigma(cal, l, summ[f'{l}_err'], snr, feh, repeats); out[f'{l}_err'] = sig[l]
+    for l in labels:
+        sig[l], out[f'{l}_err_stat'] = calibrated_sigma(cal, l, summ[f'{l}_err'], snr, feh, repeats); out[f'{l}_err'] = sig[l]
+        out[f'{l}_p16'], out[f'{l}_p84'] = calibrated_percentiles(cal, l, summ[l], sig[l])
     ix = {l: cal['labels'].index(l) for l in labels}
     corr = np.asarray(cal['corr'], float)[np.ix_([ix[l] for l in labels], [ix[l] for l in labels])]
     if {'feh', 'cfe'} <= set(labels) and 'ch' in summ:
         rho = corr[labels.index('feh'), labels.index('cfe')]
         comb = lambda x, y: np.sqrt(np.clip(x ** 2 + y ** 2 + 2 * rho * x * y, 0, None))
         out['ch_err'], out['ch_err_stat'] = comb(sig['feh'], sig['cfe']), comb(out['feh_err_stat'], out['cfe_err_stat'])
+        out['ch_p16'], out['ch_p84'] = summ['ch'] - out['ch_err'], summ['ch'] + out['ch_err']  # a sum: its percentiles are not those of the parts
     crit = load_criteria(criteria) if not (isinstance(criteria, dict) and 'classes' in criteria) else criteria
     if 'p_cemp' in summ and needs(crit, 'cemp', base=True) <= set(labels):
         out['p_cemp'] = calibrated_p_cemp({l: summ[l] for l in labels}, sig, corr, labels, crit)

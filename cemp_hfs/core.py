@@ -76,14 +76,16 @@ def column_info(
 )->tuple: # (unit, display format, description)
     "(unit, format, description) of a column cemp-hfs writes; (None, None, '') for any other."
     base, err = name, None
-    for suffix in ('_err_stat', '_err'):
+    for suffix in ('_err_stat', '_err', '_p16', '_p84'):
         if name.endswith(suffix): base, err = name[:-len(suffix)], suffix; break
     if base in UNITS:
         u = UNITS[base]
         what = {None: LABEL_NAMES[base],
                 '_err': f"uncertainty of the {LABEL_NAMES[base]} (1 sigma; the header's ERRCAL says whether calibrated or the Monte-Carlo dropout spread)",
                 '_err_stat': f"statistical part of the uncertainty of the {LABEL_NAMES[base]} (noise and network, without the systematic floor): "
-                             "what differs between repeat observations of a star"}[err]
+                             "what differs between repeat observations of a star",
+                '_p16': f"16th percentile of the predictive distribution of the {LABEL_NAMES[base]} (the header's PCTL says how it was found)",
+                '_p84': f"84th percentile of the predictive distribution of the {LABEL_NAMES[base]} (the header's PCTL says how it was found)"}[err]
         return u, LABEL_FORMATS.get(u), what
     return COLUMNS.get(name, (None, None, ''))
 

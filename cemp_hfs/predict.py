@@ -142,15 +142,20 @@ def without_repeats(self: HFSModel) -> HFSModel:
 
 # %% ../nbs/06_predict.ipynb #cuc001-uncertainty_
 def _uncertainty_cards(m: HFSModel, mc_samples, pcemp_note='') -> dict:
-    "Header cards saying what the `_err` columns and P(CEMP) are (ERRCAL, K95<LABEL>, PCEMP); a warning when there is no uncertainty."
+    "Header cards saying what the `_err`, `_p16`, `_p84` columns and P(CEMP) are (ERRCAL, K95<LABEL>, PCTL, PCEMP); a warning when there is no uncertainty."
     import warnings
     if mc_samples < 2:
         msg = 'none: one Monte-Carlo draw gives no uncertainty (every *_err is NaN, P(CEMP) 0 or 1); use mc_samples >= 2'
         warnings.warn(f"uncertainties: {msg}"); return dict(ERRCAL=msg)
     cal = m.calibration
-    if not cal: return dict(ERRCAL=calibration_summary(None))  # said in the header (and by the CLI's summary line)
+    if not cal: return dict(ERRCAL=calibration_summary(None), PCTL='*_p16, *_p84: the label -+ its *_err (the Monte-Carlo spread)')
     cards = dict(ERRCAL=calibration_summary(cal))
     for l, p in cal['params'].items(): cards[f'K95{l.upper()}'[:8]] = round(float(p['k95']), 3)
+    z = [p for p in cal['params'].values() if 'z16' in p]
+    cards['PCTL'] = ('*_p16, *_p84: the label + z16, z84 times its *_err, z the 15.87th and 84.13th percentiles of (truth - label) / error '
+                     'on the calibration stars (Z16<LABEL>, Z84<LABEL>); [C/H]: -+ ch_err' if z else '*_p16, *_p84: the label -+ its calibrated *_err')
+    for l, p in cal['params'].items():
+        if 'z16' in p: cards[f'Z16{l.upper()}'[:8]], cards[f'Z84{l.upper()}'[:8]] = round(float(p['z16']), 3), round(float(p['z84']), 3)
     if not pcemp_note:
         cards['PCEMP'] = ('probability mass inside the CEMP region (PCRULE) of a Gaussian with the calibrated errors and correlations'
                           + (f"; for the rule '{cal['p_cemp']['rule']}' then mapped by the calibration's Platt scaling (its stars' population)"
@@ -236,13 +241,15 @@ def summarize_samples(point, # (B, L) the deterministic labels
                       samples, # (T, B, L) draws in physical units
                       labels=LABELS, # the L label names
                       criteria='paper', # criteria for P(CEMP)
-                     ) -> dict: # per label and [C/H]: the label and its `_err`; `p_cemp`
-    "Label (the deterministic answer) and standard deviation of the draws per label and for [C/H]; P(CEMP) if the criteria's labels are there."
+                     ) -> dict: # per label and [C/H]: the label, its `_err`, `_p16` and `_p84`; `p_cemp`
+    "Label (the deterministic answer), standard deviation of the draws (and label -+ it) per label and for [C/H]; P(CEMP) if the criteria's labels are there."
     s = {l: samples[..., j] for j, l in enumerate(labels)}
     p = {l: point[:, j] for j, l in enumerate(labels)}
     if 'cfe' in s and 'feh' in s: s['ch'], p['ch'] = s['cfe'] + s['feh'], p['cfe'] + p['feh']
     out = {}
-    for l, v in s.items(): out[l], out[f'{l}_err'] = p[l], v.std(0) if len(v) > 1 else np.full(v.shape[1:], np.nan)
+    for l, v in s.items():
+        out[l], out[f'{l}_err'] = p[l], v.std(0) if len(v) > 1 else np.full(v.shape[1:], np.nan)
+        out[f'{l}_p16'], out[f'{l}_p84'] = p[l] - out[f'{l}_err'], p[l] + out[f'{l}_err']  # uncalibrated: -+ the spread
     crit = load_criteria(criteria)
     if needs(crit, 'cemp', base=True) <= set(s): out['p_cemp'] = satisfies(crit['cemp'], resolver(s.__getitem__, crit['derived'])).mean(0)
     return out
@@ -482,6 +489,8 @@ def _chunk_table(rows, summ: dict, labels, flags: dict) -> Table:
     for k in cols: t[k] = np.asarray(summ[k], float) if rows else np.zeros(0); t[f'{k}_err'] = np.asarray(summ[f'{k}_err'], float) if rows else np.zeros(0)
     for k in cols:  # the statistical part of the error (what differs between repeat observations); uncalibrated: the MC spread
         t[f'{k}_err_stat'] = np.asarray(summ.get(f'{k}_err_stat', summ[f'{k}_err']), float) if rows else np.zeros(0)
+    for k in cols:  # the 16th and 84th percentiles of the predictive distribution (the header's PCTL says how)
+        for q in ('_p16', '_p84'): t[f'{k}{q}'] = np.asarray(summ[f'{k}{q}'], float) if rows else np.zeros(0)
     t['p_cemp'] = MaskedColumn(np.asarray(summ['p_cemp'], float) if 'p_cemp' in summ else np.full(len(t), np.nan),
                                mask=np.zeros(len(t), bool) if 'p_cemp' in summ else np.ones(len(t), bool))
     t['novelty'] = np.asarray(summ.get('novelty', np.full(len(t), np.nan)), float)

@@ -345,8 +345,7 @@ def candidates(t: Table, # a table from `classify`
     return c[np.argsort(-np.ma.filled(np.ma.asarray(c['p_cemp'], dtype=float), -1.), kind='stable')] if 'p_cemp' in c.colnames else c
 
 # %% ../nbs/06a_select.ipynb #c019f
-CATALOGUE_COLUMNS = ('obsid', 'designation', 'ra', 'dec', 'teff', 'teff_err', 'logg', 'logg_err', 'feh', 'feh_err',
-                     'cfe', 'cfe_err', 'ch', 'ch_err', 'log_l', 'snrg', 'snri', 'cemp', 'vmp', 'emp', 'ump', 'p_cemp',
+CATALOGUE_COLUMNS = ('obsid', 'designation', 'ra', 'dec', *(f'{l}{s}' for l in ('teff', 'logg', 'feh', 'cfe', 'ch') for s in ('', '_err', '_p16', '_p84')), 'log_l', 'snrg', 'snri', 'cemp', 'vmp', 'emp', 'ump', 'p_cemp',
                      'flagged', 'filename')
 
 def write_catalogue(t: Table, # a classified table (or candidates)

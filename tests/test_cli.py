@@ -70,7 +70,11 @@ def test_every_spectrum_labelled_or_rejected_once(chain):
 def test_catalogue_columns(chain):
     cat = read_fits(chain / 'sel' / 'cemp_candidates.fits')
     for c in ('obsid', 'designation', 'ra', 'dec', 'teff', 'logg', 'feh', 'cfe', 'ch', 'teff_err', 'ch_err', 'snrg',
-              'cemp', 'emp', 'vmp', 'p_cemp'): assert c in cat.colnames, c
+              'cemp', 'emp', 'vmp', 'p_cemp', 'feh_p16', 'feh_p84', 'cfe_p16', 'cfe_p84'): assert c in cat.colnames, c
+    # an uncalibrated model (this chain's): the percentiles are the label -+ the Monte-Carlo spread, and the header says so
+    np.testing.assert_allclose(np.asarray(cat['cfe_p84']) - np.asarray(cat['cfe']), np.asarray(cat['cfe_err']), atol=2e-6)
+    np.testing.assert_allclose(np.asarray(cat['teff']) - np.asarray(cat['teff_p16']), np.asarray(cat['teff_err']), atol=0.01)
+    assert 'Monte-Carlo' in read_fits(chain / 'pred' / 'predictions.fits').meta['PCTL']
     assert len(cat) == len(read_fits(chain / 'pred' / 'predictions.fits'))  # --p-min 0 keeps every star
     assert (np.diff(np.asarray(cat['p_cemp'])) <= 0).all()
 
@@ -82,6 +86,7 @@ def test_catalogues_read_back_with_units_nulls_descriptions_and_provenance(chain
     cols = [h[f'TTYPE{i}'] for i in range(1, h['TFIELDS'] + 1)]
     unit = {c: h.get(f'TUNIT{i}') for i, c in enumerate(cols, 1)}
     assert (unit['teff'], unit['teff_err'], unit['logg'], unit['feh'], unit['cfe_err'], unit['ra'], unit['dec']) == ('K', 'K', 'dex', 'dex', 'dex', 'deg', 'deg')
+    assert (unit['teff_p16'], unit['feh_p84'], unit['ch_p16']) == ('K', 'dex', 'dex')
     assert all(h.get(f'TCOMM{i}') for i, c in enumerate(cols, 1) if c != 'designation'), 'a column without description'
     assert f"TNULL{cols.index('obsid') + 1}" in h  # obsid has a null value, not -1
     assert 'index' not in cols and 'path' not in cols
