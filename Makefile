@@ -115,7 +115,7 @@ bench-real: $(STAMP)
 bench-real-cli: $(STAMP)
 	MPLBACKEND=Agg nice -n 5 $(BIN)/python benchmarks/real_cli.py
 
-# The model the package ships: HFS-Net small on the mock survey and the real DR10 spectra with LASP labels at once,
+# The single network the package ships (hfsnet-small-mock-dr10; the first of the default ensemble below): HFS-Net small on the mock survey and the real DR10 spectra with LASP labels at once,
 # calibrated and measured (seeded; ~10 min on 2 CPUs). A plain run writes a candidate (benchmarks/cache/pretrained/,
 # numbers in benchmarks/results/pretrained_candidate.md) to compare with the shipped model's benchmarks/results/pretrained.md;
 # `make pretrained SHIP=1` replaces the shipped model (cemp_hfs/models/) and its numbers, the model card's source
@@ -123,7 +123,7 @@ bench-real-cli: $(STAMP)
 pretrained: $(STAMP)
 	MPLBACKEND=Agg nice -n 5 $(BIN)/python benchmarks/pretrained.py $(if $(SHIP),--ship)
 
-# The deep ensemble the package ships beside it (hfsnet-small-mock-dr10-x5): the same network trained from seeds 0-4,
+# The deep ensemble the package ships beside it and uses by default (hfsnet-small-mock-dr10-x5): the same network trained from seeds 0-4,
 # combined by cemp_hfs.train.ensemble_models, calibrated and measured the same way (~30 min more on 2 CPUs; reuses the
 # cache of `make pretrained`); numbers in benchmarks/results/pretrained_x5.md, `SHIP=1` copies it to cemp_hfs/models/
 .PHONY: pretrained-x5
@@ -149,14 +149,14 @@ bench-learning: $(STAMP)
 bench-calibration-choice: $(STAMP)
 	nice -n 10 $(BIN)/python benchmarks/calibration_choice.py
 
-# Are the uncertainties calibrated? The shipped model's *_err and P(CEMP) against unseen mock stars (pulls per S/N bin,
+# Are the uncertainties calibrated? The single shipped network's *_err and P(CEMP) against unseen mock stars (pulls per S/N bin,
 # coverage, reliability diagram, Brier score), real DR10 test stars against LASP and real DR8 repeats (~10 min of CPU on
 # 2 CPUs); needs the cached datasets of `make pretrained`; resumable: benchmarks/cache/uncertainty/
 .PHONY: bench-uncertainty
 bench-uncertainty: $(STAMP)
 	MPLBACKEND=Agg nice -n 10 $(BIN)/python benchmarks/uncertainty.py
 
-# The same for the shipped deep ensemble (after `make pretrained-x5 SHIP=1`): benchmarks/results/uncertainty_x5.*
+# The same for the shipped deep ensemble, the default model (after `make pretrained-x5 SHIP=1`): benchmarks/results/uncertainty_x5.*
 .PHONY: bench-uncertainty-x5
 bench-uncertainty-x5: $(STAMP)
 	MPLBACKEND=Agg nice -n 10 $(BIN)/python benchmarks/uncertainty.py --model cemp_hfs/models/hfsnet-small-mock-dr10-x5.pt --tag x5

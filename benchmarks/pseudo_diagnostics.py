@@ -1,7 +1,7 @@
 """Why the shipped model reads the pseudo-LAMOST benchmark stars too metal-rich (`make bench-pseudo-diagnostics`).
 
 Two tests on the benchmark stars of `benchmarks/pseudo_lamost.py` (their high-resolution spectra degraded to LAMOST),
-each predicted by one model (default: the shipped one) with labels from the deterministic pass:
+each predicted by one model (default: the single shipped network, `hfsnet-small-mock-dr10`) with labels from the deterministic pass:
 1. *Donor continuum.* The same star put on the continuum of six real DR10 donors at S/N_g = 50: the three nearest in
    (Teff / 250 K, log g / 0.5 dex) with S/N_g > 50 (the benchmark's rule), and the three nearest in (Teff, log g,
    [Fe/H] / 0.5 dex) with S/N_g > 30, i.e. metal-poor donors where DR10 has them. If the donor's metal-rich continuum
@@ -37,7 +37,7 @@ from cemp_hfs.io import LamostSpectrum, read_lamost  # noqa: E402
 from cemp_hfs.mock import model_flux, lamost_wave, _noise_sigma  # noqa: E402
 from cemp_hfs.preprocess import native_continuum  # noqa: E402
 from cemp_hfs.pseudo import degrade_to_lamost, pseudo_lamost  # noqa: E402
-from cemp_hfs.predict import predict  # noqa: E402
+from cemp_hfs.predict import predict, shipped_models  # noqa: E402
 
 DATA = Path(os.environ.get('CEMP_HFS_DATA', ROOT.parent / 'shared' / 'data'))
 OUT = ROOT / 'benchmarks' / 'results'
@@ -123,7 +123,7 @@ def gband_mock_trend(feh=-3., cfe=0., teffs=(4400, 4800, 5200, 5750, 6300)) -> l
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--model', default=None, help='model file (default: the shipped model)')
+    ap.add_argument('--model', default='hfsnet-small-mock-dr10', help='model file or shipped name (default: the single shipped network, whose numbers the model card quotes)')
     ap.add_argument('--out', default='pseudo_diagnostics', help='results file stem in benchmarks/results/ (.json and .md)')
     ap.add_argument('--hb-feh', type=float, default=None, help="the mock's H-beta [Fe/H] slope, as the model's `pretrained.py --hb-feh` run had it")
     args = ap.parse_args(argv)
@@ -161,7 +161,7 @@ def main(argv=None):
         if r['variant'].endswith(f'{REGIONS[-1][0]}-{REGIONS[-1][1]} from mock'):
             same = next(q for q in swap_rows if q['star'] == r['star'] and q['variant'] == 'real')
             if abs(r['feh'] - same['feh']) > 1e-6: raise RuntimeError(f"{r['star']}: a swap outside the preprocessed range changed [Fe/H]")
-    model = args.model or 'the shipped model'
+    model = f'the shipped model {args.model}' if args.model in shipped_models()['models'] else args.model
     from cemp_hfs.pseudo import band_depth
     bench = [dict(star=s['star'], teff=float(l['teff']), logg=float(l['logg']), feh=float(l['feh']), cfe_lit=float(l['cfe']),
                   gband_real=float(band_depth(wave, degrade_to_lamost(*hires(DATA / 'hires_benchmarks' / s['file']), wave), GBAND)),

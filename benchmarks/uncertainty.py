@@ -267,8 +267,8 @@ def is_cemp(truth):
 # ------------------------------------------------------------------ main
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--model', default=None, help='calibrated model file (default: the shipped model)')
-    ap.add_argument('--tag', default=None, help="another model's results: benchmarks/results/uncertainty_TAG.* (a candidate, or x5 for the shipped ensemble; default: uncertainty.*, the default shipped model's)")
+    ap.add_argument('--model', default='hfsnet-small-mock-dr10', help='calibrated model file or shipped name (default: the single shipped network; the default model, the ensemble, is `make bench-uncertainty-x5`)')
+    ap.add_argument('--tag', default=None, help="another model's results: benchmarks/results/uncertainty_TAG.* (a candidate, or x5 for the shipped ensemble; default: uncertainty.*, the single shipped network's)")
     args = ap.parse_args(argv)
     global CACHE
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 2)))
