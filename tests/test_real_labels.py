@@ -63,17 +63,19 @@ def test_select_without_carbon(chain):
 def test_demo_labels_real_spectra_with_the_shipped_model(data_dir, tmp_path):
     "The demo's real part: the shipped model on (a subset of) the DR10 spectra with LASP labels, compared with LASP."
     from cemp_hfs.pipeline import _real_demo, _summary_markdown
+    from cemp_hfs.predict import shipped_models
+    default = shipped_models()['default']
     src = data_dir / 'lamost/dr10_labeled'
     lab = Table.read(src / 'lasp_labels.csv', format='ascii.csv')[:60]
     d = tmp_path / 'data' / 'lamost' / 'dr10_labeled'; d.mkdir(parents=True)
     for f in lab['filename']: (d / f).symlink_to(src / f)
     lab.write(d / 'lasp_labels.csv', format='ascii.csv')
     r = _real_demo(tmp_path / 'out', tmp_path / 'data', 4, 'paper', False)
-    assert r['model'] == 'hfsnet-small-mock-dr10' and r['n_input'] == 60
+    assert r['model'] == default and r['n_input'] == 60
     teff = np.asarray(lab['teff'], float); snr = np.asarray(lab['snrg'], float)
     assert 0 < r['n_target'] <= int(((teff > 4000) & (teff < 6500) & (snr > 30)).sum())
     assert r['mae']['teff'] < 250 and r['mae']['feh'] < 0.3  # it knows these stars' kind (it trained on DR10 stars like them)
-    assert 'shipped model `hfsnet-small-mock-dr10`' in _summary_markdown(dict(
+    assert f'shipped model `{default}`' in _summary_markdown(dict(
         evaluation={**{f'mae_{l}': 0. for l in ('teff', 'logg', 'feh', 'cfe', 'ch')}, 'n_matched': 0, 'n_selected': 0, 'n_true_cemp': 0,
                     'n_true_positive': 0, 'completeness': 0., 'purity': 0., 'n_selected_p50': 0, 'completeness_p50': 0., 'purity_p50': 0.},
         training=dict(epochs_run=1, best_epoch=1), n_train_spectra=0, n_dataset=0, config='small', seed_test=0, n_test_spectra=0,
