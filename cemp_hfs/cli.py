@@ -129,8 +129,9 @@ def cmd_train(
     labels = [l.strip() for l in args.labels.split(',') if l.strip()] if args.labels else None
     learn = pipeline.run_train(args.dataset, args.out, config=args.config, epochs=args.epochs, bs=args.bs, lr=args.lr,
                                balanced=args.balanced, seed=args.seed, patience=args.patience, labels=labels,
-                               progress=not args.quiet)
+                               progress=not args.quiet, calibrate=not args.no_calibrate)
     say(f"train: labels {', '.join(learn.scaler.labels)}; {train_summary(learn)}")
+    say(f"train: uncertainties {learn.calibration_note}")
     say(f"train: model -> {args.out}, log -> {Path(args.out).with_suffix('.history.csv')}, figures -> {learn.figures}")
     return 0
 
@@ -399,6 +400,7 @@ def _add_train(s):
     _opt(s, '--patience', fl, 'patience', 'stop after this many epochs without improvement', type=_integer(1, none=True))
     _opt(s, '--seed', fl, 'seed', 'random seed', type=_integer(0))
     _arg(s, '--labels', 'labels to train on, e.g. teff,logg,feh', shown='those the dataset has known values of')
+    _flag(s, '--no-calibrate', "leave the uncertainties uncalibrated (by default they are calibrated on the dataset's validation split after training)")
     _common(s, quiet='no training log on stderr')
 
 # %% ../nbs/90_cli.ipynb #cp_add_predict

@@ -16,8 +16,8 @@ from .core import LABELS, UNITS, write_table, find_inputs, Progress
 from .io import read_lamost, LamostFormatError, META_KEYS
 
 # %% auto #0
-__all__ = ['spectra_table', 'survey_info', 'run_prepare', 'run_train', 'predictions_source', 'read_predictions', 'run_select',
-           'run_demo']
+__all__ = ['spectra_table', 'survey_info', 'run_prepare', 'calibrate_trained', 'run_train', 'predictions_source',
+           'read_predictions', 'run_select', 'run_demo']
 
 # %% ../nbs/09_pipeline.ipynb #c11aa34
 def spectra_table(
@@ -104,12 +104,28 @@ def _training_figures(learn, suffix=''):
     return [('training', plot_training(learn.history, learn.scaler)), (f'one_to_one{suffix}', plot_one_to_one(vt)),
             (f'residuals_snr{suffix}', plot_residuals_snr(vt)), ('expert_usage', plot_expert_usage(learn.expert_usage.usage))]
 
+# %% ../nbs/09_pipeline.ipynb #ccal_trained
+def calibrate_trained(model, # the model file `run_train` wrote (calibrated in place)
+                      dataset, # a dataset with true labels: its validation split is fitted on
+                      mc_samples=16, # Monte-Carlo draws, as `predict` uses them by default
+                     ) -> str: # one line: what was calibrated, or why nothing was
+    "Calibrate a trained model's uncertainties on `dataset`'s validation split, in place; one line saying what was done, or why not."
+    from cemp_hfs.calibrate import calibrate_uncertainties, write_calibration, calibration_summary, MIN_STARS
+    hint = 'predict will report the Monte-Carlo dropout spread, which is too small (cemp-hfs calibrate MODEL DATASET fits one)'
+    try: cal = calibrate_uncertainties(model, dataset, 'valid', mc_samples=mc_samples)
+    except ValueError as e: return f"not calibrated ({e}); {hint}"
+    if not cal['params']: return f"not calibrated: the validation split has fewer than {MIN_STARS} spectra with a known value of any label; {hint}"
+    write_calibration(model, cal, model)
+    left = [l for l in cal['labels'] if l not in cal['params']]
+    return calibration_summary(cal) + (f"; {', '.join(left)} left uncalibrated (fewer than {MIN_STARS} known values)" if left else '')
+
 # %% ../nbs/09_pipeline.ipynb #crun_train
 def run_train(dataset, # dataset folder (from `run_prepare`)
               out='model.pt', # model file to write; figures go to `<stem>_figures/` beside it
               config='small', # HFS-Net config: 'small' (the default), 'paper', a YAML path or a dict
+              calibrate=True, # calibrate the uncertainties on the validation split afterwards (`calibrate_trained`)
               **kwargs): # anything else `train_hfsnet` takes (epochs, bs, lr, balanced, seed, patience, progress)
-    "Train HFS-Net on a dataset, write the model file and its figures; returns the fastai `Learner`."
+    "Train HFS-Net on a dataset, write the model file and its figures, calibrate its uncertainties; returns the fastai `Learner` (`calibration_note` says what was calibrated)."
     import matplotlib; matplotlib.use('Agg')
     from cemp_hfs.hfsnet import load_config, check_allocation
     from cemp_hfs.train import train_hfsnet
@@ -120,6 +136,7 @@ def run_train(dataset, # dataset folder (from `run_prepare`)
     if out.is_dir(): raise ValueError(f"model file {out}: is a directory")
     learn = train_hfsnet(dataset, cfg, out=out, **kwargs)
     learn.figures = _save_figures(_training_figures(learn), out.parent / f'{out.stem}_figures')
+    learn.calibration_note = calibrate_trained(out, dataset) if calibrate else 'not calibrated (not asked to); cemp-hfs calibrate MODEL DATASET fits one'
     return learn
 
 # %% ../nbs/09_pipeline.ipynb #ca2fe68

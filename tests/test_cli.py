@@ -102,6 +102,21 @@ def test_catalogues_read_back_with_units_nulls_descriptions_and_provenance(chain
     assert [str(f[c].unit) for c in ('teff', 'feh', 'ra')] == ['K', 'dex', 'deg']
     np.testing.assert_allclose(np.asarray(f['teff']), np.asarray(e['teff']))
 
+def test_train_calibrates_on_the_validation_split(tmp_path):
+    "`cemp-hfs train` with default options writes a model whose errors are calibrated on the dataset's validation split."
+    from cemp_hfs.predict import HFSModel
+    run('mock', tmp_path / 'survey', '-n', 300, '--seed', 8, '--quiet')
+    run('prepare', tmp_path / 'survey' / 'truth.csv', '--out', tmp_path / 'ds', '--quiet')
+    p = run('train', tmp_path / 'ds', '--epochs', 1, '--out', tmp_path / 'm.pt', '--quiet')
+    assert 'train: uncertainties calibrated' in p.stdout and 'split valid' in p.stdout
+    cal = HFSModel.load(tmp_path / 'm.pt').calibration
+    n_valid = int(np.sum(Table.read(tmp_path / 'ds' / 'labels.fits')['split'] == 'valid'))
+    assert cal['fitted_on']['split'] == 'valid' and cal['fitted_on']['n'] == n_valid >= 30
+    run('predict', tmp_path / 'm.pt', *sorted((tmp_path / 'survey' / 'spectra').glob('*.fits*'))[:5], '--out', tmp_path / 'pred', '--quiet')
+    assert read_fits(tmp_path / 'pred' / 'predictions.fits').meta['ERRCAL'].startswith('calibrated')
+    p = run('train', tmp_path / 'ds', '--epochs', 1, '--out', tmp_path / 'm0.pt', '--no-calibrate', '--quiet')
+    assert 'not calibrated (not asked to)' in p.stdout and HFSModel.load(tmp_path / 'm0.pt').calibration is None
+
 def test_unknown_obsid_is_masked_not_minus_one(chain, tmp_path):
     from cemp_hfs.io import read_lamost, write_lamost
     f = sorted((chain / 'survey' / 'spectra').glob('*.fits*'))[0]
