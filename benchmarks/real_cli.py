@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from real import LABELS, TARGET_MAE, ROOT, Clock, hardware, git_state, git_label, jdump, fcol, in_target, log, run_cannon  # noqa: E402
 from metrics import label_stats  # noqa: E402
+from astropy.stats import mad_std  # noqa: E402
 
 SHARED = ROOT.parent / 'shared' / 'data' / 'lamost' / 'dr10_labeled'
 FEH_NOT_CEMP = -1.5
@@ -90,6 +91,12 @@ def main(fresh=False, quick=False):
     cand_idx = {row[str(f)] for f in cand['filename']} if len(cand) else set()
     not_cemp = np.where(np.isin(split, ('valid', 'test')) & (T[:, 2] > FEH_NOT_CEMP))[0]
     out['false_cemp'] = dict(n=len(not_cemp), n_selected=len(cand_idx & set(not_cemp.tolist())), n_candidates=len(cand))
+    # the errors the default path writes: what `train` calibrated (on the validation split), tested on the test stars
+    E = np.stack([fcol(p, f'{l}_err') for l in LABELS], 1)
+    pull = (P - T) / E
+    out['errors'] = dict(errcal=str(p.meta.get('ERRCAL', '')), test_target={
+        l: dict(n=int(np.isfinite(pull[tgt, j]).sum()), width=float(mad_std(pull[tgt, j], ignore_nan=True)),
+                cover68=float(np.mean(np.abs(pull[tgt, j][np.isfinite(pull[tgt, j])]) < 1))) for j, l in enumerate(LABELS)})
     out['wall_s'] = time.perf_counter() - t0
     (res / 'real_cli.json').write_text(jdump(out))
     (res / 'real_cli.md').write_text(report(out))
@@ -130,6 +137,11 @@ def report(o) -> str:
         for l in LABELS:
             v, w = t[l]['mae'], c[l]['mae']
             lines.append(f"| {l} | {v:.3g} | {w:.3g} | {'yes' if v <= w else f'**no**, {v - w:.3g} worse'} |")
+    if 'errors' in o:
+        e = o['errors']
+        lines += ["", f"Uncertainties as `predict` wrote them (header ERRCAL): {e['errcal']}. On the same test stars, the pulls "
+                  "(prediction - LASP) / `*_err`, whose spread includes LASP's own errors (so a width somewhat above 1 is expected): "
+                  + ', '.join(f"{l} robust width {d['width']:.2f}, {d['cover68']:.0%} within 1 sigma" for l, d in e['test_target'].items()) + '.']
     fc = o['false_cemp']
     lines += ["", f"False CEMP: {fc['n_selected']} of the {fc['n']} validation and test stars with LASP [Fe/H] > {FEH_NOT_CEMP} "
               f"are among the {fc['n_candidates']} candidates `select` wrote (the model has no carbon label, so `select` "
