@@ -552,9 +552,10 @@ def calibration_summary(cal: dict | None, # a calibration (None: none)
     "One line: what a calibration was fitted on and how (for catalogue headers and the CLI)."
     if not cal: return 'uncalibrated: the spread of the Monte-Carlo dropout draws only (too small; see cemp-hfs calibrate)'
     f = cal.get('fitted_on', {})
-    src = ', '.join(f"{v} {k}" for k, v in f.get('sources', {}).items())
-    line = (f"calibrated ({cal['method']}; per label sigma^2 = a sigma_MC^2 + (b/SNR_g)^2 + c^2) on {f.get('n', '?')} spectra "
-            f"({src or 'one source'}) of {f.get('dataset', '?')} (split {f.get('split', '?')})")
+    srcs = f.get('sources', {})
+    src = '' if list(srcs) == [f.get('dataset')] else f" ({', '.join(f'{v} {k}' for k, v in srcs.items()) or 'one source'})"  # one dataset, no sources column: said once
+    line = (f"calibrated ({cal['method']}; per label sigma^2 = a sigma_MC^2 + (b/SNR_g)^2 + c^2) on {f.get('n', '?')} spectra"
+            f"{src} of {f.get('dataset', '?')} (split {f.get('split', '?')})")
     r = cal.get('repeats')
     if not r: return line
     return line + ('; real-observation repeat factors on the statistical errors ' + ', '.join(f"{l} x{k:.2f}" for l, k in r['factors'].items())
