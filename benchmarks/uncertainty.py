@@ -138,8 +138,9 @@ def percentile_coverage(raw, c) -> dict:
     for j, l in enumerate(LABELS):
         t, lo, hi = raw['truth'][:, j], c['p16'][:, j], c['p84'][:, j]
         ok = np.isfinite(t) & np.isfinite(lo) & np.isfinite(hi)
-        if ok.sum(): out[l] = dict(n=int(ok.sum()), below=float(np.mean(t[ok] < lo[ok])), above=float(np.mean(t[ok] > hi[ok])),
-                                   inside=float(np.mean((t[ok] >= lo[ok]) & (t[ok] <= hi[ok]))))
+        if not ok.sum(): continue
+        below, above = float(np.mean(t[ok] < lo[ok])), float(np.mean(t[ok] > hi[ok]))
+        out[l] = dict(n=int(ok.sum()), below=below, above=above, inside=1. - below - above)  # lo <= hi: the three split the stars
     return out
 
 

@@ -151,11 +151,11 @@ def _uncertainty_cards(m: HFSModel, mc_samples, pcemp_note='') -> dict:
     if not cal: return dict(ERRCAL=calibration_summary(None), PCTL='*_p16, *_p84: the label -+ its *_err (the Monte-Carlo spread)')
     cards = dict(ERRCAL=calibration_summary(cal))
     for l, p in cal['params'].items(): cards[f'K95{l.upper()}'[:8]] = round(float(p['k95']), 3)
-    z = [p for p in cal['params'].values() if 'z16' in p]
-    cards['PCTL'] = ('*_p16, *_p84: the label + z16, z84 times its *_err, z the 15.87th and 84.13th percentiles of (truth - label) / error '
-                     'on the calibration stars (Z16<LABEL>, Z84<LABEL>); [C/H]: -+ ch_err' if z else '*_p16, *_p84: the label -+ its calibrated *_err')
     for l, p in cal['params'].items():
         if 'z16' in p: cards[f'Z16{l.upper()}'[:8]], cards[f'Z84{l.upper()}'[:8]] = round(float(p['z16']), 3), round(float(p['z84']), 3)
+    cards['PCTL'] = ('*_p16, *_p84: the label + z16, z84 times its *_err, z the 15.87th and 84.13th percentiles of (truth - label) / error '
+                     'on the calibration stars (Z16<LABEL>, Z84<LABEL>); [C/H]: -+ ch_err' if any(k.startswith('Z16') for k in cards)
+                     else '*_p16, *_p84: the label -+ its calibrated *_err')
     if not pcemp_note:
         cards['PCEMP'] = ('probability mass inside the CEMP region (PCRULE) of a Gaussian with the calibrated errors and correlations'
                           + (f"; for the rule '{cal['p_cemp']['rule']}' then mapped by the calibration's Platt scaling (its stars' population)"

@@ -2,7 +2,6 @@
 DR10 spectra: they are the label plus the calibration's z16 and z84 times the calibrated error, the catalogue's header
 says so, and one Monte-Carlo draw (no uncertainty) gives none."""
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
