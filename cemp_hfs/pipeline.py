@@ -16,7 +16,7 @@ from .core import LABELS, UNITS, write_table, find_inputs, Progress
 from .io import read_lamost, LamostFormatError, META_KEYS
 
 # %% auto #0
-__all__ = ['spectra_table', 'survey_info', 'run_prepare', 'calibrate_trained', 'run_train', 'predictions_source',
+__all__ = ['MEMBERS', 'spectra_table', 'survey_info', 'run_prepare', 'calibrate_trained', 'run_train', 'predictions_source',
            'read_predictions', 'run_select', 'run_demo']
 
 # %% ../nbs/09_pipeline.ipynb #c11aa34
@@ -120,22 +120,96 @@ def calibrate_trained(model, # the model file `run_train` wrote (calibrated in p
     return calibration_summary(cal) + (f"; {', '.join(left)} left uncalibrated (fewer than {MIN_STARS} known values)" if left else '')
 
 # %% ../nbs/09_pipeline.ipynb #crun_train
+MEMBERS = 5  # networks `run_train` (and `cemp-hfs train`) trains by default and keeps as one deep-ensemble model
+
+def _member_done(path, seed) -> bool:
+    "Whether `path` holds a network whose training finished (its trust statistics are written only then) from `seed`."
+    from cemp_hfs.predict import HFSModel
+    if not Path(path).exists(): return False
+    try: m = HFSModel.load(path)
+    except Exception: return False  # a file cut short: trained again
+    return 'trust' in m.extra and m.extra.get('seed') == seed
+
+def _train_members(dataset, cfg, out, n, resume, seed=0, progress=True, **kwargs):
+    "Train `n` networks from seeds `seed`, `seed`+1, ... into `<stem>_members/`, keeping finished ones of a stopped run, and combine them."
+    import sys, shutil
+    from cemp_hfs.core import atomic_path
+    from cemp_hfs.train import train_hfsnet, hfs_learner, ensemble_models
+    folder, seeds = out.parent / f'{out.stem}_members', [int(seed) + i for i in range(n)]
+    # members are kept only for a rerun with the same settings: anything else trains them again
+    settings = json.loads(json.dumps(dict(dataset=str(Path(dataset).resolve()), config=cfg, **kwargs), default=str))
+    sfile = folder / 'settings.json'
+    same = resume and sfile.exists() and json.loads(sfile.read_text()) == settings
+    if folder.exists() and not same: shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(sfile) as tmp: tmp.write_text(json.dumps(settings, indent=1))
+    files, kept = [folder / f'seed{s}.pt' for s in seeds], []
+    for i, (f, s) in enumerate(zip(files, seeds)):
+        if same and _member_done(f, s):
+            kept.append(s)
+            if progress: print(f"train: network {i + 1} of {n} (seed {s}) kept from an earlier run: {f}", file=sys.stderr, flush=True)
+            continue
+        if progress: print(f"train: network {i + 1} of {n} (seed {s}) -> {f}", file=sys.stderr, flush=True)
+        train_hfsnet(dataset, cfg, out=f, seed=s, progress=progress, **kwargs)  # its Learner is dropped: one in memory at a time
+    ens = ensemble_models(files, out=out, dataset=dataset)
+    # a Learner of the ensemble for the figures and `split_predictions` (never fitted: the members are)
+    learn = hfs_learner(dataset, cfg, seed=seeds[0], progress=False, **{k: v for k, v in kwargs.items() if k in ('bs', 'labels', 'device')})
+    learn.model, learn.hfs_model = ens.net, ens
+    learn.history = Table.read(files[0].with_suffix('.history.csv'), format='ascii.csv')
+    learn.members = [dict(seed=s, file=f, kept=s in kept, epochs=len(Table.read(f.with_suffix('.history.csv'), format='ascii.csv')),
+                          **{k: ens.extra['members'][i].get(k) for k in ('epoch', 'valid_loss')}) for i, (s, f) in enumerate(zip(seeds, files))]
+    return learn
+
+def _ensemble_summary(learn) -> str:
+    "One worded line for an ensemble `run_train` trained: its networks, their best epochs, and its validation MAE per label."
+    from cemp_hfs.core import PLAIN
+    ms, vt = learn.members, learn.valid_predictions
+    seeds = [m['seed'] for m in ms]
+    kept = sum(m['kept'] for m in ms)
+    mae = [f"{PLAIN.get(l, l)} {np.nanmean(np.abs(np.asarray(vt[f'{l}_pred'], float) - np.asarray(vt[l], float))):.3g} {UNITS.get(l, '')}".strip()
+           for l in learn.scaler.labels if np.isfinite(np.asarray(vt[l], float)).any()]
+    return (f"a deep ensemble of {len(ms)} networks (seeds {seeds[0]}-{seeds[-1]}; best epochs "
+            f"{', '.join(str(m['epoch'] + 1) for m in ms)} of {', '.join(sorted({str(m['epochs']) for m in ms}))}"
+            + (f"; {kept} kept from an earlier run" if kept else '') + ")"
+            + (f"; validation mean absolute error of the ensemble: {', '.join(mae)}" if mae else '; no validation spectra with known labels'))
+
+def _member_figures(learn):
+    "The figures of an ensemble's Learner: one-to-one and residuals of the ensemble, training curves and expert usage of each network."
+    from cemp_hfs.train import split_predictions, plot_training, plot_one_to_one, plot_residuals_snr, plot_expert_usage
+    vt = split_predictions(learn)
+    figs = [('one_to_one', plot_one_to_one(vt)), ('residuals_snr', plot_residuals_snr(vt))]
+    for m in learn.members:
+        figs.append((f"training_seed{m['seed']}", plot_training(m['file'].with_suffix('.history.csv'), learn.scaler)))
+        eu = m['file'].with_suffix('.experts.csv')
+        if eu.exists(): figs.append((f"expert_usage_seed{m['seed']}", plot_expert_usage(np.array(Table.read(eu, format='ascii.csv').as_array().tolist()))))
+    learn.valid_predictions = vt
+    return figs
+
 def run_train(dataset, # dataset folder (from `run_prepare`)
               out='model.pt', # model file to write; figures go to `<stem>_figures/` beside it
               config='small', # HFS-Net config: 'small' (the default), 'paper', a YAML path or a dict
               calibrate=True, # calibrate the uncertainties on the validation split afterwards (`calibrate_trained`)
+              members=MEMBERS, # networks to train, from seeds `seed`, `seed`+1, ...: more than 1 makes one deep-ensemble model of them
+              resume=True, # keep the networks a stopped run with the same settings finished (in `<stem>_members/`)
               **kwargs): # anything else `train_hfsnet` takes (epochs, bs, lr, balanced, seed, patience, progress)
-    "Train HFS-Net on a dataset, write the model file and its figures, calibrate its uncertainties; returns the fastai `Learner` (`calibration_note` says what was calibrated)."
+    "Train HFS-Net on a dataset (by default a deep ensemble of `MEMBERS` networks), write the model file and its figures, calibrate its uncertainties; returns a fastai `Learner` of the model (`calibration_note` says what was calibrated, `members` what each network did)."
     import matplotlib; matplotlib.use('Agg')
     from cemp_hfs.hfsnet import load_config, check_allocation
     from cemp_hfs.train import train_hfsnet
+    from cemp_hfs.predict import check_count
     if not (Path(dataset) / 'labels.fits').exists(): raise FileNotFoundError(f"{dataset}: not a dataset (no labels.fits); run `cemp-hfs prepare` first")
     cfg = load_config(config)  # a typo fails before any work, naming the file and the key
     check_allocation(cfg, None if isinstance(config, dict) else config)  # and so does a network too big to build
+    members = check_count('members', members)
     out = Path(out)
     if out.is_dir(): raise ValueError(f"model file {out}: is a directory")
-    learn = train_hfsnet(dataset, cfg, out=out, **kwargs)
-    learn.figures = _save_figures(_training_figures(learn), out.parent / f'{out.stem}_figures')
+    if members == 1:
+        learn = train_hfsnet(dataset, cfg, out=out, **kwargs)
+        learn.members, figs = None, _training_figures(learn)
+    else:
+        learn = _train_members(dataset, cfg, out, members, resume, **kwargs)
+        figs = _member_figures(learn)
+    learn.figures = _save_figures(figs, out.parent / f'{out.stem}_figures')
     learn.calibration_note = calibrate_trained(out, dataset) if calibrate else 'not calibrated (not asked to); cemp-hfs calibrate MODEL DATASET fits one'
     return learn
 

@@ -398,16 +398,23 @@ def ensemble_models(models, # model files, `HFSModel`s or Learners: one dataset,
     return HFSModel(net, ms[0].scaler, ms[0].preprocess, extra, Path(out).name if out is not None else '')
 
 # %% ../nbs/05_train.ipynb #c026
-def split_predictions(learn: Learner, # a Learner from `hfs_learner` or `train_hfsnet`
+def split_predictions(learn: Learner, # a Learner from `hfs_learner`, `train_hfsnet` or `run_train` (fitted or not)
                       split='valid', # the split of the dataset to predict
                      ) -> Table: # row, snrg, and per label its truth and `<label>_pred`
     "Truth, prediction (physical units) and S/N of the stars of `split`."
     data, sc = learn.data, learn.scaler
     rows = split_rows(data, split)
-    dl = SpectraDL(SpectraDataset(data, rows, sc.transform(label_matrix(data.labels, sc.labels))), bs=learn.dls.bs,
-                   device=learn.dls.device)
-    with learn.no_bar(): preds, _ = learn.get_preds(dl=dl, inner=True)  # inner: no fit events for the callbacks
-    pred = sc.inverse(preds[:, :len(sc.labels)].float().numpy())
+    # the model's forward pass in eval mode, batch by batch: no fastai loop, so the callbacks' records stay as they are
+    # and a Learner that never fitted (the ensemble of `run_train`) predicts too
+    ds, model, bs = SpectraDataset(data, rows), learn.model, learn.dls.bs
+    dev, was = next(model.parameters()).device, model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = [model(*(x.to(dev) for x in ds.batch(np.arange(i, min(i + bs, len(rows)))))).float().cpu().numpy()
+                   for i in range(0, len(rows), bs)]
+    finally: model.train(was)
+    pred = sc.inverse(np.concatenate(out)[:, :len(sc.labels)] if out else np.zeros((0, len(sc.labels))))
     truth = label_matrix(data.labels, sc.labels)[rows]
     t = Table({'row': rows, 'snrg': np.asarray(data.labels['snrg'], float)[rows]})
     for j, l in enumerate(sc.labels): t[l], t[f'{l}_pred'] = truth[:, j], pred[:, j]

@@ -36,7 +36,7 @@ def chain(tmp_path_factory):
     (d / 'survey' / 'spectra' / 'spec-corrupt.fits').write_bytes(b'SIMPLE  = not really a FITS file' * 40)
     (d / 'survey' / 'spectra' / 'spec-gone.fits').symlink_to(d / 'survey' / 'nowhere.fits')  # a broken link
     run('prepare', d / 'survey' / 'truth.csv', '--labels', d / 'survey' / 'hires_labels.csv', '--out', d / 'ds', '--quiet')
-    LOGS['train'] = run('train', d / 'ds', '--config', 'small', '--epochs', 2, '--bs', 16, '--out', d / 'model.pt')
+    LOGS['train'] = run('train', d / 'ds', '--config', 'small', '--epochs', 2, '--bs', 16, '--members', 1, '--out', d / 'model.pt')
     LOGS['predict'] = run('predict', d / 'model.pt', d / 'survey' / 'spectra', '--out', d / 'pred', '--mc', 4, '--chunk-size', 16)
     run('select', d / 'pred' / 'predictions.fits', '--out', d / 'sel', '--p-min', '0', '--keep-flagged')
     return d
@@ -103,18 +103,25 @@ def test_catalogues_read_back_with_units_nulls_descriptions_and_provenance(chain
     np.testing.assert_allclose(np.asarray(f['teff']), np.asarray(e['teff']))
 
 def test_train_calibrates_on_the_validation_split(tmp_path):
-    "`cemp-hfs train` with default options writes a model whose errors are calibrated on the dataset's validation split."
+    "`cemp-hfs train` with default options writes an ensemble whose errors are calibrated on the dataset's validation split."
     from cemp_hfs.predict import HFSModel
     run('mock', tmp_path / 'survey', '-n', 300, '--seed', 8, '--quiet')
     run('prepare', tmp_path / 'survey' / 'truth.csv', '--out', tmp_path / 'ds', '--quiet')
     p = run('train', tmp_path / 'ds', '--epochs', 1, '--out', tmp_path / 'm.pt', '--quiet')
     assert 'train: uncertainties calibrated' in p.stdout and 'split valid' in p.stdout
+    assert 'a deep ensemble of 5 networks (seeds 0-4; best epochs 1, 1, 1, 1, 1 of 1)' in p.stdout
+    assert HFSModel.load(tmp_path / 'm.pt').members == 5 and len(list((tmp_path / 'm_members').glob('seed*.pt'))) == 5
     cal = HFSModel.load(tmp_path / 'm.pt').calibration
     n_valid = int(np.sum(Table.read(tmp_path / 'ds' / 'labels.fits')['split'] == 'valid'))
     assert cal['fitted_on']['split'] == 'valid' and cal['fitted_on']['n'] == n_valid >= 30
     run('predict', tmp_path / 'm.pt', *sorted((tmp_path / 'survey' / 'spectra').glob('*.fits*'))[:5], '--out', tmp_path / 'pred', '--quiet')
     assert read_fits(tmp_path / 'pred' / 'predictions.fits').meta['ERRCAL'].startswith('calibrated')
-    p = run('train', tmp_path / 'ds', '--epochs', 1, '--out', tmp_path / 'm0.pt', '--no-calibrate', '--quiet')
+    # stopped before the ensemble was written: the same command goes on from the finished networks
+    h = HFSModel.load(tmp_path / 'm.pt').weights_hash()
+    (tmp_path / 'm.pt').unlink(); (tmp_path / 'm_members' / 'seed4.pt').unlink()
+    p = run('train', tmp_path / 'ds', '--epochs', 1, '--out', tmp_path / 'm.pt', '--quiet')
+    assert '4 kept from an earlier run' in p.stdout and HFSModel.load(tmp_path / 'm.pt').weights_hash() == h
+    p = run('train', tmp_path / 'ds', '--epochs', 1, '--out', tmp_path / 'm0.pt', '--no-calibrate', '--members', 1, '--quiet')
     assert 'not calibrated (not asked to)' in p.stdout and HFSModel.load(tmp_path / 'm0.pt').calibration is None
 
 def test_unknown_obsid_is_masked_not_minus_one(chain, tmp_path):

@@ -26,7 +26,7 @@ def chain(data_dir, tmp_path_factory):
     lab = Table.read(src / 'lasp_labels.csv', format='ascii.csv')[:160]
     lab.write(d / 'lasp_subset.csv', format='ascii.csv')
     out = {'prepare': run('prepare', d / 'lasp_subset.csv', '--root', src, '--out', d / 'ds', '--quiet'),
-           'train': run('train', d / 'ds', '--config', 'small', '--epochs', 2, '--bs', 16, '--out', d / 'model.pt', '--quiet'),
+           'train': run('train', d / 'ds', '--config', 'small', '--epochs', 2, '--bs', 16, '--members', 1, '--out', d / 'model.pt', '--quiet'),
            'predict': run('predict', d / 'model.pt', *[src / f for f in lab['filename'][:40]], '--out', d / 'pred', '--mc', 4, '--quiet'),
            'select': run('select', d / 'pred' / 'predictions.fits', '--out', d / 'sel')}
     return d, lab, out
