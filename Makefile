@@ -110,7 +110,7 @@ bench-real: $(STAMP)
 	MPLBACKEND=Agg nice -n 10 $(BIN)/python benchmarks/real.py
 
 # The user's path on real stars: cemp-hfs prepare, train, predict, select on the DR10 spectra with LASP labels, every
-# option at its default, then the test split against LASP (~10 min on 2 CPUs); steps kept in benchmarks/cache/real_cli/
+# option at its default, then the test split against LASP (~35 min on 2 CPUs: five networks); steps kept in benchmarks/cache/real_cli/
 .PHONY: bench-real-cli
 bench-real-cli: $(STAMP)
 	MPLBACKEND=Agg nice -n 5 $(BIN)/python benchmarks/real_cli.py

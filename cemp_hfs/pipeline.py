@@ -132,16 +132,18 @@ def _member_done(path, seed) -> bool:
 
 def _train_members(dataset, cfg, out, n, resume, seed=0, progress=True, **kwargs):
     "Train `n` networks from seeds `seed`, `seed`+1, ... into `<stem>_members/`, keeping finished ones of a stopped run, and combine them."
-    import sys, shutil
+    import sys, hashlib
     from cemp_hfs.core import atomic_path
     from cemp_hfs.train import train_hfsnet, hfs_learner, ensemble_models
     folder, seeds = out.parent / f'{out.stem}_members', [int(seed) + i for i in range(n)]
     # members are kept only for a rerun with the same settings: anything else trains them again
-    settings = json.loads(json.dumps(dict(dataset=str(Path(dataset).resolve()), config=cfg, **kwargs), default=str))
+    labels_sha = hashlib.sha1((Path(dataset) / 'labels.fits').read_bytes()).hexdigest()  # a dataset prepared again is another dataset
+    settings = json.loads(json.dumps(dict(dataset=str(Path(dataset).resolve()), labels_sha1=labels_sha, config=cfg, **kwargs), default=str))
     sfile = folder / 'settings.json'
     same = resume and sfile.exists() and json.loads(sfile.read_text()) == settings
-    if folder.exists() and not same: shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if not same:  # the networks of other settings go (only the files this function writes: nothing else in the folder)
+        for f in [*folder.glob('seed*.pt'), *folder.glob('seed*.history.csv'), *folder.glob('seed*.experts.csv')]: f.unlink()
     with atomic_path(sfile) as tmp: tmp.write_text(json.dumps(settings, indent=1))
     files, kept = [folder / f'seed{s}.pt' for s in seeds], []
     for i, (f, s) in enumerate(zip(files, seeds)):
@@ -281,8 +283,10 @@ def _summary_markdown(s: dict) -> str:
         lines.append(f"| {l} | {ev[f'mae_{l}']:.3g} {UNITS.get(l, '')} |")
     lines += ["", f"CEMP selection (criteria `{s['criteria']}`): {ev['n_selected']} selected, {ev['n_true_cemp']} truly CEMP, "
               f"{ev['n_true_positive']} both: completeness **{ev['completeness']:.2f}**, purity **{ev['purity']:.2f}**. "
-              f"Selecting by P(CEMP) >= 0.5 instead ({s['mc_samples']} MC-dropout draws per star): {ev['n_selected_p50']} selected, "
+              f"Selecting by P(CEMP) >= 0.5 instead ({s['mc_samples']} MC-dropout draws per star"
+              + (", calibrated" if str(s.get('calibration', '')).startswith('calibrated') else ", not calibrated: the raw draws") + f"): {ev['n_selected_p50']} selected, "
               f"completeness **{ev['completeness_p50']:.2f}**, purity **{ev['purity_p50']:.2f}**.", "",
+              f"Uncertainties: {s.get('calibration', 'not recorded')}.", "",
               f"Wall time: {s['seconds']['total']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in s['seconds'].items() if k != 'total')})."]
     r = s.get('real') or {}
     if 'note' in r: lines += ["", f"Real LAMOST spectra: {r['note']}"]
@@ -354,6 +358,7 @@ def run_demo(out='demo_out', # output folder
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     learn = train_hfsnet(out / 'dataset', config, epochs=epochs, bs=bs, lr=lr, out=out / 'model.pt', seed=seed, progress=progress)
     _save_figures(_training_figures(learn, suffix='_valid'), out)
+    calibration = calibrate_trained(out / 'model.pt', out / 'dataset', mc_samples=mc)  # as `cemp-hfs train` does: calibrated errors and P(CEMP)
     lap('train')
     test_truth = make_survey(n_test, out / 'survey_test', seed=seed + 1000, progress=progress); lap('mock_test')
     pred = predict(out / 'model.pt', out / 'survey_test' / 'spectra', out=out / 'predictions', mc_samples=mc, bs=64,
@@ -367,7 +372,7 @@ def run_demo(out='demo_out', # output folder
     ev.update({f'{k}_p50': ev_p[k] for k in ('n_selected', 'n_true_positive', 'completeness', 'purity')})
     real = _real_demo(out, real or os.environ.get('CEMP_HFS_DATA', '../shared/data'), mc, criteria, progress); lap('real')
     secs['total'] = round(sum(secs.values()), 1)
-    summary = dict(real=real, config=config, criteria=criteria, seed_test=seed + 1000, mc_samples=mc, n_train_spectra=len(train_truth),
+    summary = dict(real=real, config=config, criteria=criteria, seed_test=seed + 1000, mc_samples=mc, calibration=calibration, n_train_spectra=len(train_truth),
                    n_dataset=len(load_dataset(out / 'dataset')), n_test_spectra=len(test_truth), n_predicted=len(pred),
                    n_rejected=int(pred.meta['NREJECT']), n_candidates=len(cand),
                    training=dict(epochs_run=len(learn.history), best_epoch=int(learn.save_best.best_epoch) + 1,
