@@ -119,7 +119,7 @@ def calibrate_trained(model, # the model file `run_train` wrote (calibrated in p
     left = [l for l in cal['labels'] if l not in cal['params']]
     return calibration_summary(cal) + (f"; {', '.join(left)} left uncalibrated (fewer than {MIN_STARS} known values)" if left else '')
 
-# %% ../nbs/09_pipeline.ipynb #crun_train
+# %% ../nbs/09_pipeline.ipynb #cmembers
 MEMBERS = 5  # networks `run_train` (and `cemp-hfs train`) trains by default and keeps as one deep-ensemble model
 
 def _member_done(path, seed) -> bool:
@@ -130,6 +130,7 @@ def _member_done(path, seed) -> bool:
     except Exception: return False  # a file cut short: trained again
     return 'trust' in m.extra and m.extra.get('seed') == seed
 
+# %% ../nbs/09_pipeline.ipynb #cmembers1
 def _train_members(dataset, cfg, out, n, resume, seed=0, progress=True, **kwargs):
     "Train `n` networks from seeds `seed`, `seed`+1, ... into `<stem>_members/`, keeping finished ones of a stopped run, and combine them."
     import sys, hashlib
@@ -162,6 +163,7 @@ def _train_members(dataset, cfg, out, n, resume, seed=0, progress=True, **kwargs
                           **{k: ens.extra['members'][i].get(k) for k in ('epoch', 'valid_loss')}) for i, (s, f) in enumerate(zip(seeds, files))]
     return learn
 
+# %% ../nbs/09_pipeline.ipynb #cmembers2
 def _ensemble_summary(learn) -> str:
     "One worded line for an ensemble `run_train` trained: its networks, their best epochs, and its validation MAE per label."
     from cemp_hfs.core import PLAIN
@@ -175,6 +177,7 @@ def _ensemble_summary(learn) -> str:
             + (f"; {kept} kept from an earlier run" if kept else '') + ")"
             + (f"; validation mean absolute error of the ensemble: {', '.join(mae)}" if mae else '; no validation spectra with known labels'))
 
+# %% ../nbs/09_pipeline.ipynb #cmembers3
 def _member_figures(learn):
     "The figures of an ensemble's Learner: one-to-one and residuals of the ensemble, training curves and expert usage of each network."
     from cemp_hfs.train import split_predictions, plot_training, plot_one_to_one, plot_residuals_snr, plot_expert_usage
@@ -187,6 +190,7 @@ def _member_figures(learn):
     learn.valid_predictions = vt
     return figs
 
+# %% ../nbs/09_pipeline.ipynb #crun_train
 def run_train(dataset, # dataset folder (from `run_prepare`)
               out='model.pt', # model file to write; figures go to `<stem>_figures/` beside it
               config='small', # HFS-Net config: 'small' (the default), 'paper', a YAML path or a dict
